@@ -1,0 +1,146 @@
+"""The ``numba`` backend: validated, flattened NumPy arrays in, compiled CPU kernels run.
+
+Arrays below ``PARALLEL_MIN_SIZE`` elements use the serial build of a kernel: under that size
+starting the thread team costs more than it saves (measured with
+``python benchmarks/parallel_threshold.py``; see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Any, Callable
+
+import numba
+import numpy as np
+
+from .kernels import cpu
+
+PARALLEL_MIN_SIZE = 1 << 15
+
+
+def _configure_threading_layer() -> None:
+    """Prefer a thread-safe threading layer (TBB, then OpenMP) unless the user chose one.
+
+    Numba's default fallback, ``workqueue``, aborts the process when two Python threads launch
+    parallel kernels at once; fastopt is called from threaded training loops, so it asks for
+    "threadsafe". Without TBB or OpenMP, parallel launches are serialised by a lock instead.
+    """
+    if os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default":
+        return
+    for mod in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            __import__(mod)
+        except ImportError:
+            continue
+        numba.config.THREADING_LAYER = "threadsafe"
+        return
+
+
+_configure_threading_layer()
+_workqueue_lock = threading.Lock()
+
+
+def _parallel_guard() -> contextlib.AbstractContextManager[Any]:
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # not started yet: the first launch picks it
+        return _workqueue_lock
+    return _workqueue_lock if layer == "workqueue" else contextlib.nullcontext()
+
+
+_kernels: dict[tuple[Any, ...], Callable[..., None]] = {}
+
+
+def _kernel(factory: Callable[..., Callable[..., None]], **flags: bool) -> Callable[..., None]:
+    key = (factory, *flags.values())
+    k = _kernels.get(key)
+    if k is None:
+        k = _kernels[key] = factory(**flags)
+    return k
+
+
+def _run(kernel: Callable[..., None], parallel: bool, *args: Any) -> None:
+    if parallel:
+        with _parallel_guard():
+            kernel(*args)
+    else:
+        kernel(*args)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 1 else a.ravel()
+
+
+def sgd(param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray | None = None, *,
+        step: int, lr: float, momentum: float, dampening: float, nesterov: bool,
+        weight_decay: float, maximize: bool) -> None:
+    n = param.size
+    par = n >= PARALLEL_MIN_SIZE
+    k = _kernel(cpu.sgd_kernel, momentum=momentum != 0, nesterov=nesterov, maximize=maximize,
+                weight_decay=weight_decay != 0, parallel=par)
+    p = _flat(param)
+    buf = p if momentum_buffer is None else _flat(momentum_buffer)
+    _run(k, par, p, _flat(grad), buf, step, lr, momentum, dampening, weight_decay)
+
+
+def adagrad(param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, step: int,
+            lr: float, lr_decay: float, weight_decay: float, eps: float,
+            maximize: bool) -> None:
+    par = param.size >= PARALLEL_MIN_SIZE
+    k = _kernel(cpu.adagrad_kernel, maximize=maximize, weight_decay=weight_decay != 0,
+                parallel=par)
+    _run(k, par, _flat(param), _flat(grad), _flat(state_sum), step, lr, lr_decay,
+         weight_decay, eps)
+
+
+def rmsprop(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
+            momentum_buffer: np.ndarray | None = None, grad_avg: np.ndarray | None = None, *,
+            step: int, lr: float, alpha: float, eps: float, weight_decay: float,
+            momentum: float, centered: bool, maximize: bool) -> None:
+    par = param.size >= PARALLEL_MIN_SIZE
+    k = _kernel(cpu.rmsprop_kernel, maximize=maximize, weight_decay=weight_decay != 0,
+                momentum=momentum > 0, centered=centered, parallel=par)
+    p = _flat(param)
+    buf = p if momentum_buffer is None else _flat(momentum_buffer)
+    gavg = p if grad_avg is None else _flat(grad_avg)
+    _run(k, par, p, _flat(grad), _flat(square_avg), buf, gavg, lr, alpha, eps, weight_decay,
+         momentum)
+
+
+def _adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+          max_exp_avg_sq: np.ndarray | None, step: int, lr: float, beta1: float, beta2: float,
+          eps: float, weight_decay: float, amsgrad: bool, maximize: bool,
+          decoupled: bool) -> None:
+    par = param.size >= PARALLEL_MIN_SIZE
+    k = _kernel(cpu.adam_kernel, amsgrad=amsgrad, maximize=maximize,
+                weight_decay=weight_decay != 0, decoupled=decoupled, parallel=par)
+    v = _flat(exp_avg_sq)
+    vmax = v if max_exp_avg_sq is None else _flat(max_exp_avg_sq)
+    _run(k, par, _flat(param), _flat(grad), _flat(exp_avg), v, vmax, step, lr, beta1, beta2,
+         eps, weight_decay)
+
+
+def adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+         max_exp_avg_sq: np.ndarray | None = None, *, step: int, lr: float, beta1: float,
+         beta2: float, eps: float, weight_decay: float, amsgrad: bool, maximize: bool) -> None:
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          weight_decay, amsgrad, maximize, False)
+
+
+def adamw(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+          max_exp_avg_sq: np.ndarray | None = None, *, step: int, lr: float, beta1: float,
+          beta2: float, eps: float, weight_decay: float, amsgrad: bool, maximize: bool) -> None:
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          weight_decay, amsgrad, maximize, True)
+
+
+def adadelta(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
+             acc_delta: np.ndarray, *, step: int, lr: float, rho: float, eps: float,
+             weight_decay: float, maximize: bool) -> None:
+    par = param.size >= PARALLEL_MIN_SIZE
+    k = _kernel(cpu.adadelta_kernel, maximize=maximize, weight_decay=weight_decay != 0,
+                parallel=par)
+    _run(k, par, _flat(param), _flat(grad), _flat(square_avg), _flat(acc_delta), lr, rho, eps,
+         weight_decay)

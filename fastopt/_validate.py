@@ -1,0 +1,125 @@
+"""Argument checks shared by every public entry point.
+
+Everything is checked before anything is written: a call that raises here leaves every array
+as it was. The checks are ordered cheapest-first and kept lean, because they run on every step
+(a 4096-element Adam step costs a few microseconds in total).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(a: Any) -> str:
+    t = type(a)
+    if isinstance(a, np.ndarray):
+        return f"numpy.ndarray of dtype {a.dtype}"
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def arrays(fn: str, names: tuple[str, ...], values: tuple[Any, ...]) -> None:
+    """Check the arrays of one call: names[0] is the param, names[1] the (read-only) grad.
+
+    All must be NumPy arrays of one float dtype and one shape, C-contiguous, param and state
+    writeable, and no two may overlap in memory.
+    """
+    param = values[0]
+    if type(param) is not np.ndarray:
+        raise TypeError(
+            f"Invalid {names[0]}: {_describe(param)} (expected a numpy.ndarray of float32 or "
+            f"float64; GPU arrays need a GPU backend)")
+    dtype = param.dtype
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"Invalid {names[0]}: array of dtype {dtype} (expected float32 or float64)")
+    for name, a in zip(names[1:], values[1:]):
+        if type(a) is not np.ndarray:
+            raise TypeError(f"Invalid {name}: {_describe(a)} (expected a numpy.ndarray like "
+                            f"{names[0]}, a {_describe(param)})")
+        if a.dtype is not dtype and a.dtype != dtype:
+            raise TypeError(f"Invalid {name}: array of dtype {a.dtype} (expected {dtype}, "
+                            f"the dtype of {names[0]})")
+    shape = param.shape
+    for i, (name, a) in enumerate(zip(names, values)):
+        if i and a.shape != shape:
+            raise ValueError(f"Invalid {name}: shape {a.shape} (expected {shape}, the shape of "
+                             f"{names[0]}; no broadcasting)")
+        flags = a.flags
+        if not flags.c_contiguous:
+            raise ValueError(f"Invalid {name}: non-contiguous array with strides {a.strides} "
+                             f"(expected a C-contiguous array)")
+        if i != 1 and not flags.writeable:
+            raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; "
+                             f"it is updated in place)")
+    n = len(values)
+    if param.size:
+        for i in range(n):
+            for j in range(i + 1, n):
+                if np.may_share_memory(values[i], values[j]):
+                    raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory "
+                                     f"(expected separate arrays)")
+    else:
+        for i in range(n):
+            for j in range(i + 1, n):
+                if values[i] is values[j]:
+                    raise ValueError(f"Invalid {names[j]}: it is the same array as {names[i]} "
+                                     f"(expected separate arrays)")
+
+
+def real(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
+         lo_open: bool = False, hi_open: bool = False) -> float:
+    """Check one real hyperparameter: a finite number within [lo, hi] (bounds optional)."""
+    t = type(value)
+    if t is not float and t is not int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"Invalid {name}: {value!r} (expected a real number)")
+        value = float(value)
+    ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        lo_s = "" if lo is None else f"{lo} {'<' if lo_open else '<='} "
+        hi_s = "" if hi is None else f" {'<' if hi_open else '<='} {hi}"
+        what = f"{lo_s}{name}{hi_s}" if (lo_s or hi_s) else f"finite {name}"
+        raise ValueError(f"Invalid {name}: {value!r} (expected {what})")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    if value is True or value is False:
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"Invalid {name}: {value!r} (expected True or False)")
+
+
+def step(fn: str, value: Any, required: bool) -> int:
+    """Check ``step``: an int >= 1; ``None`` is allowed where the math does not use it."""
+    if type(value) is int:
+        if value >= 1:
+            return value
+    elif value is None:
+        if not required:
+            return 1
+        raise ValueError(f"Invalid step: None (expected an int >= 1; {fn} uses it)")
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = int(value)
+        if value >= 1:
+            return value
+    raise ValueError(f"Invalid step: {value!r} (expected an int >= 1)")
+
+
+def state_given(name: str, value: Any, needed: bool, why: str) -> None:
+    """An optional state array must be given exactly when the options use it."""
+    if needed and value is None:
+        raise ValueError(f"Invalid {name}: None (expected an array: {why})")
+    if not needed and value is not None:
+        raise ValueError(f"Invalid {name}: an array was given but is not used (expected None "
+                         f"unless {why})")

@@ -1,0 +1,250 @@
+r"""The NumPy reference: slow, readable, multi-pass versions of every algorithm.
+
+These follow torch.optim's documented algorithms line by line, one NumPy operation per line of
+the math, and update the arrays in place. They are the oracle every compiled backend is tested
+against, and they are pinned to trajectories recorded from torch.optim (tests/golden).
+
+Arrays of one float dtype; element math runs in that dtype (Python scalars are "weak" in NumPy,
+so ``lr * g`` on float32 stays float32). Scalars derived from ``step`` are computed in float64.
+The functions here do not validate: call them through ``fastopt.<name>_step(...,
+backend="numpy")`` to get the checks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.floating]
+
+
+def _negate_if(g: Array, maximize: bool) -> Array:
+    return -g if maximize else g
+
+
+def sgd(param: Array, grad: Array, momentum_buffer: Array | None = None, *, step: int | None,
+        lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0, maximize: bool = False) -> None:
+    r"""Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0 \\
+        b_t &\leftarrow g_t \text{ if } t = 1 \text{ else } \mu\,b_{t-1} + (1-\tau)\,g_t
+              \quad\text{(if } \mu \ne 0\text{)} \\
+        g_t &\leftarrow g_t + \mu\,b_t \text{ if nesterov else } b_t
+              \quad\text{(if } \mu \ne 0\text{)} \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\,g_t
+
+    with learning rate :math:`\gamma` (``lr``), momentum :math:`\mu`, dampening :math:`\tau`
+    and weight decay :math:`\lambda`.
+
+    Args:
+        param: parameters, updated in place.
+        grad: gradient of the objective at ``param``.
+        momentum_buffer: :math:`b`, required when ``momentum != 0``; its contents are ignored
+            (overwritten) on step 1.
+        step: 1-based update count; needed only with momentum.
+        lr, momentum, dampening, nesterov, weight_decay, maximize: hyperparameters.
+
+    References:
+        Sutskever et al., "On the importance of initialization and momentum in deep learning",
+        ICML 2013; torch.optim.SGD.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    if momentum != 0:
+        assert momentum_buffer is not None
+        if step == 1:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer *= momentum
+            momentum_buffer += (1 - dampening) * g
+        if nesterov:
+            g = g + momentum * momentum_buffer
+        else:
+            g = momentum_buffer
+    param -= lr * g
+
+
+def adagrad(param: Array, grad: Array, state_sum: Array, *, step: int, lr: float = 1e-2,
+            lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
+            maximize: bool = False) -> None:
+    r"""Adagrad: per-coordinate step sizes from the running sum of squared gradients.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0 \\
+        \tilde\gamma &= \gamma / (1 + (t-1)\,\eta) \\
+        s_t &= s_{t-1} + g_t^2 \\
+        \theta_t &= \theta_{t-1} - \tilde\gamma\, g_t / (\sqrt{s_t} + \epsilon)
+
+    with learning rate :math:`\gamma`, ``lr_decay`` :math:`\eta`, weight decay :math:`\lambda`.
+
+    References:
+        Duchi, Hazan and Singer, "Adaptive Subgradient Methods for Online Learning and
+        Stochastic Optimization", JMLR 2011; torch.optim.Adagrad.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    clr = lr / (1 + (step - 1) * lr_decay)
+    state_sum += g * g
+    std = np.sqrt(state_sum) + eps
+    param -= clr * (g / std)
+
+
+def rmsprop(param: Array, grad: Array, square_avg: Array, momentum_buffer: Array | None = None,
+            grad_avg: Array | None = None, *, step: int | None = None, lr: float = 1e-2,
+            alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+            momentum: float = 0.0, centered: bool = False, maximize: bool = False) -> None:
+    r"""RMSprop, optionally centered and with momentum.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0 \\
+        v_t &= \alpha\,v_{t-1} + (1-\alpha)\,g_t^2 \\
+        \bar g_t &= \bar g_{t-1} + (1-\alpha)(g_t - \bar g_{t-1}) \text{ if centered} \\
+        d_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \text{ if centered else }
+               \sqrt{v_t} + \epsilon \\
+        b_t &= \mu\,b_{t-1} + g_t / d_t,\quad \theta_t = \theta_{t-1} - \gamma\,b_t
+               \quad\text{if } \mu > 0 \\
+        \theta_t &= \theta_{t-1} - \gamma\,g_t / d_t \quad\text{otherwise}
+
+    ``step`` is accepted for a uniform signature and not used: the state starts at zero.
+
+    References:
+        Hinton, Lecture 6e of "Neural Networks for Machine Learning", 2012; Graves,
+        "Generating Sequences With Recurrent Neural Networks", 2013 (centered);
+        torch.optim.RMSprop.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    square_avg *= alpha
+    square_avg += (1 - alpha) * (g * g)
+    if centered:
+        assert grad_avg is not None
+        grad_avg += (1 - alpha) * (g - grad_avg)
+        avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = np.sqrt(square_avg) + eps
+    if momentum > 0:
+        assert momentum_buffer is not None
+        momentum_buffer *= momentum
+        momentum_buffer += g / avg
+        param -= lr * momentum_buffer
+    else:
+        param -= lr * (g / avg)
+
+
+def _adam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
+          max_exp_avg_sq: Array | None, *, step: int, lr: float, beta1: float, beta2: float,
+          eps: float, weight_decay: float, amsgrad: bool, maximize: bool,
+          decoupled: bool) -> None:
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * param
+    exp_avg += (1 - beta1) * (g - exp_avg)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * (g * g)
+    bias_correction1 = 1 - math.pow(beta1, step)
+    bias_correction2 = 1 - math.pow(beta2, step)
+    step_size = lr / bias_correction1
+    bias_correction2_sqrt = math.sqrt(bias_correction2)
+    if amsgrad:
+        assert max_exp_avg_sq is not None
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        denom = np.sqrt(max_exp_avg_sq) / bias_correction2_sqrt + eps
+    else:
+        denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+    param -= step_size * (exp_avg / denom)
+
+
+def adam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
+         max_exp_avg_sq: Array | None = None, *, step: int, lr: float = 1e-3,
+         beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+         weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False) -> None:
+    r"""Adam, optionally with AMSGrad; weight decay is L2 (added to the gradient).
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0 \\
+        m_t &= m_{t-1} + (1-\beta_1)(g_t - m_{t-1}) \\
+        v_t &= \beta_2\,v_{t-1} + (1-\beta_2)\,g_t^2 \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \text{ if amsgrad else } v_t \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+                    \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1-\beta_2^t} + \epsilon}
+
+    The bias corrections are computed in float64 from the int ``step``.
+
+    Args:
+        param: parameters, updated in place.
+        grad: gradient.
+        exp_avg: :math:`m`, first-moment estimate (zeros before step 1).
+        exp_avg_sq: :math:`v`, second-moment estimate (zeros before step 1).
+        max_exp_avg_sq: :math:`\hat v`, required exactly when ``amsgrad``.
+        step: 1-based update count :math:`t`.
+
+    References:
+        Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi et al.,
+        "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad); torch.optim.Adam.
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1,
+          beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+          decoupled=False)
+
+
+def adamw(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
+          max_exp_avg_sq: Array | None = None, *, step: int, lr: float = 1e-3,
+          beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False) -> None:
+    r"""AdamW: Adam with decoupled weight decay.
+
+    As :func:`adam`, except that instead of adding :math:`\lambda\theta` to the gradient the
+    parameter is first shrunk: :math:`\theta_{t-1} \leftarrow \theta_{t-1}(1 - \gamma\lambda)`.
+
+    References:
+        Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019;
+        torch.optim.AdamW.
+    """
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1,
+          beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+          decoupled=True)
+
+
+def adadelta(param: Array, grad: Array, square_avg: Array, acc_delta: Array, *,
+             step: int | None = None, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+             weight_decay: float = 0.0, maximize: bool = False) -> None:
+    r"""Adadelta.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0 \\
+        v_t &= \rho\,v_{t-1} + (1-\rho)\,g_t^2 \\
+        \Delta x_t &= \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t \\
+        u_t &= \rho\,u_{t-1} + (1-\rho)\,\Delta x_t^2 \\
+        \theta_t &= \theta_{t-1} - \gamma\,\Delta x_t
+
+    with :math:`v` = ``square_avg`` and :math:`u` = ``acc_delta``. ``step`` is accepted for a
+    uniform signature and not used.
+
+    References:
+        Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012; torch.optim.Adadelta.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    square_avg *= rho
+    square_avg += (1 - rho) * (g * g)
+    std = np.sqrt(square_avg + eps)
+    delta = np.sqrt(acc_delta + eps) / std * g
+    acc_delta *= rho
+    acc_delta += (1 - rho) * (delta * delta)
+    param -= lr * delta

@@ -1,0 +1,150 @@
+"""Per-element update math of every algorithm, written once.
+
+Each ``<algorithm>`` function takes the current scalar values of one element (parameter,
+gradient, state) plus pre-computed scalar coefficients and returns the new values as a tuple.
+Boolean arguments select variants; backends pass them as compile-time constants, so a compiled
+kernel carries only the branches of its own configuration.
+
+Each ``<algorithm>_scalars`` function turns hyperparameters and the int ``step`` into those
+coefficients, in float64, once per call (host side). Backends cast the results to the arrays'
+dtype before the element loop: the element math must contain no numeric literals, or Numba and
+NVVM would promote float32 arithmetic to float64.
+
+This module is plain Python on purpose: the Numba CPU target, the Numba-CUDA target and the
+NumPy-free tests all compile or call these same functions. The algorithms are documented, with
+their math, in :mod:`fastopt.reference`.
+"""
+
+import math
+
+# ---------------------------------------------------------------------------------------------
+# SGD (heavy-ball momentum, dampening, Nesterov)
+
+
+def sgd_scalars(step, lr, momentum, dampening, weight_decay):
+    # On the first step torch initialises the buffer to the gradient itself.
+    first = 1.0 if step == 1 else 0.0
+    return lr, momentum, 1.0 - dampening, weight_decay, first
+
+
+def sgd(p, g, buf, lr, momentum, one_minus_dampening, weight_decay, first,
+        use_momentum, nesterov, maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    if use_momentum:
+        # A select, not a branch: the first step must not read the (uninitialised) buffer.
+        buf = g if first else momentum * buf + one_minus_dampening * g
+        if nesterov:
+            g = g + momentum * buf
+        else:
+            g = buf
+    p = p - lr * g
+    return p, buf
+
+
+# ---------------------------------------------------------------------------------------------
+# Adagrad
+
+
+def adagrad_scalars(step, lr, lr_decay, weight_decay, eps):
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    return clr, weight_decay, eps
+
+
+def adagrad(p, g, state_sum, clr, weight_decay, eps, maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    state_sum = state_sum + g * g
+    p = p - clr * (g / (math.sqrt(state_sum) + eps))
+    return p, state_sum
+
+
+# ---------------------------------------------------------------------------------------------
+# RMSprop (optionally centered, optionally with momentum)
+
+
+def rmsprop_scalars(lr, alpha, eps, weight_decay, momentum):
+    return lr, alpha, 1.0 - alpha, eps, weight_decay, momentum
+
+
+def rmsprop(p, g, square_avg, buf, grad_avg, lr, alpha, one_minus_alpha, eps, weight_decay,
+            momentum, maximize, use_weight_decay, use_momentum, centered):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    square_avg = alpha * square_avg + one_minus_alpha * (g * g)
+    if centered:
+        grad_avg = grad_avg + one_minus_alpha * (g - grad_avg)
+        avg = math.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = math.sqrt(square_avg) + eps
+    if use_momentum:
+        buf = momentum * buf + g / avg
+        p = p - lr * buf
+    else:
+        p = p - lr * (g / avg)
+    return p, square_avg, buf, grad_avg
+
+
+# ---------------------------------------------------------------------------------------------
+# Adam / AdamW (optionally AMSGrad)
+
+
+def adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    bias_correction1 = 1.0 - math.pow(beta1, step)
+    bias_correction2 = 1.0 - math.pow(beta2, step)
+    step_size = lr / bias_correction1
+    inv_bc2_sqrt = 1.0 / math.sqrt(bias_correction2)
+    # AdamW multiplies the parameter by (1 - lr * wd); Adam adds wd * p to the gradient.
+    decay = 1.0 - lr * weight_decay if decoupled else weight_decay
+    return 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, decay
+
+
+def adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2,
+         step_size, inv_bc2_sqrt, eps, decay, amsgrad, maximize, use_weight_decay, decoupled):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        if decoupled:
+            p = p * decay
+        else:
+            g = g + decay * p
+    exp_avg = exp_avg + one_minus_beta1 * (g - exp_avg)
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * (g * g)
+    if amsgrad:
+        # NaN-propagating maximum, as torch.maximum / np.maximum.
+        if not (max_exp_avg_sq >= exp_avg_sq):
+            if max_exp_avg_sq == max_exp_avg_sq:
+                max_exp_avg_sq = exp_avg_sq
+        denom = math.sqrt(max_exp_avg_sq) * inv_bc2_sqrt + eps
+    else:
+        denom = math.sqrt(exp_avg_sq) * inv_bc2_sqrt + eps
+    p = p - step_size * (exp_avg / denom)
+    return p, exp_avg, exp_avg_sq, max_exp_avg_sq
+
+
+# ---------------------------------------------------------------------------------------------
+# Adadelta
+
+
+def adadelta_scalars(lr, rho, eps, weight_decay):
+    return lr, rho, 1.0 - rho, eps, weight_decay
+
+
+def adadelta(p, g, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_decay,
+             maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    square_avg = rho * square_avg + one_minus_rho * (g * g)
+    std = math.sqrt(square_avg + eps)
+    delta = math.sqrt(acc_delta + eps) / std * g
+    acc_delta = rho * acc_delta + one_minus_rho * (delta * delta)
+    p = p - lr * delta
+    return p, square_avg, acc_delta
