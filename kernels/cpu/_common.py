@@ -1,8 +1,18 @@
 """Compilation settings shared by every Numba CPU kernel."""
 
 import functools
+import hashlib
+import inspect
 
 import numba
+
+from .. import rules
+
+# Numba's on-disk cache checks only the timestamp of the file that defines a kernel, not of the
+# rules module the kernel calls. Every kernel captures this digest of the rules' source as a
+# closure cell, and Numba hashes closure cells into the cache key: an edited rule can never be
+# served from a stale cache entry.
+RULES_DIGEST = hashlib.sha256(inspect.getsource(rules).encode()).hexdigest()[:16]
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of raising, and the
 # loop stays vectorisable. No fastmath: NaN and Inf must propagate exactly as in the reference.

@@ -1,7 +1,7 @@
 """Adadelta CPU kernel (math in kernels.rules.adadelta; algorithm in fastopt.reference.adadelta)."""
 
 from .. import rules
-from ._common import compile_kernel, kernel_factory, loop_for, rule
+from ._common import RULES_DIGEST, compile_kernel, kernel_factory, loop_for, rule
 
 _adadelta = rule(rules.adadelta)
 _adadelta_scalars = rule(rules.adadelta_scalars)
@@ -15,9 +15,11 @@ def adadelta_kernel(*, maximize, weight_decay, parallel):
     over 1-D contiguous arrays of one float dtype, in place, without validation.
     """
     loop = loop_for(parallel)
+    rules_digest = RULES_DIGEST
 
     def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay_value):
         s = _adadelta_scalars(lr, rho, eps, weight_decay_value)
+        rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
         t = param.dtype.type
         c0, c1, c2, c3, c4 = t(s[0]), t(s[1]), t(s[2]), t(s[3]), t(s[4])
         for i in loop(param.size):

@@ -1,7 +1,7 @@
 """Adam / AdamW CPU kernel (math in kernels.rules.adam; algorithm in fastopt.reference.adam)."""
 
 from .. import rules
-from ._common import compile_kernel, kernel_factory, loop_for, rule
+from ._common import RULES_DIGEST, compile_kernel, kernel_factory, loop_for, rule
 
 _adam = rule(rules.adam)
 _adam_scalars = rule(rules.adam_scalars)
@@ -17,10 +17,12 @@ def adam_kernel(*, amsgrad, maximize, weight_decay, decoupled, parallel):
     touched), and ``weight_decay=True`` exactly when the value is non-zero.
     """
     loop = loop_for(parallel)
+    rules_digest = RULES_DIGEST
 
     def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
              weight_decay_value):
         s = _adam_scalars(step, lr, beta1, beta2, eps, weight_decay_value, decoupled)
+        rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
         t = param.dtype.type
         c0, c1, c2, c3, c4, c5, c6 = t(s[0]), t(s[1]), t(s[2]), t(s[3]), t(s[4]), t(s[5]), t(s[6])
         for i in loop(param.size):

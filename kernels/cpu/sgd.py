@@ -1,7 +1,7 @@
 """SGD CPU kernel (math in kernels.rules.sgd; algorithm in fastopt.reference.sgd)."""
 
 from .. import rules
-from ._common import compile_kernel, kernel_factory, loop_for, rule
+from ._common import RULES_DIGEST, compile_kernel, kernel_factory, loop_for, rule
 
 _sgd = rule(rules.sgd)
 _sgd_scalars = rule(rules.sgd_scalars)
@@ -16,10 +16,12 @@ def sgd_kernel(*, momentum, nesterov, maximize, weight_decay, parallel):
     validate: pass any array as ``momentum_buffer`` when ``momentum`` is False (not touched).
     """
     loop = loop_for(parallel)
+    rules_digest = RULES_DIGEST
 
     def sgd(param, grad, momentum_buffer, step, lr, momentum_value, dampening,
             weight_decay_value):
         s = _sgd_scalars(step, lr, momentum_value, dampening, weight_decay_value)
+        rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
         t = param.dtype.type
         c0, c1, c2, c3, c4 = t(s[0]), t(s[1]), t(s[2]), t(s[3]), t(s[4])
         for i in loop(param.size):
