@@ -1,0 +1,54 @@
+"""Regenerate tests/golden/trajectories.npz from torch.optim (needs torch; run by hand).
+
+    python tests/make_golden.py
+
+For every algorithm and option set of the test table, float32 and float64, it runs torch.optim's
+single-tensor ("for-loop") implementation for STEPS steps from a seeded parameter and seeded
+gradients and records the parameter and the state after every step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from algorithms import cases, case_id  # noqa: E402
+from torch_optim import make_torch_optimizer, torch_state  # noqa: E402
+
+SIZE = 13
+STEPS = 12
+OUT = os.path.join(os.path.dirname(__file__), "golden", "trajectories.npz")
+
+
+def main() -> None:
+    data: dict[str, np.ndarray] = {}
+    for algo, options in cases():
+        for dtype in (np.float32, np.float64):
+            key = f"{case_id((algo, options))}|{np.dtype(dtype).name}"
+            rng = np.random.default_rng(1234)
+            param0 = rng.standard_normal(SIZE).astype(dtype)
+            grads = rng.standard_normal((STEPS, SIZE)).astype(dtype)
+            p = torch.nn.Parameter(torch.from_numpy(param0.copy()))
+            opt = make_torch_optimizer(algo, options, [p])
+            params, states = [], []
+            for t in range(STEPS):
+                p.grad = torch.from_numpy(grads[t].copy())
+                opt.step()
+                params.append(p.detach().numpy().copy())
+                st = torch_state(algo, options, opt, p)
+                states.append(np.stack([st[name] for name in sorted(st)]) if st else
+                              np.zeros((0, SIZE), dtype))
+            data[key + "|param0"] = param0
+            data[key + "|grads"] = grads
+            data[key + "|params"] = np.stack(params)
+            data[key + "|states"] = np.stack(states)
+    np.savez_compressed(OUT, torch_version=np.array(torch.__version__), **data)
+    print(f"wrote {len(data) // 4} trajectories to {OUT} (torch {torch.__version__})")
+
+
+if __name__ == "__main__":
+    main()

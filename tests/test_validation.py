@@ -1,0 +1,240 @@
+"""Bad input: every category is rejected with a precise message and changes nothing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import fastopt
+from algorithms import ALGORITHMS, Algorithm, Problem
+
+N = 64
+
+
+def setup(algo: Algorithm, options: dict[str, Any] | None = None,
+          dtype: Any = np.float32) -> tuple[list[Any], dict[str, Any]]:
+    """Positional arrays (param, grad, *states) and keyword arguments of one valid call."""
+    options = dict(algo.option_sets[-1] if options is None else options)
+    prob = Problem(algo, options, N, dtype, seed=3)
+    for name, a in prob.state.items():
+        if a is not None:
+            a[...] = np.abs(prob.grad())  # non-trivial state contents to protect
+    args = [prob.param, prob.grad(), *prob.state.values()]
+    return args, dict(options, step=3)
+
+
+def snapshot(args: list[Any]) -> list[bytes | None]:
+    return [a.tobytes() if isinstance(a, np.ndarray) else None for a in args]
+
+
+def expect_rejected(algo: Algorithm, args: list[Any], kwargs: dict[str, Any],
+                    exc: type[Exception], match: str,
+                    protect: list[Any] | None = None) -> None:
+    protect = args if protect is None else protect
+    before = snapshot(protect)
+    with pytest.raises(exc, match=match):
+        algo.step_fn(*args, **kwargs)
+    assert snapshot(protect) == before, "a rejected call changed an array"
+
+
+def state_index(algo: Algorithm, options: dict[str, Any]) -> int:
+    """Position in args of the first active state."""
+    return 2 + algo.states.index(algo.active_states(options)[0]) if algo.active_states(
+        options) else -1
+
+
+algos = pytest.mark.parametrize("algo", ALGORITHMS, ids=lambda a: a.name)
+
+
+@algos
+def test_valid_call_works_and_readonly_grad_is_fine(algo):
+    args, kw = setup(algo)
+    args[1].setflags(write=False)
+    before = args[0].copy()
+    algo.step_fn(*args, **kw)
+    assert not np.array_equal(args[0], before)
+
+
+@algos
+@pytest.mark.parametrize("position", [0, 1], ids=["param", "grad"])
+@pytest.mark.parametrize("make", [
+    lambda a: a.tolist(),
+    lambda a: a.astype(np.int32),
+    lambda a: a.astype(bool),
+    lambda a: a.astype(np.complex64),
+    lambda a: a.astype(np.float16),
+], ids=["list", "int32", "bool", "complex64", "float16"])
+def test_wrong_kind_of_array_is_a_type_error(algo, position, make):
+    args, kw = setup(algo)
+    name = ("param", "grad")[position]
+    bad = make(args[position])
+    protect = [a for i, a in enumerate(args) if i != position]
+    args[position] = bad
+    expect_rejected(algo, args, kw, TypeError, f"Invalid {name}: ", protect)
+
+
+@algos
+def test_mixed_dtypes_are_a_type_error(algo):
+    args, kw = setup(algo)
+    args[1] = args[1].astype(np.float64)
+    expect_rejected(algo, args, kw, TypeError,
+                    re.escape("Invalid grad: array of dtype float64 (expected float32"))
+
+
+@algos
+def test_shape_mismatch_is_a_value_error_no_broadcasting(algo):
+    args, kw = setup(algo)
+    i = state_index(algo, kw)
+    if i < 0:
+        pytest.skip("no state array in this option set")
+    name = algo.states[i - 2]
+    args[i] = args[i][:1]
+    expect_rejected(algo, args, kw, ValueError,
+                    re.escape(f"Invalid {name}: shape (1,) (expected ({N},)"))
+
+
+@algos
+def test_grad_shape_mismatch(algo):
+    args, kw = setup(algo)
+    args[1] = args[1].reshape(8, 8)
+    expect_rejected(algo, args, kw, ValueError, re.escape("Invalid grad: shape (8, 8)"))
+
+
+@algos
+def test_same_array_twice_is_rejected(algo):
+    args, kw = setup(algo)
+    args[1] = args[0]
+    expect_rejected(algo, args, kw, ValueError, "Invalid grad: it overlaps param in memory")
+
+
+@algos
+def test_overlapping_state_is_rejected(algo):
+    args, kw = setup(algo)
+    i = state_index(algo, kw)
+    if i < 0:
+        pytest.skip("no state array in this option set")
+    name = algo.states[i - 2]
+    buf = np.zeros(2 * N, args[0].dtype)
+    buf[:N] = args[0]
+    args[0], args[i] = buf[:N], buf[N // 2: N // 2 + N]
+    expect_rejected(algo, args, kw, ValueError,
+                    f"Invalid {name}: it overlaps param in memory", protect=[buf])
+
+
+@algos
+@pytest.mark.parametrize("which", ["param", "state"])
+def test_read_only_param_or_state_is_rejected(algo, which):
+    args, kw = setup(algo)
+    i = 0 if which == "param" else state_index(algo, kw)
+    if i < 0:
+        pytest.skip("no state array in this option set")
+    args[i].setflags(write=False)
+    name = "param" if i == 0 else algo.states[i - 2]
+    expect_rejected(algo, args, kw, ValueError, f"Invalid {name}: read-only array")
+
+
+@algos
+def test_non_contiguous_is_rejected(algo):
+    args, kw = setup(algo)
+    base = np.zeros(2 * N, args[0].dtype)
+    base[::2] = args[0]
+    args[0] = base[::2]
+    expect_rejected(algo, args, kw, ValueError, "Invalid param: non-contiguous array",
+                    protect=[base, *args[1:]])
+
+
+@algos
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_bad_lr(algo, value):
+    args, kw = setup(algo)
+    kw["lr"] = value
+    expect_rejected(algo, args, kw, ValueError, re.escape(f"Invalid lr: {value!r}"))
+
+
+@algos
+def test_non_number_hyperparameter_is_a_type_error(algo):
+    args, kw = setup(algo)
+    kw["lr"] = "0.1"
+    expect_rejected(algo, args, kw, TypeError, re.escape("Invalid lr: '0.1'"))
+
+
+@algos
+def test_algorithm_specific_bad_options(algo):
+    assert algo.bad_options, "every algorithm lists its own invalid hyperparameters"
+    for options, message in algo.bad_options:
+        args, kw = setup(algo, options)
+        expect_rejected(algo, args, kw, ValueError, re.escape(message))
+
+
+@algos
+@pytest.mark.parametrize("step", [0, -3, 1.5, True, "2"])
+def test_bad_step(algo, step):
+    args, kw = setup(algo)
+    kw["step"] = step
+    expect_rejected(algo, args, kw, ValueError, re.escape(f"Invalid step: {step!r}"))
+
+
+@pytest.mark.parametrize("algo", [a for a in ALGORITHMS if a.name in ("adam", "adamw",
+                                                                         "adagrad")],
+                         ids=lambda a: a.name)
+def test_step_is_required_where_the_math_uses_it(algo):
+    args, kw = setup(algo)
+    kw["step"] = None
+    expect_rejected(algo, args, kw, ValueError, "Invalid step: None")
+
+
+def test_step_not_required_where_unused():
+    algo = ALGORITHMS[0]  # sgd without momentum ignores step
+    args, kw = setup(algo, {"lr": 0.1})
+    del kw["step"]
+    algo.step_fn(*args, **kw)
+
+
+def test_numpy_integer_step_is_accepted():
+    args, kw = setup(ALGORITHMS[3])
+    kw["step"] = np.int64(4)
+    ALGORITHMS[3].step_fn(*args, **kw)
+
+
+@algos
+def test_bad_flag_is_a_type_error(algo):
+    args, kw = setup(algo)
+    kw["maximize"] = 1
+    expect_rejected(algo, args, kw, TypeError, re.escape("Invalid maximize: 1"))
+
+
+@algos
+@pytest.mark.parametrize("backend,exc,match", [
+    ("bogus", ValueError, "Invalid backend: 'bogus'"),
+    ("cupy", RuntimeError, "backend 'cupy' is not available"),
+])
+def test_bad_backend(algo, backend, exc, match):
+    args, kw = setup(algo)
+    kw["backend"] = backend
+    expect_rejected(algo, args, kw, exc, match)
+
+
+STATE_PRESENCE: list[tuple[str, dict[str, Any], str, bool]] = [
+    # (algorithm, options, state, give it?) -> rejected
+    ("adam", {"amsgrad": True}, "max_exp_avg_sq", False),
+    ("adam", {}, "max_exp_avg_sq", True),
+    ("adamw", {"amsgrad": True}, "max_exp_avg_sq", False),
+    ("sgd", {"lr": 0.1, "momentum": 0.9}, "momentum_buffer", False),
+    ("sgd", {"lr": 0.1}, "momentum_buffer", True),
+    ("rmsprop", {"centered": True}, "grad_avg", False),
+    ("rmsprop", {}, "grad_avg", True),
+    ("rmsprop", {"momentum": 0.9}, "momentum_buffer", False),
+    ("rmsprop", {}, "momentum_buffer", True),
+]
+
+
+@pytest.mark.parametrize("name,options,state,give", STATE_PRESENCE)
+def test_optional_state_given_exactly_when_used(name, options, state, give):
+    algo = next(a for a in ALGORITHMS if a.name == name)
+    args, kw = setup(algo, options)
+    i = 2 + algo.states.index(state)
+    args[i] = np.zeros(N, np.float32) if give else None
+    expect_rejected(algo, args, kw, ValueError, f"Invalid {state}: ")
