@@ -98,28 +98,31 @@ def rmsprop_step(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = 
                     centered=centered, maximize=maximize)
 
 
-def _adam_common(fn: str, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any,
-                 max_exp_avg_sq: Any, step: Any, lr: Any, beta1: Any, beta2: Any, eps: Any,
-                 weight_decay: Any, amsgrad: Any, maximize: Any,
-                 backend: str) -> tuple[Any, dict[str, Any]]:
-    kw = dict(
-        lr=check.real("lr", lr, 0.0),
-        beta1=check.real("beta1", beta1, 0.0, 1.0, hi_open=True),
-        beta2=check.real("beta2", beta2, 0.0, 1.0, hi_open=True),
-        eps=check.real("eps", eps, 0.0),
-        weight_decay=check.real("weight_decay", weight_decay, 0.0),
-        amsgrad=check.flag("amsgrad", amsgrad),
-        maximize=check.flag("maximize", maximize),
-        step=check.step(fn, step, True),
-    )
-    check.state_given("max_exp_avg_sq", max_exp_avg_sq, kw["amsgrad"], "amsgrad=True")
-    if kw["amsgrad"]:
-        check.arrays(fn, ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-                     (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq))
+def _adam(fn: str, decoupled: bool, param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any,
+          max_exp_avg_sq: Any, step: Any, lr: Any, beta1: Any, beta2: Any, eps: Any,
+          weight_decay: Any, amsgrad: Any, maximize: Any, backend: str) -> None:
+    lr = check.real("lr", lr, 0.0)
+    beta1 = check.real("beta1", beta1, 0.0, 1.0, hi_open=True)
+    beta2 = check.real("beta2", beta2, 0.0, 1.0, hi_open=True)
+    eps = check.real("eps", eps, 0.0)
+    weight_decay = check.real("weight_decay", weight_decay, 0.0)
+    amsgrad = check.flag("amsgrad", amsgrad)
+    maximize = check.flag("maximize", maximize)
+    step = check.step(fn, step, True)
+    check.state_given("max_exp_avg_sq", max_exp_avg_sq, amsgrad, "amsgrad=True")
+    if amsgrad:
+        check.arrays(fn, _AMSGRAD_NAMES, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq))
     else:
-        check.arrays(fn, ("param", "grad", "exp_avg", "exp_avg_sq"),
-                     (param, grad, exp_avg, exp_avg_sq))
-    return _backends.get(backend, param), kw
+        check.arrays(fn, _ADAM_NAMES, (param, grad, exp_avg, exp_avg_sq))
+    mod = _backends.get(backend, param)
+    if param.size:
+        (mod.adamw if decoupled else mod.adam)(
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, beta1=beta1,
+            beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+
+
+_ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
+_AMSGRAD_NAMES = (*_ADAM_NAMES, "max_exp_avg_sq")
 
 
 def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
@@ -136,10 +139,8 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
         >>> m, v = np.zeros_like(p), np.zeros_like(p)
         >>> fastopt.adam_step(p, g, m, v, step=1, lr=1e-3)
     """
-    mod, kw = _adam_common("adam_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step,
-                           lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, backend)
-    if param.size:
-        mod.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kw)
+    _adam("adam_step", False, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr,
+          beta1, beta2, eps, weight_decay, amsgrad, maximize, backend)
 
 
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
@@ -147,11 +148,8 @@ def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg
                eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
                maximize: bool = False, backend: str = "auto") -> None:
     """One AdamW update: Adam with decoupled weight decay (see reference.adamw)."""
-    mod, kw = _adam_common("adamw_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
-                           step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
-                           backend)
-    if param.size:
-        mod.adamw(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kw)
+    _adam("adamw_step", True, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr,
+          beta1, beta2, eps, weight_decay, amsgrad, maximize, backend)
 
 
 def adadelta_step(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *,

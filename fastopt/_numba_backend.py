@@ -53,12 +53,21 @@ def _parallel_guard() -> contextlib.AbstractContextManager[Any]:
 _kernels: dict[tuple[Any, ...], Callable[..., None]] = {}
 
 
-def _kernel(factory: Callable[..., Callable[..., None]], **flags: bool) -> Callable[..., None]:
-    key = (factory, *flags.values())
+def _kernel(key: tuple[Any, ...], factory: Callable[..., Callable[..., None]],
+            names: tuple[str, ...]) -> Callable[..., None]:
+    """The kernel for ``key`` = (algorithm, *flag values), built by ``factory`` on first use."""
     k = _kernels.get(key)
     if k is None:
-        k = _kernels[key] = factory(**flags)
+        k = _kernels[key] = factory(**dict(zip(names, key[1:])))
     return k
+
+
+# Flag names of each kernel factory, in the order of the lookup keys below.
+_SGD_FLAGS = ("momentum", "nesterov", "maximize", "weight_decay", "parallel")
+_ADAGRAD_FLAGS = ("maximize", "weight_decay", "parallel")
+_RMSPROP_FLAGS = ("maximize", "weight_decay", "momentum", "centered", "parallel")
+_ADAM_FLAGS = ("amsgrad", "maximize", "weight_decay", "decoupled", "parallel")
+_ADADELTA_FLAGS = ("maximize", "weight_decay", "parallel")
 
 
 def _run(kernel: Callable[..., None], parallel: bool, *args: Any) -> None:
@@ -78,8 +87,9 @@ def sgd(param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray | None 
         weight_decay: float, maximize: bool) -> None:
     n = param.size
     par = n >= PARALLEL_MIN_SIZE
-    k = _kernel(cpu.sgd_kernel, momentum=momentum != 0, nesterov=nesterov, maximize=maximize,
-                weight_decay=weight_decay != 0, parallel=par)
+    k = _kernels.get(key := ("sgd", momentum != 0, nesterov, maximize, weight_decay != 0, par))
+    if k is None:
+        k = _kernel(key, cpu.sgd_kernel, _SGD_FLAGS)
     p = _flat(param)
     buf = p if momentum_buffer is None else _flat(momentum_buffer)
     _run(k, par, p, _flat(grad), buf, step, lr, momentum, dampening, weight_decay)
@@ -89,8 +99,9 @@ def adagrad(param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, step:
             lr: float, lr_decay: float, weight_decay: float, eps: float,
             maximize: bool) -> None:
     par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernel(cpu.adagrad_kernel, maximize=maximize, weight_decay=weight_decay != 0,
-                parallel=par)
+    k = _kernels.get(key := ("adagrad", maximize, weight_decay != 0, par))
+    if k is None:
+        k = _kernel(key, cpu.adagrad_kernel, _ADAGRAD_FLAGS)
     _run(k, par, _flat(param), _flat(grad), _flat(state_sum), step, lr, lr_decay,
          weight_decay, eps)
 
@@ -100,8 +111,10 @@ def rmsprop(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
             step: int, lr: float, alpha: float, eps: float, weight_decay: float,
             momentum: float, centered: bool, maximize: bool) -> None:
     par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernel(cpu.rmsprop_kernel, maximize=maximize, weight_decay=weight_decay != 0,
-                momentum=momentum > 0, centered=centered, parallel=par)
+    k = _kernels.get(key := ("rmsprop", maximize, weight_decay != 0, momentum > 0, centered,
+                             par))
+    if k is None:
+        k = _kernel(key, cpu.rmsprop_kernel, _RMSPROP_FLAGS)
     p = _flat(param)
     buf = p if momentum_buffer is None else _flat(momentum_buffer)
     gavg = p if grad_avg is None else _flat(grad_avg)
@@ -114,8 +127,9 @@ def _adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: 
           eps: float, weight_decay: float, amsgrad: bool, maximize: bool,
           decoupled: bool) -> None:
     par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernel(cpu.adam_kernel, amsgrad=amsgrad, maximize=maximize,
-                weight_decay=weight_decay != 0, decoupled=decoupled, parallel=par)
+    k = _kernels.get(key := ("adam", amsgrad, maximize, weight_decay != 0, decoupled, par))
+    if k is None:
+        k = _kernel(key, cpu.adam_kernel, _ADAM_FLAGS)
     v = _flat(exp_avg_sq)
     vmax = v if max_exp_avg_sq is None else _flat(max_exp_avg_sq)
     _run(k, par, _flat(param), _flat(grad), _flat(exp_avg), v, vmax, step, lr, beta1, beta2,
@@ -140,7 +154,8 @@ def adadelta(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
              acc_delta: np.ndarray, *, step: int, lr: float, rho: float, eps: float,
              weight_decay: float, maximize: bool) -> None:
     par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernel(cpu.adadelta_kernel, maximize=maximize, weight_decay=weight_decay != 0,
-                parallel=par)
+    k = _kernels.get(key := ("adadelta", maximize, weight_decay != 0, par))
+    if k is None:
+        k = _kernel(key, cpu.adadelta_kernel, _ADADELTA_FLAGS)
     _run(k, par, _flat(param), _flat(grad), _flat(square_avg), _flat(acc_delta), lr, rho, eps,
          weight_decay)

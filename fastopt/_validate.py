@@ -7,13 +7,15 @@ as it was. The checks are ordered cheapest-first and kept lean, because they run
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from typing import Any
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+FLOAT_DTYPES = (_F32, _F64)
 
 
 def _describe(a: Any) -> str:
@@ -30,45 +32,42 @@ def arrays(fn: str, names: tuple[str, ...], values: tuple[Any, ...]) -> None:
     writeable, and no two may overlap in memory.
     """
     param = values[0]
-    if type(param) is not np.ndarray:
-        raise TypeError(
-            f"Invalid {names[0]}: {_describe(param)} (expected a numpy.ndarray of float32 or "
-            f"float64; GPU arrays need a GPU backend)")
-    dtype = param.dtype
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"Invalid {names[0]}: array of dtype {dtype} (expected float32 or float64)")
-    for name, a in zip(names[1:], values[1:]):
-        if type(a) is not np.ndarray:
-            raise TypeError(f"Invalid {name}: {_describe(a)} (expected a numpy.ndarray like "
-                            f"{names[0]}, a {_describe(param)})")
-        if a.dtype is not dtype and a.dtype != dtype:
-            raise TypeError(f"Invalid {name}: array of dtype {a.dtype} (expected {dtype}, "
-                            f"the dtype of {names[0]})")
+    dtype = getattr(param, "dtype", None)
+    if type(param) is not np.ndarray or (dtype is not _F32 and dtype is not _F64
+                                         and dtype not in FLOAT_DTYPES):
+        raise TypeError(f"Invalid {names[0]}: {_describe(param)} (expected a numpy.ndarray of "
+                        f"float32 or float64; GPU arrays need a GPU backend)")
     shape = param.shape
-    for i, (name, a) in enumerate(zip(names, values)):
-        if i and a.shape != shape:
-            raise ValueError(f"Invalid {name}: shape {a.shape} (expected {shape}, the shape of "
-                             f"{names[0]}; no broadcasting)")
+    for i, a in enumerate(values):
+        if i:
+            if type(a) is not np.ndarray:
+                raise TypeError(f"Invalid {names[i]}: {_describe(a)} (expected a numpy.ndarray "
+                                f"like {names[0]}, a {_describe(param)})")
+            if a.dtype is not dtype and a.dtype != dtype:
+                raise TypeError(f"Invalid {names[i]}: array of dtype {a.dtype} (expected "
+                                f"{dtype}, the dtype of {names[0]})")
+            if a.shape != shape:
+                raise ValueError(f"Invalid {names[i]}: shape {a.shape} (expected {shape}, the "
+                                 f"shape of {names[0]}; no broadcasting)")
         flags = a.flags
         if not flags.c_contiguous:
-            raise ValueError(f"Invalid {name}: non-contiguous array with strides {a.strides} "
-                             f"(expected a C-contiguous array)")
+            raise ValueError(f"Invalid {names[i]}: non-contiguous array with strides "
+                             f"{a.strides} (expected a C-contiguous array)")
         if i != 1 and not flags.writeable:
-            raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; "
-                             f"it is updated in place)")
-    n = len(values)
-    if param.size:
-        for i in range(n):
-            for j in range(i + 1, n):
-                if np.may_share_memory(values[i], values[j]):
-                    raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory "
-                                     f"(expected separate arrays)")
-    else:
-        for i in range(n):
-            for j in range(i + 1, n):
-                if values[i] is values[j]:
-                    raise ValueError(f"Invalid {names[j]}: it is the same array as {names[i]} "
-                                     f"(expected separate arrays)")
+            raise ValueError(f"Invalid {names[i]}: read-only array (expected a writeable "
+                             f"array; it is updated in place)")
+    overlap = np.may_share_memory if param.size else _same_array
+    for a, b in itertools.combinations(values, 2):
+        if overlap(a, b):
+            i = next(k for k, x in enumerate(values) if x is a)
+            j = next(k for k, x in enumerate(values) if x is b and k > i)
+            raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory "
+                             f"(expected separate arrays)")
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    # Empty arrays share no memory; still, the same array passed twice is a caller's bug.
+    return a is b
 
 
 def real(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
