@@ -17,7 +17,7 @@ import numpy as np
 
 from .kernels import cpu
 
-PARALLEL_MIN_SIZE = 1 << 15
+PARALLEL_MIN_SIZE = 1 << 14
 
 
 def _configure_threading_layer() -> None:
