@@ -55,7 +55,8 @@ def active_states(algorithm: str, options: dict[str, Any]) -> tuple[str, ...]:
 def bytes_per_element(algorithm: str, options: dict[str, Any], dtype: Any) -> int:
     """Bytes moved per element: read param, grad and each state; write param and each state."""
     n_state = len(active_states(algorithm, options))
-    return np.dtype(dtype).itemsize * ((2 + n_state) + (1 + n_state))
+    itemsize: int = np.dtype(dtype).itemsize
+    return itemsize * ((2 + n_state) + (1 + n_state))
 
 
 @dataclass
@@ -119,7 +120,8 @@ class Case:
         kw = dict(self.options)
         impl = {"fused": True} if self.algorithm in TORCH_FUSED else {"foreach": True}
         opt = getattr(torch.optim, TORCH_CLASSES[self.algorithm])([p], **kw, **impl)
-        return opt.step
+        step: Callable[[], None] = opt.step
+        return step
 
 
 def interleaved_medians(fns: dict[str, Callable[[], None]], *, rounds: int = 10,

@@ -73,9 +73,10 @@ def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
 def real(name: str, value: Any, lo: float | None = None, hi: float | None = None, *,
          lo_open: bool = False, hi_open: bool = False) -> float:
     """Check one real hyperparameter: a finite number within [lo, hi] (bounds optional)."""
+    # Always a Python float: an int lr would otherwise make Numba compile another signature.
     t = type(value)
-    if t is not float and t is not int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if t is not float:
+        if t is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise TypeError(f"Invalid {name}: {value!r} (expected a real number)")
         value = float(value)
     ok = math.isfinite(value)
@@ -88,7 +89,8 @@ def real(name: str, value: Any, lo: float | None = None, hi: float | None = None
         hi_s = "" if hi is None else f" {'<' if hi_open else '<='} {hi}"
         what = f"{lo_s}{name}{hi_s}" if (lo_s or hi_s) else f"finite {name}"
         raise ValueError(f"Invalid {name}: {value!r} (expected {what})")
-    return value
+    result: float = value
+    return result
 
 
 def flag(name: str, value: Any) -> bool:
@@ -103,15 +105,15 @@ def step(fn: str, value: Any, required: bool) -> int:
     """Check ``step``: an int >= 1; ``None`` is allowed where the math does not use it."""
     if type(value) is int:
         if value >= 1:
-            return value
+            result: int = value
+            return result
     elif value is None:
         if not required:
             return 1
         raise ValueError(f"Invalid step: None (expected an int >= 1; {fn} uses it)")
     elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = int(value)
         if value >= 1:
-            return value
+            return int(value)
     raise ValueError(f"Invalid step: {value!r} (expected an int >= 1)")
 
 
