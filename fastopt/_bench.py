@@ -34,6 +34,19 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "adamw": {},
     "adadelta": {},
 }
+# Every option set `fastopt check` runs: each flag of each algorithm on and off at least once.
+OPTION_SETS: dict[str, list[dict[str, Any]]] = {
+    "sgd": [{"lr": 0.1}, {"lr": 0.1, "momentum": 0.9, "dampening": 0.5},
+            {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+            {"lr": 0.1, "weight_decay": 0.1, "maximize": True}],
+    "adagrad": [{}, {"lr_decay": 0.01, "weight_decay": 0.1, "maximize": True}],
+    "rmsprop": [{}, {"momentum": 0.9}, {"centered": True},
+                {"centered": True, "momentum": 0.5, "weight_decay": 0.05, "maximize": True}],
+    "adam": [{}, {"amsgrad": True}, {"weight_decay": 0.1, "maximize": True},
+             {"weight_decay": 0.05, "amsgrad": True, "maximize": True}],
+    "adamw": [{}, {"amsgrad": True}, {"weight_decay": 0.1, "maximize": True}],
+    "adadelta": [{}, {"weight_decay": 0.1, "maximize": True}],
+}
 TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
                  "adamw": "AdamW", "adadelta": "Adadelta"}
 TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}  # torch has fused CPU kernels for these
@@ -152,3 +165,70 @@ def interleaved_medians(fns: dict[str, Callable[[], None]], *, rounds: int = 10,
         if r >= 2 and clock() > deadline:
             break
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+DEFAULT_SIZES = (2**12, 2**16, 2**20, 2**22, 2**24)
+QUICK_SIZES = (2**12, 2**18)
+
+
+def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...], dtype: Any,
+              rounds: int = 10, max_seconds: float = 3.0,
+              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Time every backend on every algorithm and size; one record per (backend, case).
+
+    Within one (algorithm, size) case, the backends, the roofline kernel and torch.optim (when
+    importable) are timed side by side (:func:`interleaved_medians`). Records are appended as
+    cases finish, so a KeyboardInterrupt leaves what was measured in ``records`` (re-raised).
+    """
+    records: list[dict[str, Any]] = []
+    total = len(algorithms) * len(sizes)
+    done = 0
+    try:
+        for algorithm in algorithms:
+            for size in sizes:
+                done += 1
+                if progress:
+                    progress(f"[{done}/{total}] {algorithm} {np.dtype(dtype).name} n={size}")
+                cases = {b: Case.make(algorithm, size, dtype) for b in backends}
+                fns = {b: c.fastopt(b) for b, c in cases.items()}
+                first = next(iter(cases.values()))
+                fns["roofline"] = first.roofline()
+                torch_fn = first.torch() if np.dtype(dtype) == np.float32 else None
+                if torch_fn is not None:
+                    fns["torch"] = torch_fn
+                per_round = max(3, min(40, 2**22 // size))
+                med = interleaved_medians(fns, rounds=rounds, per_round=per_round,
+                                          max_seconds=max_seconds)
+                for b in backends:
+                    rec: dict[str, Any] = dict(
+                        backend=b, algorithm=algorithm, dtype=np.dtype(dtype).name, size=size,
+                        seconds=med[b], gbps=first.nbytes / med[b] / 1e9,
+                        roofline_fraction=med["roofline"] / med[b],
+                        speedup_vs_reference=(med["numpy"] / med[b]) if "numpy" in med
+                        else None,
+                        speedup_vs_torch=(med["torch"] / med[b]) if "torch" in med else None,
+                    )
+                    records.append(rec)
+    except KeyboardInterrupt:
+        raise BenchInterrupted(records) from None
+    return records
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_bench`; ``records`` holds what was measured so far."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        super().__init__("interrupted")
+        self.records = records
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    lines = [f"{'backend':<8} {'algorithm':<9} {'dtype':<8} {'size':>9} {'median':>11} "
+             f"{'GB/s':>7} {'roofline':>8} {'vs ref':>8} {'vs torch':>8}"]
+    for r in records:
+        ref = "-" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
+        tor = "-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x"
+        lines.append(f"{r['backend']:<8} {r['algorithm']:<9} {r['dtype']:<8} {r['size']:>9} "
+                     f"{r['seconds'] * 1e6:>9.1f}us {r['gbps']:>7.1f} "
+                     f"{r['roofline_fraction']:>8.2f} {ref:>8} {tor:>8}")
+    return "\n".join(lines)

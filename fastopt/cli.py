@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def _cpu_name() -> str:
@@ -50,15 +51,112 @@ def info() -> str:
     return "\n".join(lines)
 
 
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _choices(kind: str, given: list[str], allowed: Sequence[str]) -> list[str]:
+    bad = [x for x in given if x not in allowed]
+    if bad:
+        raise SystemExit(f"fastopt: unknown {kind} {', '.join(map(repr, bad))} "
+                         f"(expected one of {', '.join(allowed)})")
+    return given
+
+
+def _runnable_backends(requested: str | None) -> list[str]:
+    import fastopt
+
+    avail = fastopt.available_backends()
+    if requested is None:
+        return [b for b, reason in avail.items() if reason is None]
+    names = _choices("backend", _csv(requested), list(avail))
+    for b in names:
+        if avail[b] is not None:
+            raise SystemExit(f"fastopt: backend {b!r} is not available: {avail[b]}")
+    return names
+
+
+def _write_json(path: str, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+
+
+def bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    algorithms = _choices("algorithm", _csv(args.algo), list(_bench.ALGORITHMS))
+    backends = _runnable_backends(args.backends)
+    if args.sizes:
+        sizes = tuple(int(x) for x in _csv(args.sizes))
+    else:
+        sizes = _bench.QUICK_SIZES if args.quick else _bench.DEFAULT_SIZES
+    rounds = args.repeat or (3 if args.quick else 10)
+    max_seconds = 0.3 if args.quick else 3.0
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    interrupted = False
+    try:
+        records = _bench.run_bench(backends, algorithms, sizes, args.dtype, rounds=rounds,
+                                   max_seconds=max_seconds, progress=progress)
+    except _bench.BenchInterrupted as e:
+        records, interrupted = e.records, True
+        print("interrupted: what was measured so far", file=sys.stderr)
+    print(_bench.format_table(records))
+    if args.json:
+        _write_json(args.json, records)
+    return 130 if interrupted else 0
+
+
+def check(args: argparse.Namespace) -> int:
+    from . import _bench, _check
+
+    algorithms = _choices("algorithm", _csv(args.algo), list(_bench.ALGORITHMS))
+    backends = [b for b in _runnable_backends(args.backends) if b != "numpy"]
+    sizes = tuple(int(x) for x in _csv(args.sizes)) if args.sizes else _check.SIZES
+    results = _check.run_check(backends, algorithms, _csv(args.dtype), sizes, args.steps)
+    failed = [r for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if args.json:
+        _write_json(args.json, _check.results_json(results))
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import _bench
+
     parser = argparse.ArgumentParser(
         prog="fastopt", description="Fused optimizer update kernels: tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print versions, backends, threading layer and CPU")
+    all_algos = ",".join(_bench.ALGORITHMS)
+
+    b = sub.add_parser("bench", help="compare backends' throughput against the roofline")
+    b.add_argument("--algo", default=all_algos, help="comma-separated algorithms")
+    b.add_argument("--backends", help="comma-separated backends (default: all available)")
+    b.add_argument("--sizes", help="comma-separated element counts")
+    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument("--repeat", type=int, help="timing rounds per case (default 10; 3 quick)")
+    b.add_argument("--quick", action="store_true", help="two sizes, few rounds (< 30 s)")
+    b.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+
+    c = sub.add_parser("check", help="every available backend against the reference")
+    c.add_argument("--algo", default=all_algos, help="comma-separated algorithms")
+    c.add_argument("--backends", help="comma-separated backends (default: all available)")
+    c.add_argument("--sizes", help="comma-separated element counts")
+    c.add_argument("--dtype", default="float32,float64", help="comma-separated dtypes")
+    c.add_argument("--steps", type=int, default=20, help="steps per case (default 20)")
+    c.add_argument("--json", metavar="PATH", help="write the results as a JSON list")
+
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
-    return 0
+        return 0
+    if args.command == "bench":
+        return bench(args)
+    return check(args)
 
 
 if __name__ == "__main__":

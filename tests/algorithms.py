@@ -13,12 +13,7 @@ import numpy as np
 import fastopt
 from fastopt import reference
 
-# Tolerance per dtype, in one place: (rtol, atol). Backends may differ from the reference by
-# rounding (e.g. a multiply by a host-side reciprocal instead of a division).
-TOLERANCE = {
-    np.dtype(np.float32): (2e-5, 1e-6),
-    np.dtype(np.float64): (1e-12, 1e-14),
-}
+from fastopt._check import TOLERANCE  # noqa: E402 - the one place tolerances are written
 DTYPES = (np.float32, np.float64)
 SIZES = (0, 1, 7, 22, 1023, 2**16 + 3, 2**20 + 1)
 
