@@ -204,6 +204,7 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
                         backend=b, algorithm=algorithm, dtype=np.dtype(dtype).name, size=size,
                         seconds=med[b], gbps=first.nbytes / med[b] / 1e9,
                         roofline_fraction=med["roofline"] / med[b],
+                        roofline_gbps=first.nbytes / med["roofline"] / 1e9,
                         speedup_vs_reference=(med["numpy"] / med[b]) if "numpy" in med
                         else None,
                         speedup_vs_torch=(med["torch"] / med[b]) if "torch" in med else None,
@@ -232,3 +233,95 @@ def format_table(records: list[dict[str, Any]]) -> str:
                      f"{r['seconds'] * 1e6:>9.1f}us {r['gbps']:>7.1f} "
                      f"{r['roofline_fraction']:>8.2f} {ref:>8} {tor:>8}")
     return "\n".join(lines)
+
+
+def plot(records: list[dict[str, Any]], path: str) -> None:
+    """Write a PNG: GB/s against size, one panel per algorithm, a line per backend + roofline."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("fastopt: --plot needs matplotlib (pip install 'fastopt[bench]')")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in records))
+    cols = min(3, len(algorithms))
+    rows = -(-len(algorithms) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    for ax, algorithm in zip(axes.flat, algorithms):
+        mine = [r for r in records if r["algorithm"] == algorithm]
+        sizes = sorted({r["size"] for r in mine})
+        roof = {r["size"]: r["roofline_gbps"] for r in mine}
+        ax.plot(sizes, [roof[n] for n in sizes], "k--", label="roofline (same traffic)")
+        for backend in dict.fromkeys(r["backend"] for r in mine):
+            rs = sorted((r for r in mine if r["backend"] == backend), key=lambda r: r["size"])
+            ax.plot([r["size"] for r in rs], [r["gbps"] for r in rs], "o-", label=backend)
+        torch_rs = [r for r in mine if r.get("speedup_vs_torch") and r["backend"] == mine[0][
+            "backend"]]
+        if torch_rs:
+            torch_rs.sort(key=lambda r: r["size"])
+            ax.plot([r["size"] for r in torch_rs],
+                    [r["gbps"] / r["speedup_vs_torch"] for r in torch_rs], "s:", label="torch")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{algorithm} ({mine[0]['dtype']})")
+        ax.set_xlabel("elements")
+        ax.set_ylabel("effective GB/s")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(algorithms):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def gpt2_small_shapes() -> list[tuple[int, ...]]:
+    """The 148 parameter tensors of GPT-2 small (124,439,808 parameters), in model order."""
+    d, vocab, ctx, layers = 768, 50257, 1024, 12
+    shapes: list[tuple[int, ...]] = [(vocab, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,),                    # ln_1 weight, bias
+                   (d, 3 * d), (3 * d,),          # attn.c_attn
+                   (d, d), (d,),                  # attn.c_proj
+                   (d,), (d,),                    # ln_2
+                   (d, 4 * d), (4 * d,),          # mlp.c_fc
+                   (4 * d, d), (d,)]              # mlp.c_proj
+    shapes += [(d,), (d,)]                        # ln_f
+    return shapes
+
+
+def run_model(backend: str, shapes: list[tuple[int, ...]], rounds: int = 5,
+              max_seconds: float = 20.0) -> dict[str, Any]:
+    """Adam over a model's tensors, tensor by tensor, beside torch fused on the same tensors."""
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
+    exp_avg = [np.zeros_like(p) for p in params]
+    exp_avg_sq = [np.zeros_like(p) for p in params]
+    state = {"step": 0}
+
+    def fastopt_step() -> None:
+        state["step"] += 1
+        t = state["step"]
+        for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq):
+            _functional.adam_step(p, g, m, v, step=t, backend=backend)
+
+    fns: dict[str, Callable[[], None]] = {backend: fastopt_step}
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.from_numpy(g.copy())
+        fns["torch"] = torch.optim.Adam(tparams, fused=True).step
+    med = interleaved_medians(fns, rounds=rounds, per_round=1, settle=0.0,
+                              max_seconds=max_seconds)
+    n = sum(p.size for p in params)
+    nbytes = n * bytes_per_element("adam", {}, np.float32)
+    return dict(backend=backend, algorithm="adam", dtype="float32", size=n,
+                tensors=len(shapes), model="gpt2-small", seconds=med[backend],
+                gbps=nbytes / med[backend] / 1e9,
+                torch_seconds=med.get("torch"),
+                speedup_vs_torch=(med["torch"] / med[backend]) if "torch" in med else None)

@@ -92,6 +92,8 @@ def bench(args: argparse.Namespace) -> int:
     else:
         sizes = _bench.QUICK_SIZES if args.quick else _bench.DEFAULT_SIZES
     rounds = args.repeat or (3 if args.quick else 10)
+    if args.model is None:
+        args.model = not args.quick and not args.sizes
     max_seconds = 0.3 if args.quick else 3.0
 
     def progress(msg: str) -> None:
@@ -105,8 +107,24 @@ def bench(args: argparse.Namespace) -> int:
         records, interrupted = e.records, True
         print("interrupted: what was measured so far", file=sys.stderr)
     print(_bench.format_table(records))
+    model_records = []
+    if args.model and not interrupted:
+        try:
+            for b in (x for x in backends if x != "numpy"):
+                progress(f"model: gpt2-small Adam, 148 tensors, backend {b}")
+                model_records.append(_bench.run_model(b, _bench.gpt2_small_shapes()))
+        except KeyboardInterrupt:
+            interrupted = True
+        for r in model_records:
+            vs = "-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x"
+            print(f"\nmodel {r['model']} ({r['tensors']} tensors, {r['size']} params), "
+                  f"Adam float32, tensor by tensor on {r['backend']}: "
+                  f"{r['seconds'] * 1e3:.1f} ms per step, {r['gbps']:.1f} GB/s; "
+                  f"vs torch fused on the same tensors: {vs}")
     if args.json:
-        _write_json(args.json, records)
+        _write_json(args.json, records + model_records)
+    if args.plot and records:
+        _bench.plot(records, args.plot)
     return 130 if interrupted else 0
 
 
@@ -141,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--repeat", type=int, help="timing rounds per case (default 10; 3 quick)")
     b.add_argument("--quick", action="store_true", help="two sizes, few rounds (< 30 s)")
     b.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    b.add_argument("--plot", metavar="PATH", help="write a PNG of GB/s against size")
+    b.add_argument("--model", action=argparse.BooleanOptionalAction, default=None,
+                   help="also step GPT-2 small's 148 tensors (default: on, off with --quick)")
 
     c = sub.add_parser("check", help="every available backend against the reference")
     c.add_argument("--algo", default=all_algos, help="comma-separated algorithms")

@@ -89,3 +89,25 @@ def test_bench_ctrl_c_prints_what_was_measured(monkeypatch, capsys):
 def test_bad_arguments(argv, message):
     with pytest.raises(SystemExit, match=message):
         cli.main(argv)
+
+
+def test_bench_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    code = cli.main(["bench", "--algo", "adam,rmsprop", "--sizes", "256,4096", "--repeat", "1",
+                     "--backends", "numba,numpy", "--plot", str(path)])
+    assert code == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_case_steps_every_tensor():
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    rec = _bench.run_model("numba", shapes, rounds=1, max_seconds=0.1)
+    assert rec["tensors"] == 3 and rec["size"] == 12 + 5 + 8
+    assert rec["seconds"] > 0 and rec["gbps"] > 0
+
+
+def test_gpt2_small_shapes():
+    shapes = _bench.gpt2_small_shapes()
+    assert len(shapes) == 148
+    assert sum(int(np.prod(s)) for s in shapes) == 124_439_808
