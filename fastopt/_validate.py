@@ -25,7 +25,7 @@ def _describe(a: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def arrays(fn: str, names: tuple[str, ...], values: tuple[Any, ...]) -> None:
+def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> None:
     """Check the arrays of one call: names[0] is the param, names[1] the (read-only) grad.
 
     All must be NumPy arrays of one float dtype and one shape, C-contiguous, param and state

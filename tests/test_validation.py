@@ -40,10 +40,11 @@ def expect_rejected(algo: Algorithm, args: list[Any], kwargs: dict[str, Any],
     assert snapshot(protect) == before, "a rejected call changed an array"
 
 
-def state_index(algo: Algorithm, options: dict[str, Any]) -> int:
-    """Position in args of the first active state."""
-    return 2 + algo.states.index(algo.active_states(options)[0]) if algo.active_states(
-        options) else -1
+def first_state(algo: Algorithm, options: dict[str, Any]) -> tuple[int, str]:
+    """Position in args and name of the first active state of a call made by setup()."""
+    active = algo.active_states(options)
+    assert active, "setup()'s default option set gives every algorithm a state array"
+    return 2 + algo.states.index(active[0]), active[0]
 
 
 algos = pytest.mark.parametrize("algo", ALGORITHMS, ids=lambda a: a.name)
@@ -87,10 +88,7 @@ def test_mixed_dtypes_are_a_type_error(algo):
 @algos
 def test_shape_mismatch_is_a_value_error_no_broadcasting(algo):
     args, kw = setup(algo)
-    i = state_index(algo, kw)
-    if i < 0:
-        pytest.skip("no state array in this option set")
-    name = algo.states[i - 2]
+    i, name = first_state(algo, kw)
     args[i] = args[i][:1]
     expect_rejected(algo, args, kw, ValueError,
                     re.escape(f"Invalid {name}: shape (1,) (expected ({N},)"))
@@ -113,10 +111,7 @@ def test_same_array_twice_is_rejected(algo):
 @algos
 def test_overlapping_state_is_rejected(algo):
     args, kw = setup(algo)
-    i = state_index(algo, kw)
-    if i < 0:
-        pytest.skip("no state array in this option set")
-    name = algo.states[i - 2]
+    i, name = first_state(algo, kw)
     buf = np.zeros(2 * N, args[0].dtype)
     buf[:N] = args[0]
     args[0], args[i] = buf[:N], buf[N // 2: N // 2 + N]
@@ -128,11 +123,8 @@ def test_overlapping_state_is_rejected(algo):
 @pytest.mark.parametrize("which", ["param", "state"])
 def test_read_only_param_or_state_is_rejected(algo, which):
     args, kw = setup(algo)
-    i = 0 if which == "param" else state_index(algo, kw)
-    if i < 0:
-        pytest.skip("no state array in this option set")
+    i, name = (0, "param") if which == "param" else first_state(algo, kw)
     args[i].setflags(write=False)
-    name = "param" if i == 0 else algo.states[i - 2]
     expect_rejected(algo, args, kw, ValueError, f"Invalid {name}: read-only array")
 
 
