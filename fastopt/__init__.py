@@ -17,9 +17,18 @@ from ._functional import adamw_step
 from ._functional import rmsprop_step
 from ._functional import sgd_step
 from ._version import __version__
+from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
 from . import reference
 
 __all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "StepResult",
     "__version__",
     "adadelta_step",
     "adagrad_step",

@@ -15,16 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _functional
+from ._algorithms import ALGORITHMS, active_states
 
-# Each algorithm's public function, state names in call order, and which are active by default.
-ALGORITHMS: dict[str, tuple[Callable[..., None], tuple[str, ...]]] = {
-    "sgd": (_functional.sgd_step, ("momentum_buffer",)),
-    "adagrad": (_functional.adagrad_step, ("state_sum",)),
-    "rmsprop": (_functional.rmsprop_step, ("square_avg", "momentum_buffer", "grad_avg")),
-    "adam": (_functional.adam_step, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "adamw": (_functional.adamw_step, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "adadelta": (_functional.adadelta_step, ("square_avg", "acc_delta")),
-}
 # The benchmarked configuration of each: the common one (SGD with momentum, as people train).
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.01, "momentum": 0.9},
@@ -50,19 +42,6 @@ OPTION_SETS: dict[str, list[dict[str, Any]]] = {
 TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
                  "adamw": "AdamW", "adadelta": "Adadelta"}
 TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}  # torch has fused CPU kernels for these
-
-
-def active_states(algorithm: str, options: dict[str, Any]) -> tuple[str, ...]:
-    states = ALGORITHMS[algorithm][1]
-    if algorithm == "sgd":
-        return states if options.get("momentum", 0) else ()
-    if algorithm == "rmsprop":
-        return tuple(s for s in states if s == "square_avg"
-                     or (s == "momentum_buffer" and options.get("momentum", 0) > 0)
-                     or (s == "grad_avg" and options.get("centered")))
-    if algorithm in ("adam", "adamw"):
-        return states if options.get("amsgrad") else states[:2]
-    return states
 
 
 def bytes_per_element(algorithm: str, options: dict[str, Any], dtype: Any) -> int:

@@ -8,6 +8,7 @@ starting the thread team costs more than it saves (measured with
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from typing import Any, Callable
@@ -16,6 +17,7 @@ import numba
 import numpy as np
 
 from .kernels import cpu
+from .kernels.cpu import multi
 
 PARALLEL_MIN_SIZE = 1 << 14
 
@@ -159,3 +161,100 @@ def adadelta(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
         k = _kernel(key, cpu.adadelta_kernel, _ADADELTA_FLAGS)
     _run(k, par, _flat(param), _flat(grad), _flat(square_avg), _flat(acc_delta), lr, rho, eps,
          weight_decay)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-tensor steps: one launch over many arrays (kernels/cpu/multi.py).
+
+_FLAGS = {"sgd": _SGD_FLAGS, "adagrad": _ADAGRAD_FLAGS, "rmsprop": _RMSPROP_FLAGS,
+          "adam": _ADAM_FLAGS, "adadelta": _ADADELTA_FLAGS}
+_FACTORIES = {"sgd": cpu.sgd_kernel, "adagrad": cpu.adagrad_kernel,
+              "rmsprop": cpu.rmsprop_kernel, "adam": cpu.adam_kernel,
+              "adadelta": cpu.adadelta_kernel}
+
+
+def _serial_kernel(algorithm: str, o: dict[str, Any]) -> tuple[Callable[..., None], bool,
+                                                                tuple[float, ...]]:
+    """The serial single-tensor kernel for ``o``, whether it takes a step, its float arguments."""
+    wd = o["weight_decay"] != 0
+    if algorithm == "sgd":
+        key: tuple[Any, ...] = ("sgd", o["momentum"] != 0, o["nesterov"], o["maximize"], wd)
+        takes_step, hyper = True, (o["lr"], o["momentum"], o["dampening"], o["weight_decay"])
+    elif algorithm == "adagrad":
+        key = ("adagrad", o["maximize"], wd)
+        takes_step, hyper = True, (o["lr"], o["lr_decay"], o["weight_decay"], o["eps"])
+    elif algorithm == "rmsprop":
+        key = ("rmsprop", o["maximize"], wd, o["momentum"] > 0, o["centered"])
+        takes_step = False
+        hyper = (o["lr"], o["alpha"], o["eps"], o["weight_decay"], o["momentum"])
+    elif algorithm in ("adam", "adamw"):
+        key = ("adam", o["amsgrad"], o["maximize"], wd, algorithm == "adamw")
+        takes_step = True
+        hyper = (o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"])
+    else:
+        key = ("adadelta", o["maximize"], wd)
+        takes_step, hyper = False, (o["lr"], o["rho"], o["eps"], o["weight_decay"])
+    key = (*key, False)
+    k = _kernels.get(key)
+    if k is None:
+        k = _kernel(key, _FACTORIES[key[0]], _FLAGS[key[0]])
+    return k, takes_step, tuple(float(h) for h in hyper)
+
+
+_chunk_tables: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = _chunk_tables.get(sizes)
+    if table is None:
+        if len(_chunk_tables) > 256:
+            _chunk_tables.clear()
+        table = _chunk_tables[sizes] = multi.chunk_table(sizes)
+    return table
+
+
+def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, ...],
+               params: list[np.ndarray], grads: list[np.ndarray],
+               states: list[dict[str, np.ndarray]], steps: list[int], scale: float) -> None:
+    """Update every tensor in one launch: ``params[i]`` with ``grads[i] * scale``.
+
+    All arrays validated, C-contiguous, of one dtype. ``states[i]`` maps the names in
+    ``state_names`` (the algorithm's full list; absent ones are unused) to arrays; ``steps[i]``
+    is the step number of this update of tensor ``i``.
+    """
+    sizes = tuple(p.size for p in params)
+    total = sum(sizes)
+    if total == 0:
+        return
+    par = total >= PARALLEL_MIN_SIZE
+    single, takes_step, hyper = _serial_kernel(algorithm, options)
+    kernel = multi.multi_kernel(single, 2 + len(state_names), takes_step, params[0].dtype.type,
+                                par)
+    rows = []
+    for p, g, s in zip(params, grads, states):
+        pa = p.ctypes.data
+        rows.append([pa, g.ctypes.data, *[s[n].ctypes.data if n in s else pa
+                                          for n in state_names]])
+    tensor, lo, hi = _chunks(sizes)
+    _run(kernel, par, np.array(rows, np.int64), tensor, lo, hi, np.array(steps, np.int64),
+         hyper, float(scale))
+
+
+def grad_stats(grads: list[np.ndarray]) -> tuple[float, int]:
+    """The float64 sum of squares of all gradients (deterministic order) and the non-finite count.
+
+    Gradients of one dtype; the sum runs chunk by chunk in a fixed order, so the result does not
+    depend on the thread count.
+    """
+    sizes = tuple(g.size for g in grads)
+    total = sum(sizes)
+    if total == 0:
+        return 0.0, 0
+    par = total >= PARALLEL_MIN_SIZE
+    kernel = multi.grad_stats_kernel(grads[0].dtype.type, par)
+    tensor, lo, hi = _chunks(sizes)
+    sumsq = np.empty(tensor.size, np.float64)
+    nonfinite = np.empty(tensor.size, np.int64)
+    _run(kernel, par, np.array([g.ctypes.data for g in grads], np.int64), tensor, lo, hi, sumsq,
+         nonfinite)
+    return math.fsum(sumsq.tolist()), int(nonfinite.sum())

@@ -1,0 +1,106 @@
+"""The update of many tensors at once, shared by fastopt's optimizer classes and fastopt.torch.
+
+Callers hand over validated NumPy arrays (views of torch tensors included) with their options in
+the functional API's names; this module picks the path: one multi-tensor launch per dtype on the
+``numba`` backend, or the functional API tensor by tensor (the reference, or when the caller
+asks for per-tensor calls).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _backends
+from ._algorithms import ALGORITHMS, active_states
+
+# torch.nn.utils.clip_grad_norm_ divides max_norm by (norm + 1e-6); so does fastopt.
+CLIP_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What ``Optimizer.step`` did.
+
+    Attributes:
+        skipped: True when a non-finite gradient was found and, as asked, nothing was updated
+            (parameters, state and step counts all unchanged).
+        grad_norm: the global L2 norm of the unscaled gradients (float64, computed in a fixed
+            order, so the same gradients give the same norm on any thread count), or None when
+            neither clipping nor a non-finite check asked for it.
+        clip_coef: the factor the unscaled gradients were multiplied by (1.0 when not clipped).
+        nonfinite: how many gradient elements were NaN or infinite (0 when not checked).
+    """
+
+    skipped: bool = False
+    grad_norm: float | None = None
+    clip_coef: float = 1.0
+    nonfinite: int = 0
+
+
+def check_options(algorithm: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``options`` (functional-API names) exactly as the functional API does.
+
+    Runs the algorithm's public function on size-0 arrays with the reference backend: the same
+    checks and messages, no arithmetic. Returns the options with reals as floats.
+    """
+    fn, names = ALGORITHMS[algorithm]
+    try:
+        active = active_states(algorithm, options)
+    except TypeError:  # a non-numeric option: the function's own checks name it
+        active = ()
+    args = [np.empty(0), np.empty(0), *[np.empty(0) if n in active else None for n in names]]
+    fn(*args, step=1, backend="numpy", **options)
+    return {k: (float(v) if type(v) is int else v) for k, v in options.items()}
+
+
+def grad_stats(grads: list[np.ndarray], backend: str) -> tuple[float, int]:
+    """Sum of squares (float64) and non-finite count over all gradients, deterministically."""
+    total, bad = [], 0
+    by_dtype: dict[np.dtype, list[np.ndarray]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    mod = _backends.get(backend, grads[0]) if grads else None
+    for group in by_dtype.values():
+        if hasattr(mod, "grad_stats"):
+            s, b = mod.grad_stats(group)  # type: ignore[union-attr]
+        else:
+            s = math.fsum(float(np.dot(x.ravel().astype(np.float64),
+                                       x.ravel().astype(np.float64))) for x in group)
+            b = int(sum(x.size - np.count_nonzero(np.isfinite(x)) for x in group))
+        total.append(s)
+        bad += b
+    return math.fsum(total), bad
+
+
+def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
+           grads: list[np.ndarray], states: list[dict[str, np.ndarray]], steps: list[int], *,
+           backend: str, multi_tensor: bool, scale: float = 1.0) -> None:
+    """Update ``params[i]`` in place with ``grads[i] * scale`` and ``states[i]``.
+
+    ``steps[i]`` is the 1-based number of this update of tensor ``i``. Arrays validated,
+    C-contiguous, each state of its param's shape and dtype.
+    """
+    if not params:
+        return
+    names = ALGORITHMS[algorithm][1]
+    mod = _backends.get(backend, params[0])
+    if multi_tensor and hasattr(mod, "multi_step"):
+        by_dtype: dict[np.dtype, list[int]] = {}
+        for i, p in enumerate(params):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        for idx in by_dtype.values():
+            mod.multi_step(algorithm, options, names, [params[i] for i in idx],
+                           [grads[i] for i in idx], [states[i] for i in idx],
+                           [steps[i] for i in idx], scale)
+        return
+    fn, _ = ALGORITHMS[algorithm]
+    active = active_states(algorithm, options)
+    for p, g, s, t in zip(params, grads, states, steps):
+        if scale != 1.0:
+            g = g * p.dtype.type(scale)
+        fn(p, g, *[s[n] if n in active else None for n in names], step=t, backend=backend,
+           **options)

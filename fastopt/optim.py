@@ -1,0 +1,548 @@
+"""Optimizers over many arrays: parameter groups, one-launch multi-tensor steps, checkpoints.
+
+The classes follow torch.optim's constructors, defaults and parameter groups, and update the
+caller's own NumPy arrays in place::
+
+    opt = fastopt.Adam([w1, b1, w2, b2], lr=1e-3)
+    for batch in data:
+        grads = backward(batch)            # one array (or None) per parameter, in order
+        opt.step(grads)                    # w1, b1, ... now hold the new values
+
+State arrays are allocated on a parameter's first step, owned by the optimizer and kept in
+``opt.state[i]`` (``i`` the parameter's index in group order, as in torch's state_dict). On the
+``numba`` backend all parameters of a group with one dtype are updated by one kernel launch.
+
+``step`` can unscale the gradients by a loss scale, skip the whole step when a gradient is not
+finite, and clip by the global gradient norm. The check and the norm need one read-only pass
+over the gradients before the update (they must be known before anything is written); the
+unscale and clip factors are then applied inside the update kernel, so gradients are never
+written and never copied.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import tempfile
+import zipfile
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+
+from . import _validate as check
+from ._algorithms import ALGORITHMS, active_states
+from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, update
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Optimizer",
+           "StepResult", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_FORMAT = "fastopt.optimizer"
+
+
+def functional_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
+    """A parameter group's hyperparameters under the functional API's names."""
+    names = _GROUP_KEYS[algorithm]
+    out = {k: group[k] for k in names if k != "betas" and k != "initial_accumulator_value"}
+    if "betas" in names:
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
+        out["beta1"], out["beta2"] = betas
+    return out
+
+
+# Each algorithm's hyperparameters as torch.optim names them, in constructor order.
+_GROUP_KEYS: dict[str, tuple[str, ...]] = {
+    "sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
+    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
+    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
+    "adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
+                "maximize"),
+    "adadelta": ("lr", "rho", "eps", "weight_decay", "maximize"),
+}
+
+
+def _check_param(name: str, p: Any) -> np.ndarray:
+    if type(p) is not np.ndarray or p.dtype not in check.FLOAT_DTYPES:
+        raise TypeError(f"Invalid {name}: {check._describe(p)} (expected a numpy.ndarray of "
+                        f"float32 or float64)")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"Invalid {name}: non-contiguous array with strides {p.strides} "
+                         f"(expected a C-contiguous array)")
+    if not p.flags.writeable:
+        raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; it is "
+                         f"updated in place)")
+    return p
+
+
+def _span(a: np.ndarray) -> tuple[int, int]:
+    lo = a.ctypes.data
+    return lo, lo + a.nbytes
+
+
+class _Spans:
+    """Sorted, disjoint byte ranges of the arrays an optimizer writes (params and state)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.names: list[str] = []
+
+    def find(self, lo: int, hi: int) -> str | None:
+        """The name of a range overlapping [lo, hi), or None."""
+        if hi <= lo:
+            return None
+        k = bisect.bisect_right(self.starts, lo)
+        if k and self.ends[k - 1] > lo:
+            return self.names[k - 1]
+        if k < len(self.starts) and self.starts[k] < hi:
+            return self.names[k]
+        return None
+
+    def add(self, name: str, a: np.ndarray) -> None:
+        lo, hi = _span(a)
+        if hi <= lo:
+            return
+        other = self.find(lo, hi)
+        if other is not None:
+            raise ValueError(f"Invalid {name}: it overlaps {other} in memory (expected separate "
+                             f"arrays; an array may appear only once among the parameters)")
+        k = bisect.bisect_right(self.starts, lo)
+        self.starts.insert(k, lo)
+        self.ends.insert(k, hi)
+        self.names.insert(k, name)
+
+
+class Optimizer:
+    """Base class: parameter groups, lazily allocated state, ``step``, checkpoints.
+
+    Subclasses set ``algorithm`` (a key of the functional API's table) and pass their defaults.
+    ``backend`` is any CPU backend name (``"auto"``, ``"numba"``, ``"numpy"`` for the
+    reference); ``multi_tensor=False`` runs the functional API once per array instead of one
+    launch per group (for comparison; results are identical).
+    """
+
+    algorithm: ClassVar[str]
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        if not isinstance(backend, str):
+            raise TypeError(f"Invalid backend: {backend!r} (expected a backend name)")
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"Invalid backend: {backend!r} (expected 'auto', 'numba' or "
+                             f"'numpy'; the optimizer classes update NumPy arrays)")
+        self.backend = backend
+        self.multi_tensor = check.flag("multi_tensor", multi_tensor)
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}
+        self._spans = _Spans()
+        if isinstance(params, np.ndarray):
+            raise TypeError("Invalid params: a single numpy.ndarray (expected an iterable of "
+                            "arrays or of parameter-group dicts, e.g. [w, b])")
+        groups = list(params)
+        if not groups:
+            raise ValueError("Invalid params: an empty list (expected at least one array)")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group: a dict with ``params`` (arrays) and any hyperparameters to override."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"Invalid param_group: {type(param_group).__name__} (expected a "
+                            f"dict with a 'params' list)")
+        if "params" not in param_group:
+            raise ValueError("Invalid param_group: no 'params' key")
+        params = param_group["params"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        if not params:
+            raise ValueError("Invalid param_group: an empty 'params' list")
+        first = sum(len(g["params"]) for g in self.param_groups)
+        group = {**self.defaults, **param_group, "params": params}
+        self._options(group)
+        spans = _Spans()
+        spans.starts, spans.ends, spans.names = (list(self._spans.starts),
+                                                 list(self._spans.ends),
+                                                 list(self._spans.names))
+        for k, p in enumerate(params):
+            spans.add(f"params[{first + k}]", _check_param(f"params[{first + k}]", p))
+        self._spans = spans
+        self.param_groups.append(group)
+
+    def _params(self) -> list[np.ndarray]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _options(self, group: dict[str, Any]) -> dict[str, Any]:
+        return check_options(self.algorithm, functional_options(self.algorithm, group))
+
+    def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
+        return np.zeros_like(p)
+
+    # -- the update ---------------------------------------------------------------------------
+
+    def step(self, grads: Sequence[Any], *, loss_scale: float | None = None,
+             max_grad_norm: float | None = None,
+             skip_nonfinite: bool | None = None) -> StepResult:
+        """Update every parameter that has a gradient, in place.
+
+        Args:
+            grads: one entry per parameter, in group order: an array of the parameter's shape
+                and dtype, or None (no gradient: the parameter and its step count are left
+                as they are).
+            loss_scale: the gradients are ``loss_scale`` times the true ones (mixed-precision
+                loss scaling); they are divided by it inside the update.
+            max_grad_norm: clip the unscaled gradients to this global L2 norm (as
+                torch.nn.utils.clip_grad_norm_ with norm_type=2).
+            skip_nonfinite: when a gradient has a NaN or Inf, update nothing and return a
+                result with ``skipped=True``. Default: True when ``loss_scale`` is given.
+
+        Returns:
+            StepResult: whether the step was skipped, the global norm when computed, the clip
+            coefficient applied.
+        """
+        params = self._params()
+        grads = self._check_grads(params, grads)
+        options = [self._options(g) for g in self.param_groups]
+        inv_scale = 1.0
+        if loss_scale is not None:
+            inv_scale = 1.0 / check.real("loss_scale", loss_scale, 0.0, lo_open=True)
+        if max_grad_norm is not None:
+            max_grad_norm = check.real("max_grad_norm", max_grad_norm, 0.0, lo_open=True)
+        skip = (loss_scale is not None if skip_nonfinite is None
+                else check.flag("skip_nonfinite", skip_nonfinite))
+        norm, coef, bad = None, 1.0, 0
+        if skip or max_grad_norm is not None:
+            sumsq, bad = grad_stats([g for g in grads if g is not None], self.backend)
+            norm = math.sqrt(sumsq) * inv_scale
+            if skip and bad:
+                return StepResult(skipped=True, grad_norm=norm, nonfinite=bad)
+            if max_grad_norm is not None:
+                coef = min(max_grad_norm / (norm + CLIP_EPS), 1.0)
+                if math.isnan(norm):
+                    coef = math.nan
+        scale = inv_scale * coef
+        index = 0
+        for group, opts in zip(self.param_groups, options):
+            active = active_states(self.algorithm, opts)
+            ps, gs, ss, ts, fresh = [], [], [], [], []
+            for p in group["params"]:
+                g = grads[index]
+                if g is not None:
+                    state = self._state_for(index, p, group, active, fresh)
+                    ps.append(p)
+                    gs.append(g)
+                    ss.append(state)
+                    ts.append(state["step"] + 1)
+                index += 1
+            if self.algorithm == "sgd":
+                # A new momentum buffer starts as the gradient, whatever the step count.
+                ts = [1 if f else t for f, t in zip(fresh, ts)]
+            update(self.algorithm, opts, ps, gs, ss, ts, backend=self.backend,
+                   multi_tensor=self.multi_tensor, scale=scale)
+            for s in ss:
+                s["step"] += 1
+        return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
+
+    def _state_for(self, index: int, p: np.ndarray, group: dict[str, Any],
+                   active: tuple[str, ...], fresh: list[bool]) -> dict[str, Any]:
+        state = self.state.get(index)
+        if state is None:
+            state = self.state[index] = {"step": 0}
+        new = False
+        for name in active:
+            if name not in state:
+                a = state[name] = self._new_state(name, p, group)
+                self._spans.add(f"state[{index}][{name!r}]", a)
+                new = new or name == "momentum_buffer"
+        fresh.append(new)
+        return state
+
+    def _check_grads(self, params: list[np.ndarray], grads: Any) -> list[Any]:
+        if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
+            raise TypeError(f"Invalid grads: {check._describe(grads)} (expected a list with "
+                            f"one array or None per parameter)")
+        if len(grads) != len(params):
+            raise ValueError(f"Invalid grads: {len(grads)} entries (expected {len(params)}, "
+                             f"one per parameter in group order)")
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            if type(g) is not np.ndarray:
+                raise TypeError(f"Invalid grads[{i}]: {check._describe(g)} (expected a "
+                                f"numpy.ndarray like params[{i}], or None)")
+            if g.dtype != p.dtype:
+                raise TypeError(f"Invalid grads[{i}]: dtype {g.dtype} (expected {p.dtype}, "
+                                f"the dtype of params[{i}])")
+            if g.shape != p.shape:
+                raise ValueError(f"Invalid grads[{i}]: shape {g.shape} (expected {p.shape}, "
+                                 f"the shape of params[{i}])")
+            if not g.flags.c_contiguous:
+                raise ValueError(f"Invalid grads[{i}]: non-contiguous array with strides "
+                                 f"{g.strides} (expected a C-contiguous array)")
+            other = self._spans.find(*_span(g))
+            if other is not None:
+                raise ValueError(f"Invalid grads[{i}]: it overlaps {other} in memory "
+                                 f"(expected a separate array)")
+        return list(grads)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the optimizer's state: step counts, state arrays, hyperparameters.
+
+        Parameters are referred to by index (group order), as in torch; the arrays are copies.
+        """
+        groups, first = [], 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": list(range(first, first + n))})
+            first += n
+        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                 for i, s in self.state.items()}
+        return {"format": _FORMAT, "format_version": FORMAT_VERSION,
+                "optimizer": type(self).__name__, "state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()``; everything is checked first, so an error changes nothing."""
+        groups, state = self._check_state_dict(state_dict)
+        for mine, theirs in zip(self.param_groups, groups):
+            mine.update({k: v for k, v in theirs.items() if k != "params"})
+        self.state = state
+        spans = _Spans()
+        for i, p in enumerate(self._params()):
+            spans.add(f"params[{i}]", p)
+        for i, s in state.items():
+            for k, v in s.items():
+                if isinstance(v, np.ndarray):
+                    spans.add(f"state[{i}][{k!r}]", v)
+        self._spans = spans
+
+    def _check_state_dict(self, sd: Any) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+        def bad(why: str) -> ValueError:
+            return ValueError(f"Invalid state_dict for {type(self).__name__}: {why}")
+
+        if not isinstance(sd, dict):
+            raise TypeError(f"Invalid state_dict: {type(sd).__name__} (expected a dict)")
+        if sd.get("format") != _FORMAT:
+            raise bad(f"format {sd.get('format')!r} (expected {_FORMAT!r})")
+        if sd.get("format_version") != FORMAT_VERSION:
+            raise bad(f"format_version {sd.get('format_version')!r} (this version of fastopt "
+                      f"reads {FORMAT_VERSION})")
+        if sd.get("optimizer") != type(self).__name__:
+            raise bad(f"it was saved by {sd.get('optimizer')!r}")
+        groups = sd.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            n = len(groups) if isinstance(groups, list) else groups
+            raise bad(f"{n} parameter groups (expected {len(self.param_groups)})")
+        params = self._params()
+        first = 0
+        checked = []
+        for k, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
+            n = len(mine["params"])
+            if not isinstance(theirs, dict) or theirs.get("params") != list(range(first,
+                                                                               first + n)):
+                raise bad(f"group {k} does not hold parameters {first}..{first + n - 1}")
+            first += n
+            merged = {**mine, **{key: v for key, v in theirs.items() if key != "params"}}
+            if isinstance(merged.get("betas"), list):
+                merged["betas"] = tuple(merged["betas"])
+            try:
+                opts = self._options(merged)
+            except (TypeError, ValueError) as e:
+                raise bad(f"group {k}: {e}") from None
+            checked.append((merged, opts))
+        raw = sd.get("state")
+        if not isinstance(raw, dict):
+            raise bad("no 'state' dict")
+        group_of = [k for k, g in enumerate(self.param_groups) for _ in g["params"]]
+        names = ALGORITHMS[self.algorithm][1]
+        state: dict[int, dict[str, Any]] = {}
+        for i, s in raw.items():
+            if type(i) is not int or not 0 <= i < len(params) or not isinstance(s, dict):
+                raise bad(f"state entry {i!r} (expected an index below {len(params)} mapped "
+                          f"to a dict)")
+            step = s.get("step")
+            if type(step) is not int or step < 0:
+                raise bad(f"state[{i}]['step'] = {step!r} (expected an int >= 0)")
+            p = params[i]
+            new: dict[str, Any] = {"step": step}
+            needed = active_states(self.algorithm, checked[group_of[i]][1]) if step else ()
+            for key, v in s.items():
+                if key == "step":
+                    continue
+                if key not in names:
+                    raise bad(f"state[{i}] has {key!r} (expected only {', '.join(names)})")
+                if (type(v) is not np.ndarray or v.dtype != p.dtype or v.shape != p.shape):
+                    what = (f"array of {v.dtype} {v.shape}" if isinstance(v, np.ndarray)
+                            else type(v).__name__)
+                    raise bad(f"state[{i}][{key!r}] is {what} (expected {p.dtype} {p.shape}, "
+                              f"like params[{i}])")
+                new[key] = np.array(v, order="C", copy=True)
+            missing = [n for n in needed if n not in new]
+            if missing:
+                raise bad(f"state[{i}] lacks {', '.join(missing)}")
+            state[i] = new
+        return [m for m, _ in checked], state
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``state_dict()`` to an .npz file (no pickles), atomically."""
+        sd = self.state_dict()
+        arrays: dict[str, np.ndarray] = {}
+        steps = {}
+        for i, s in sd["state"].items():
+            steps[str(i)] = s["step"]
+            for k, v in s.items():
+                if k != "step":
+                    arrays[f"state/{i}/{k}"] = v
+        meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups")}
+        meta["steps"] = steps
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load a file written by ``save``. A missing, truncated, corrupt or mismatched file
+        raises (OSError or ValueError) and leaves the optimizer unchanged."""
+        self.load_state_dict(read_checkpoint(path))
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for k, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {k}")
+            lines += [f"    {key}: {v}" for key, v in sorted(g.items()) if key != "params"]
+        return "\n".join(lines) + "\n)"
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The state_dict stored in a file written by ``Optimizer.save``."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(bytes(f["meta"]).decode())
+            state: dict[int, dict[str, Any]] = {
+                int(i): {"step": step} for i, step in meta.pop("steps").items()}
+            for key in f.files:
+                if key.startswith("state/"):
+                    _, i, name = key.split("/", 2)
+                    state[int(i)][name] = f[key]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
+            AttributeError, TypeError) as e:
+        raise ValueError(f"Invalid checkpoint {path!r}: unreadable or corrupt "
+                         f"({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"Invalid checkpoint {path!r}: no metadata")
+    meta["state"] = state
+    return meta
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional heavy-ball or Nesterov momentum."""
+
+    algorithm = "sgd"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class Adam(Optimizer):
+    """Adam (L2 weight decay added to the gradient), optionally AMSGrad."""
+
+    algorithm = "adam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay."""
+
+    algorithm = "adamw"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class RMSprop(Optimizer):
+    """RMSprop, optionally centered and with momentum."""
+
+    algorithm = "rmsprop"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, *, maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered, maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class Adagrad(Optimizer):
+    """Adagrad with optional learning-rate decay; the accumulator starts at
+    ``initial_accumulator_value``."""
+
+    algorithm = "adagrad"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, *, maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      eps=eps, maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+    def _options(self, group: dict[str, Any]) -> dict[str, Any]:
+        check.real("initial_accumulator_value", group["initial_accumulator_value"], 0.0)
+        return super()._options(group)
+
+    def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
+        return np.full_like(p, group["initial_accumulator_value"])
+
+
+class Adadelta(Optimizer):
+    """Adadelta."""
+
+    algorithm = "adadelta"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
+                 eps: float = 1e-6, weight_decay: float = 0.0, *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+

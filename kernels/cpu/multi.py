@@ -1,0 +1,173 @@
+"""Multi-tensor CPU kernels: one launch updates every tensor of a parameter group.
+
+The tensors are passed as a table of addresses, one row per tensor and one column per array
+(param, grad, then the algorithm's state arrays), and the work as a table of chunks: chunk ``c``
+covers elements ``[lo[c], hi[c])`` of tensor ``tensor[c]``. A parallel kernel runs the chunks
+across threads; inside a chunk it calls the serial single-tensor kernel of the algorithm (the
+same compiled loop ``fastopt.adam_step`` runs), on array views built from the addresses. So the
+element math is the single-tensor kernel's, bit for bit, whatever the chunking.
+
+Chunk boundaries depend only on the tensors' sizes (``chunk_table``), never on the thread count,
+which keeps the gradient-norm reduction below deterministic.
+
+The caller keeps every array alive during the call and guarantees that the addresses, sizes and
+dtype are right: nothing here validates.
+"""
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+from ._common import RULES_DIGEST, compile_kernel, kernel_factory, loop_for
+
+# A chunk is at most this many elements: small enough to spread a few large tensors over all
+# threads, large enough that the per-chunk overhead (a call, a few scalars) is negligible.
+CHUNK = 1 << 15
+
+
+@intrinsic
+def _pointer(typingctx, address, dtype):
+    """The int ``address`` as a typed data pointer (``dtype`` is a NumPy scalar type)."""
+    ptr = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(types.intp, dtype), codegen
+
+
+def chunk_table(sizes):
+    """The (tensor, lo, hi) int64 arrays splitting tensors of ``sizes`` into chunks."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    counts = (sizes + CHUNK - 1) // CHUNK
+    tensor = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    lo = (np.arange(tensor.size, dtype=np.int64) - first) * CHUNK
+    hi = np.minimum(lo + CHUNK, sizes[tensor])
+    return tensor, lo, hi
+
+
+def _caller(single, n_arrays, takes_step):
+    """An inlined adapter calling ``single`` with ``n_arrays`` arrays, a step, hyperparameters."""
+    options = dict(inline="always")
+    if n_arrays == 3 and takes_step:
+        def call(a, step, h):
+            single(a[0], a[1], a[2], step, *h)
+    elif n_arrays == 4 and not takes_step:
+        def call(a, step, h):
+            single(a[0], a[1], a[2], a[3], *h)
+    elif n_arrays == 5 and takes_step:
+        def call(a, step, h):
+            single(a[0], a[1], a[2], a[3], a[4], step, *h)
+    elif n_arrays == 5 and not takes_step:
+        def call(a, step, h):
+            single(a[0], a[1], a[2], a[3], a[4], *h)
+    else:
+        raise ValueError(f"no adapter for {n_arrays} arrays (takes_step={takes_step})")
+    return numba.njit(**options)(call)
+
+
+@kernel_factory
+def multi_kernel(single, n_arrays, takes_step, dtype, parallel):
+    """Return ``kernel(addresses, tensor, lo, hi, steps, hyper, scale)``.
+
+    ``single`` is the serial single-tensor kernel of one configuration (for example
+    ``adam_kernel(..., parallel=False)``), ``n_arrays`` the number of arrays it takes (param,
+    grad, states; unused state slots may repeat the param's address), ``takes_step`` whether its
+    arrays are followed by the step. ``addresses`` is an int64 ``(n_tensors, n_arrays)`` table,
+    ``steps`` an int64 array (each tensor's step), ``hyper`` the tuple of the kernel's remaining
+    float arguments. When ``scale != 1`` each gradient element is multiplied by ``scale`` (in
+    ``dtype``) before the update, through a chunk-sized scratch buffer: the caller's gradient is
+    never written.
+    """
+    loop = loop_for(parallel)
+    call = _caller(single, n_arrays, takes_step)
+    scalar = np.dtype(dtype).type
+    itemsize = np.dtype(dtype).itemsize
+    rules_digest = RULES_DIGEST
+
+    def view(addresses, k, j, offset, n):
+        return numba.carray(_pointer(addresses[k, j] + offset, scalar), n)
+
+    view = numba.njit(inline="always")(view)
+
+    # The tuple of array views of one chunk, and the same tuple with another gradient.
+    if n_arrays == 3:
+        def views(ad, k, o, n):
+            return (view(ad, k, 0, o, n), view(ad, k, 1, o, n), view(ad, k, 2, o, n))
+
+        def swap_grad(a, g):
+            return (a[0], g, a[2])
+    elif n_arrays == 4:
+        def views(ad, k, o, n):
+            return (view(ad, k, 0, o, n), view(ad, k, 1, o, n), view(ad, k, 2, o, n),
+                    view(ad, k, 3, o, n))
+
+        def swap_grad(a, g):
+            return (a[0], g, a[2], a[3])
+    else:
+        def views(ad, k, o, n):
+            return (view(ad, k, 0, o, n), view(ad, k, 1, o, n), view(ad, k, 2, o, n),
+                    view(ad, k, 3, o, n), view(ad, k, 4, o, n))
+
+        def swap_grad(a, g):
+            return (a[0], g, a[2], a[3], a[4])
+    views = numba.njit(inline="always")(views)
+    swap_grad = numba.njit(inline="always")(swap_grad)
+
+    def multi(addresses, tensor, lo, hi, steps, hyper, scale):
+        rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
+        s = scalar(scale)
+        for c in loop(tensor.size):
+            k = tensor[c]
+            n = hi[c] - lo[c]
+            a = views(addresses, k, lo[c] * itemsize, n)
+            if scale != 1.0:
+                g = np.empty(n, scalar)
+                src = a[1]
+                for i in range(n):
+                    g[i] = src[i] * s
+                call(swap_grad(a, g), steps[k], hyper)
+            else:
+                call(a, steps[k], hyper)
+
+    return compile_kernel(multi, parallel)
+
+
+@kernel_factory
+def grad_stats_kernel(dtype, parallel):
+    """Return ``kernel(addresses, tensor, lo, hi, sumsq, nonfinite)``: per-chunk statistics.
+
+    ``addresses`` is the int64 array of the gradients' addresses, one per tensor. For chunk ``c`` it stores the float64
+    sum of squares in ``sumsq[c]`` and the count of non-finite elements in ``nonfinite[c]``.
+    Within a chunk the sum runs over eight fixed interleaved partial sums, so the result does
+    not depend on threads: add ``sumsq`` up in order for a deterministic total.
+    """
+    loop = loop_for(parallel)
+    scalar = np.dtype(dtype).type
+    itemsize = np.dtype(dtype).itemsize
+
+    def grad_stats(addresses, tensor, lo, hi, sumsq, nonfinite):
+        for c in loop(tensor.size):
+            n = hi[c] - lo[c]
+            x = numba.carray(_pointer(addresses[tensor[c]] + lo[c] * itemsize, scalar), n)
+            acc = np.zeros(8, np.float64)
+            bad = 0
+            m = n - n % 8
+            for i in range(0, m, 8):
+                for j in range(8):
+                    v = np.float64(x[i + j])
+                    acc[j] += v * v
+                    bad += not np.isfinite(v)
+            for i in range(m, n):
+                v = np.float64(x[i])
+                acc[i - m] += v * v
+                bad += not np.isfinite(v)
+            total = 0.0
+            for j in range(8):
+                total += acc[j]
+            sumsq[c] = total
+            nonfinite[c] = bad
+
+    return compile_kernel(grad_stats, parallel)
