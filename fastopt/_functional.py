@@ -34,10 +34,10 @@ def sgd_step(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int | 
     step = check.step("sgd_step with momentum", step, use_momentum)
     check.state_given("momentum_buffer", momentum_buffer, use_momentum, "momentum != 0")
     if use_momentum:
-        check.arrays(("param", "grad", "momentum_buffer"),
-                     (param, grad, momentum_buffer))
+        param, grad, momentum_buffer = check.arrays(("param", "grad", "momentum_buffer"),
+                                                    (param, grad, momentum_buffer))
     else:
-        check.arrays(("param", "grad"), (param, grad))
+        param, grad = check.arrays(("param", "grad"), (param, grad))
     mod = _backends.get(backend, param)
     if param.size:
         mod.sgd(param, grad, momentum_buffer, step=step, lr=lr, momentum=momentum,
@@ -55,7 +55,8 @@ def adagrad_step(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float 
     eps = check.real("eps", eps, 0.0)
     maximize = check.flag("maximize", maximize)
     step = check.step("adagrad_step", step, True)
-    check.arrays(("param", "grad", "state_sum"), (param, grad, state_sum))
+    param, grad, state_sum = check.arrays(("param", "grad", "state_sum"),
+                                          (param, grad, state_sum))
     mod = _backends.get(backend, param)
     if param.size:
         mod.adagrad(param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
@@ -90,7 +91,12 @@ def rmsprop_step(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = 
     if centered:
         names.append("grad_avg")
         values.append(grad_avg)
-    check.arrays(tuple(names), tuple(values))
+    values = list(check.arrays(tuple(names), tuple(values)))
+    param, grad, square_avg = values[:3]
+    if centered:
+        grad_avg = values.pop()
+    if momentum > 0:
+        momentum_buffer = values.pop()
     mod = _backends.get(backend, param)
     if param.size:
         mod.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, step=step, lr=lr,
@@ -111,9 +117,11 @@ def _adam(fn: str, decoupled: bool, param: Any, grad: Any, exp_avg: Any, exp_avg
     step = check.step(fn, step, True)
     check.state_given("max_exp_avg_sq", max_exp_avg_sq, amsgrad, "amsgrad=True")
     if amsgrad:
-        check.arrays(_AMSGRAD_NAMES, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq))
+        param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq = check.arrays(
+            _AMSGRAD_NAMES, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq))
     else:
-        check.arrays(_ADAM_NAMES, (param, grad, exp_avg, exp_avg_sq))
+        param, grad, exp_avg, exp_avg_sq = check.arrays(
+            _ADAM_NAMES, (param, grad, exp_avg, exp_avg_sq))
     mod = _backends.get(backend, param)
     if param.size:
         (mod.adamw if decoupled else mod.adam)(
@@ -163,8 +171,8 @@ def adadelta_step(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *,
     weight_decay = check.real("weight_decay", weight_decay, 0.0)
     maximize = check.flag("maximize", maximize)
     step = check.step("adadelta_step", step, False)
-    check.arrays(("param", "grad", "square_avg", "acc_delta"),
-                 (param, grad, square_avg, acc_delta))
+    param, grad, square_avg, acc_delta = check.arrays(
+        ("param", "grad", "square_avg", "acc_delta"), (param, grad, square_avg, acc_delta))
     mod = _backends.get(backend, param)
     if param.size:
         mod.adadelta(param, grad, square_avg, acc_delta, step=step, lr=lr, rho=rho, eps=eps,

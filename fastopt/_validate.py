@@ -22,15 +22,40 @@ def _describe(a: Any) -> str:
     t = type(a)
     if isinstance(a, np.ndarray):
         return f"numpy.ndarray of dtype {a.dtype}"
+    if hasattr(a, "dtype") and hasattr(a, "device"):
+        return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype} on {a.device}"
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> None:
+def _to_numpy(x: Any) -> Any:
+    """A zero-copy NumPy view of a CPU torch tensor or DLPack CPU array; anything else as is."""
+    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
+        if x.device.type == "cpu" and not x.is_sparse:
+            try:
+                return x.detach().numpy()
+            except (TypeError, RuntimeError):  # a dtype NumPy lacks (bfloat16): rejected below
+                return x
+        return x
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        try:
+            if x.__dlpack_device__()[0] == 1:  # kDLCPU
+                return np.from_dlpack(x)
+        except (TypeError, ValueError, BufferError, RuntimeError):
+            return x
+    return x
+
+
+def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
     """Check the arrays of one call: names[0] is the param, names[1] the (read-only) grad.
 
     All must be NumPy arrays of one float dtype and one shape, C-contiguous, param and state
-    writeable, and no two may overlap in memory.
+    writeable, and no two may overlap in memory. CPU torch tensors and other DLPack CPU arrays
+    are taken as zero-copy NumPy views. Returns the arrays as NumPy arrays.
     """
+    for v in values:
+        if type(v) is not np.ndarray:
+            values = tuple(_to_numpy(x) for x in values)
+            break
     param = values[0]
     dtype = getattr(param, "dtype", None)
     if type(param) is not np.ndarray or (dtype is not _F32 and dtype is not _F64
@@ -63,6 +88,7 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> None:
             j = next(k for k, x in enumerate(values) if x is b and k > i)
             raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory "
                              f"(expected separate arrays)")
+    return values
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
