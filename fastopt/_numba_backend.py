@@ -173,9 +173,10 @@ _FACTORIES = {"sgd": cpu.sgd_kernel, "adagrad": cpu.adagrad_kernel,
               "adadelta": cpu.adadelta_kernel}
 
 
-def _serial_kernel(algorithm: str, o: dict[str, Any]) -> tuple[Callable[..., None], bool,
-                                                                tuple[float, ...]]:
-    """The serial single-tensor kernel for ``o``, whether it takes a step, its float arguments."""
+def _serial_kernel(algorithm: str, o: dict[str, Any]) -> tuple[
+        Callable[..., None], tuple[Any, ...], bool, tuple[float, ...]]:
+    """The serial single-tensor kernel for ``o``, its configuration key, whether it takes a
+    step, its float arguments."""
     wd = o["weight_decay"] != 0
     if algorithm == "sgd":
         key: tuple[Any, ...] = ("sgd", o["momentum"] != 0, o["nesterov"], o["maximize"], wd)
@@ -198,7 +199,7 @@ def _serial_kernel(algorithm: str, o: dict[str, Any]) -> tuple[Callable[..., Non
     k = _kernels.get(key)
     if k is None:
         k = _kernel(key, _FACTORIES[key[0]], _FLAGS[key[0]])
-    return k, takes_step, tuple(float(h) for h in hyper)
+    return k, key, takes_step, tuple(float(h) for h in hyper)
 
 
 _chunk_tables: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -227,9 +228,9 @@ def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, 
     if total == 0:
         return
     par = total >= PARALLEL_MIN_SIZE
-    single, takes_step, hyper = _serial_kernel(algorithm, options)
-    kernel = multi.multi_kernel(single, 2 + len(state_names), takes_step, params[0].dtype.type,
-                                par)
+    single, key, takes_step, hyper = _serial_kernel(algorithm, options)
+    kernel = multi.multi_kernel(single, repr(key), 2 + len(state_names), takes_step,
+                                params[0].dtype.type, par)
     rows = []
     for p, g, s in zip(params, grads, states):
         pa = p.ctypes.data

@@ -4,7 +4,10 @@ import functools
 import hashlib
 import inspect
 
+import os
+
 import numba
+from numba.core.caching import FunctionCache
 
 from .. import rules
 
@@ -40,3 +43,40 @@ def compile_kernel(fn, parallel):
 
 # Kernels are built once per configuration; the factories are memoized.
 kernel_factory = functools.cache
+
+
+# Every source a compiled kernel can depend on: the rules and the CPU kernel modules.
+_HERE = os.path.dirname(__file__)
+SOURCES_DIGEST = hashlib.sha256(b"".join(
+    open(os.path.join(folder, name), "rb").read()
+    for folder in (_HERE, os.path.dirname(_HERE))
+    for name in sorted(os.listdir(folder)) if name.endswith(".py"))).hexdigest()[:16]
+
+
+class _KeyedCache(FunctionCache):
+    """Numba's on-disk cache with an index key given by the caller.
+
+    Numba keys a closure's cache entry on a pickle of its cells; a cell holding another
+    compiled function pickles with a random per-process id, so such kernels would never be
+    found again. ``compile_keyed`` kernels name their configuration in a string instead.
+    """
+
+    def __init__(self, py_func, key):
+        super().__init__(py_func)
+        self._key = key
+
+    def _index_key(self, sig, codegen):
+        code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+        key = hashlib.sha256(f"{self._key}|{SOURCES_DIGEST}".encode()).hexdigest()
+        return (sig, codegen.magic_tuple(), (code, key))
+
+
+def compile_keyed(fn, parallel, key):
+    """Compile ``fn`` like ``compile_kernel``, cached on disk under the configuration ``key``.
+
+    ``key`` must name everything the closure's cells determine.
+    """
+    options = {k: v for k, v in KERNEL_OPTIONS.items() if k != "cache"}
+    dispatcher = numba.njit(parallel=parallel, **options)(fn)
+    dispatcher._cache = _KeyedCache(dispatcher.py_func, f"{key}|parallel={parallel}")
+    return dispatcher

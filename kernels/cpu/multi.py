@@ -19,7 +19,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from ._common import RULES_DIGEST, compile_kernel, kernel_factory, loop_for
+from ._common import compile_keyed, compile_kernel, kernel_factory, loop_for
 
 # A chunk is at most this many elements: small enough to spread a few large tensors over all
 # threads, large enough that the per-chunk overhead (a call, a few scalars) is negligible.
@@ -69,11 +69,12 @@ def _caller(single, n_arrays, takes_step):
 
 
 @kernel_factory
-def multi_kernel(single, n_arrays, takes_step, dtype, parallel):
+def multi_kernel(single, single_key, n_arrays, takes_step, dtype, parallel):
     """Return ``kernel(addresses, tensor, lo, hi, steps, hyper, scale)``.
 
     ``single`` is the serial single-tensor kernel of one configuration (for example
-    ``adam_kernel(..., parallel=False)``), ``n_arrays`` the number of arrays it takes (param,
+    ``adam_kernel(..., parallel=False)``) and ``single_key`` a string naming its configuration
+    (the on-disk cache key; see _common.compile_keyed), ``n_arrays`` the number of arrays it takes (param,
     grad, states; unused state slots may repeat the param's address), ``takes_step`` whether its
     arrays are followed by the step. ``addresses`` is an int64 ``(n_tensors, n_arrays)`` table,
     ``steps`` an int64 array (each tensor's step), ``hyper`` the tuple of the kernel's remaining
@@ -85,7 +86,6 @@ def multi_kernel(single, n_arrays, takes_step, dtype, parallel):
     call = _caller(single, n_arrays, takes_step)
     scalar = np.dtype(dtype).type
     itemsize = np.dtype(dtype).itemsize
-    rules_digest = RULES_DIGEST
 
     def view(addresses, k, j, offset, n):
         return numba.carray(_pointer(addresses[k, j] + offset, scalar), n)
@@ -117,7 +117,6 @@ def multi_kernel(single, n_arrays, takes_step, dtype, parallel):
     swap_grad = numba.njit(inline="always")(swap_grad)
 
     def multi(addresses, tensor, lo, hi, steps, hyper, scale):
-        rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
         s = scalar(scale)
         for c in loop(tensor.size):
             k = tensor[c]
@@ -132,7 +131,8 @@ def multi_kernel(single, n_arrays, takes_step, dtype, parallel):
             else:
                 call(a, steps[k], hyper)
 
-    return compile_kernel(multi, parallel)
+    key = f"multi|{single_key}|{n_arrays}|{takes_step}|{np.dtype(dtype).name}"
+    return compile_keyed(multi, parallel, key)
 
 
 @kernel_factory
