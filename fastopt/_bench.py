@@ -304,3 +304,51 @@ def run_model(backend: str, shapes: list[tuple[int, ...]], rounds: int = 5,
                 gbps=nbytes / med[backend] / 1e9,
                 torch_seconds=med.get("torch"),
                 speedup_vs_torch=(med["torch"] / med[backend]) if "torch" in med else None)
+
+
+def many_small_shapes(n: int = 2048, size: int = 512) -> list[tuple[int, ...]]:
+    """``n`` tensors of ``size`` elements: biases and norms, where per-call overhead dominates."""
+    return [(size,)] * n
+
+
+def run_multi_tensor(shapes: list[tuple[int, ...]], name: str, rounds: int = 7,
+                     max_seconds: float = 20.0) -> dict[str, Any]:
+    """Adam over many tensors three ways, side by side: one ``adam_step`` call per tensor,
+    ``fastopt.Adam`` (one multi-tensor launch), and torch.optim.Adam(fused=True) if present."""
+    from .optim import Adam
+
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
+    per_tensor = [p.copy() for p in params]
+    exp_avg = [np.zeros_like(p) for p in params]
+    exp_avg_sq = [np.zeros_like(p) for p in params]
+    state = {"step": 0}
+
+    def per_tensor_step() -> None:
+        state["step"] += 1
+        t = state["step"]
+        for p, g, m, v in zip(per_tensor, grads, exp_avg, exp_avg_sq):
+            _functional.adam_step(p, g, m, v, step=t)
+
+    opt = Adam(params)
+    fns: dict[str, Callable[[], None]] = {"per_tensor": per_tensor_step,
+                                          "multi_tensor": lambda: opt.step(grads)}
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.from_numpy(g.copy())
+        fns["torch_fused"] = torch.optim.Adam(tparams, fused=True).step
+    med = interleaved_medians(fns, rounds=rounds, per_round=3, settle=0.0,
+                              max_seconds=max_seconds)
+    n = sum(p.size for p in params)
+    out: dict[str, Any] = dict(set=name, tensors=len(shapes), size=n, dtype="float32",
+                               seconds=med)
+    out["multi_vs_per_tensor"] = med["per_tensor"] / med["multi_tensor"]
+    if "torch_fused" in med:
+        out["multi_vs_torch_fused"] = med["torch_fused"] / med["multi_tensor"]
+    return out

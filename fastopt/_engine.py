@@ -78,11 +78,13 @@ def grad_stats(grads: list[np.ndarray], backend: str) -> tuple[float, int]:
 
 def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
            grads: list[np.ndarray], states: list[dict[str, np.ndarray]], steps: list[int], *,
-           backend: str, multi_tensor: bool, scale: float = 1.0) -> None:
+           backend: str, multi_tensor: bool, scale: float = 1.0,
+           rows: list[list[int]] | None = None) -> None:
     """Update ``params[i]`` in place with ``grads[i] * scale`` and ``states[i]``.
 
     ``steps[i]`` is the 1-based number of this update of tensor ``i``. Arrays validated,
-    C-contiguous, each state of its param's shape and dtype.
+    C-contiguous, each state of its param's shape and dtype. ``rows`` (optional): each
+    tensor's array addresses, as ``_numba_backend.multi_step`` takes them.
     """
     if not params:
         return
@@ -95,7 +97,8 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
         for idx in by_dtype.values():
             mod.multi_step(algorithm, options, names, [params[i] for i in idx],
                            [grads[i] for i in idx], [states[i] for i in idx],
-                           [steps[i] for i in idx], scale)
+                           [steps[i] for i in idx], scale,
+                           None if rows is None else [rows[i] for i in idx])
         return
     fn, _ = ALGORITHMS[algorithm]
     active = active_states(algorithm, options)

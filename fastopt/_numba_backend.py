@@ -216,12 +216,15 @@ def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, ...],
                params: list[np.ndarray], grads: list[np.ndarray],
-               states: list[dict[str, np.ndarray]], steps: list[int], scale: float) -> None:
+               states: list[dict[str, np.ndarray]], steps: list[int], scale: float,
+               rows: list[list[int]] | None = None) -> None:
     """Update every tensor in one launch: ``params[i]`` with ``grads[i] * scale``.
 
     All arrays validated, C-contiguous, of one dtype. ``states[i]`` maps the names in
     ``state_names`` (the algorithm's full list; absent ones are unused) to arrays; ``steps[i]``
-    is the step number of this update of tensor ``i``.
+    is the step number of this update of tensor ``i``. ``rows``, when the caller has them, are
+    the arrays' addresses: ``[param, grad, *states in state_names order]`` per tensor, the
+    param's address standing in for an absent state.
     """
     sizes = tuple(p.size for p in params)
     total = sum(sizes)
@@ -231,11 +234,12 @@ def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, 
     single, key, takes_step, hyper = _serial_kernel(algorithm, options)
     kernel = multi.multi_kernel(single, repr(key), 2 + len(state_names), takes_step,
                                 params[0].dtype.type, par)
-    rows = []
-    for p, g, s in zip(params, grads, states):
-        pa = p.ctypes.data
-        rows.append([pa, g.ctypes.data, *[s[n].ctypes.data if n in s else pa
-                                          for n in state_names]])
+    if rows is None:
+        rows = []
+        for p, g, s in zip(params, grads, states):
+            pa = p.ctypes.data
+            rows.append([pa, g.ctypes.data, *[s[n].ctypes.data if n in s else pa
+                                              for n in state_names]])
     tensor, lo, hi = _chunks(sizes)
     _run(kernel, par, np.array(rows, np.int64), tensor, lo, hi, np.array(steps, np.int64),
          hyper, float(scale))
