@@ -142,6 +142,51 @@ def check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def demo(args: argparse.Namespace) -> int:
+    from . import _demo
+
+    names = _choices("optimizer", _csv(args.optimizers), list(_demo.OPTIMIZERS))
+    overrides = _demo.parse_overrides(args.set or [])
+    for label, value, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                             ("--hidden", args.hidden, 1)):
+        if value < lo:
+            raise SystemExit(f"fastopt demo: invalid {label} {value} (expected >= {lo})")
+    if args.backend != "auto":
+        _runnable_backends(args.backend)
+    data = _demo.load_mnist(args.mnist) if args.mnist else _demo.load_digits()
+    print(f"{data.name}: {len(data.y_train)} training and {len(data.y_test)} test examples, "
+          f"{data.x_train.shape[1]} features; MLP {data.x_train.shape[1]}-{args.hidden}-10, "
+          f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, backend "
+          f"{args.backend}", file=sys.stderr, flush=True)
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    results = []
+    try:
+        for name in names:
+            hyper = {**_demo.OPTIMIZERS[name][1], **overrides.get(name, {})}
+            try:
+                results.append(_demo.train(
+                    name, hyper, data, epochs=args.epochs, batch_size=args.batch_size,
+                    hidden=args.hidden, seed=args.seed, backend=args.backend,
+                    progress=progress))
+            except (TypeError, ValueError) as e:
+                raise SystemExit(f"fastopt demo: {name}: {e}") from None
+    except KeyboardInterrupt:
+        print("interrupted: the optimizers trained so far", file=sys.stderr)
+        interrupted = True
+    else:
+        interrupted = False
+    if results:
+        print(_demo.format_table(results))
+        if args.json:
+            _write_json(args.json, [r.record(args.backend, data.name) for r in results])
+        if args.plot:
+            _demo.plot(results, args.plot, data.name)
+    return 130 if interrupted else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from . import _bench
 
@@ -171,7 +216,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--steps", type=int, default=20, help="steps per case (default 20)")
     c.add_argument("--json", metavar="PATH", help="write the results as a JSON list")
 
+    d = sub.add_parser("demo", help="train a small MLP with every optimizer and compare them")
+    d.add_argument("--optimizers", default="sgd,momentum,nesterov,adagrad,rmsprop,adam,adamw,"
+                   "adadelta", help="comma-separated optimizers (default: all eight)")
+    d.add_argument("--set", action="append", metavar="OPT.NAME=VALUE",
+                   help="override a default hyperparameter, e.g. --set adam.lr=0.003 "
+                        "(repeatable; betas as --set adam.betas=0.9,0.99)")
+    d.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
+    d.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
+    d.add_argument("--hidden", type=int, default=128, help="hidden units (default 128)")
+    d.add_argument("--seed", type=int, default=0,
+                   help="initial weights and batch order, the same for every optimizer")
+    d.add_argument("--backend", default="auto", help="fastopt backend (default auto)")
+    d.add_argument("--mnist", metavar="DIR", help="use MNIST from the IDX files in DIR")
+    d.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves")
+    d.add_argument("--json", metavar="PATH", help="write one record per optimizer")
+
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args)
     if args.command == "info":
         print(info())
         return 0
