@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _functional
-from ._algorithms import ALGORITHMS, active_states
+from ._algorithms import ALGORITHMS as ALGORITHMS
+from ._algorithms import active_states as active_states
 
 # The benchmarked configuration of each: the common one (SGD with momentum, as people train).
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
@@ -332,8 +333,11 @@ def run_multi_tensor(shapes: list[tuple[int, ...]], name: str, rounds: int = 7,
             _functional.adam_step(p, g, m, v, step=t)
 
     opt = Adam(params)
+    def multi_tensor_step() -> None:
+        opt.step(grads)
+
     fns: dict[str, Callable[[], None]] = {"per_tensor": per_tensor_step,
-                                          "multi_tensor": lambda: opt.step(grads)}
+                                          "multi_tensor": multi_tensor_step}
     try:
         import torch
     except ImportError:

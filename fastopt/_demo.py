@@ -46,7 +46,7 @@ class Data:
 def load_digits() -> Data:
     """scikit-learn's digits, a fixed 80/20 split, standardized with training statistics."""
     try:
-        from sklearn.datasets import load_digits as sk_digits
+        from sklearn.datasets import load_digits as sk_digits  # type: ignore[import-untyped]
     except ImportError:
         raise SystemExit("fastopt demo: the digits data comes with scikit-learn, which is not "
                          "installed (pip install 'fastopt[demo]', or use --mnist DIR)") from None
@@ -116,8 +116,11 @@ def load_mnist(folder: str) -> Data:
                              f"{len(y)} labels")
         if y.size and y.max() > 9:
             raise SystemExit(f"fastopt demo: --mnist {folder}: {what} label {y.max()} > 9")
-    flat = lambda a: a.reshape(len(a), -1).astype(np.float64)  # noqa: E731
-    return _standardized("mnist", flat(xtr), ytr, flat(xte), yte)
+    return _standardized("mnist", _flat(xtr), ytr, _flat(xte), yte)
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

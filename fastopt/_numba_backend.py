@@ -180,6 +180,7 @@ def _serial_kernel(algorithm: str, o: dict[str, Any]) -> tuple[
     wd = o["weight_decay"] != 0
     if algorithm == "sgd":
         key: tuple[Any, ...] = ("sgd", o["momentum"] != 0, o["nesterov"], o["maximize"], wd)
+        hyper: tuple[Any, ...]
         takes_step, hyper = True, (o["lr"], o["momentum"], o["dampening"], o["weight_decay"])
     elif algorithm == "adagrad":
         key = ("adagrad", o["maximize"], wd)

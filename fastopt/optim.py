@@ -83,7 +83,7 @@ def _check_param(name: str, p: Any) -> np.ndarray:
 def _address(a: np.ndarray) -> int:
     """The address of a C-contiguous array's data (ctypes is 4x faster than the interface)."""
     try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]
     except (TypeError, ValueError):  # read-only or empty
         address: int = a.__array_interface__["data"][0]
         return address
@@ -245,7 +245,8 @@ class Optimizer:
         index = 0
         for group, opts in zip(self.param_groups, options):
             active = active_states(self.algorithm, opts)
-            ps, gs, ss, ts, fresh, rows = [], [], [], [], [], []
+            ps, gs, ss, ts, rows = [], [], [], [], []
+            fresh: list[bool] = []
             for p in group["params"]:
                 g = grads[index]
                 if g is not None:
@@ -437,7 +438,7 @@ class Optimizer:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
