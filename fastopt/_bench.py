@@ -270,32 +270,53 @@ def gpt2_small_shapes() -> list[tuple[int, ...]]:
     return shapes
 
 
-def run_model(backend: str, shapes: list[tuple[int, ...]], rounds: int = 5,
-              max_seconds: float = 20.0) -> dict[str, Any]:
-    """Adam over a model's tensors, tensor by tensor, beside torch fused on the same tensors."""
+
+def _adam_tensors(shapes: list[tuple[int, ...]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Seeded float32 parameters and small gradients of ``shapes``."""
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
     grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
+    return params, grads
+
+
+def _per_tensor_adam(params: list[np.ndarray], grads: list[np.ndarray],
+                     backend: str) -> Callable[[], None]:
+    """A step function calling ``adam_step`` once per tensor, with its own state."""
     exp_avg = [np.zeros_like(p) for p in params]
     exp_avg_sq = [np.zeros_like(p) for p in params]
     state = {"step": 0}
 
-    def fastopt_step() -> None:
+    def step() -> None:
         state["step"] += 1
         t = state["step"]
         for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq):
             _functional.adam_step(p, g, m, v, step=t, backend=backend)
 
-    fns: dict[str, Callable[[], None]] = {backend: fastopt_step}
+    return step
+
+
+def _torch_fused_adam(params: list[np.ndarray],
+                      grads: list[np.ndarray]) -> Callable[[], None] | None:
+    """torch.optim.Adam(fused=True).step over copies of the tensors, or None without torch."""
     try:
         import torch
     except ImportError:
-        pass
-    else:
-        tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
-        for tp, g in zip(tparams, grads):
-            tp.grad = torch.from_numpy(g.copy())
-        fns["torch"] = torch.optim.Adam(tparams, fused=True).step
+        return None
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+    for tp, g in zip(tparams, grads):
+        tp.grad = torch.from_numpy(g.copy())
+    step: Callable[[], None] = torch.optim.Adam(tparams, fused=True).step
+    return step
+
+
+def run_model(backend: str, shapes: list[tuple[int, ...]], rounds: int = 5,
+              max_seconds: float = 20.0) -> dict[str, Any]:
+    """Adam over a model's tensors, tensor by tensor, beside torch fused on the same tensors."""
+    params, grads = _adam_tensors(shapes)
+    fns: dict[str, Callable[[], None]] = {backend: _per_tensor_adam(params, grads, backend)}
+    torch_step = _torch_fused_adam(params, grads)
+    if torch_step is not None:
+        fns["torch"] = torch_step
     med = interleaved_medians(fns, rounds=rounds, per_round=1, settle=0.0,
                               max_seconds=max_seconds)
     n = sum(p.size for p in params)
@@ -318,35 +339,18 @@ def run_multi_tensor(shapes: list[tuple[int, ...]], name: str, rounds: int = 7,
     ``fastopt.Adam`` (one multi-tensor launch), and torch.optim.Adam(fused=True) if present."""
     from .optim import Adam
 
-    rng = np.random.default_rng(0)
-    params = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
-    grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-3) for s in shapes]
-    per_tensor = [p.copy() for p in params]
-    exp_avg = [np.zeros_like(p) for p in params]
-    exp_avg_sq = [np.zeros_like(p) for p in params]
-    state = {"step": 0}
-
-    def per_tensor_step() -> None:
-        state["step"] += 1
-        t = state["step"]
-        for p, g, m, v in zip(per_tensor, grads, exp_avg, exp_avg_sq):
-            _functional.adam_step(p, g, m, v, step=t)
-
+    params, grads = _adam_tensors(shapes)
     opt = Adam(params)
+
     def multi_tensor_step() -> None:
         opt.step(grads)
 
-    fns: dict[str, Callable[[], None]] = {"per_tensor": per_tensor_step,
-                                          "multi_tensor": multi_tensor_step}
-    try:
-        import torch
-    except ImportError:
-        pass
-    else:
-        tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
-        for tp, g in zip(tparams, grads):
-            tp.grad = torch.from_numpy(g.copy())
-        fns["torch_fused"] = torch.optim.Adam(tparams, fused=True).step
+    fns: dict[str, Callable[[], None]] = {
+        "per_tensor": _per_tensor_adam([p.copy() for p in params], grads, "auto"),
+        "multi_tensor": multi_tensor_step}
+    torch_step = _torch_fused_adam(params, grads)
+    if torch_step is not None:
+        fns["torch_fused"] = torch_step
     med = interleaved_medians(fns, rounds=rounds, per_round=3, settle=0.0,
                               max_seconds=max_seconds)
     n = sum(p.size for p in params)
