@@ -46,7 +46,7 @@ def _options_label(options: dict[str, Any]) -> str:
 def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any, size: int,
                steps: int = STEPS, seed: int = 0) -> CheckResult:
     fn, state_names = ALGORITHMS[algorithm]
-    ref_fn = getattr(_backends.get("numpy", None), algorithm)
+    ref_fn = getattr(_backends.load("numpy"), algorithm)
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
     active = active_states(algorithm, options)

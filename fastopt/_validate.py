@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _device
+
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (_F32, _F64)
 
@@ -22,8 +24,12 @@ def _describe(a: Any) -> str:
     t = type(a)
     if isinstance(a, np.ndarray):
         return f"numpy.ndarray of dtype {a.dtype}"
+    if _device.is_simulated(a):
+        return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype} (CUDA simulator)"
     if hasattr(a, "dtype") and hasattr(a, "device"):
         return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype} on {a.device}"
+    if hasattr(a, "dtype") and hasattr(a, "shape"):
+        return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype}"
     return f"{t.__module__}.{t.__qualname__}"
 
 
@@ -35,6 +41,8 @@ def _to_numpy(x: Any) -> Any:
                 return x.detach().numpy()
             except (TypeError, RuntimeError):  # a dtype NumPy lacks (bfloat16): rejected below
                 return x
+        return x
+    if _device.is_simulated(x):  # wraps a host array but stands for a device array
         return x
     if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         try:
@@ -58,6 +66,8 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
             break
     param = values[0]
     dtype = getattr(param, "dtype", None)
+    if type(param) is not np.ndarray and _device.interface(param) is not None:
+        return device_arrays(names, values)
     if type(param) is not np.ndarray or (dtype is not _F32 and dtype is not _F64
                                          and dtype not in FLOAT_DTYPES):
         raise TypeError(f"Invalid {names[0]}: {_describe(param)} (expected a numpy.ndarray of "
@@ -67,7 +77,8 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
         if i:
             if type(a) is not np.ndarray:
                 raise TypeError(f"Invalid {names[i]}: {_describe(a)} (expected a numpy.ndarray "
-                                f"like {names[0]}, a {_describe(param)})")
+                                f"like {names[0]}, a {_describe(param)}; host and device "
+                                f"arrays cannot be mixed)")
             if a.dtype is not dtype and a.dtype != dtype:
                 raise TypeError(f"Invalid {names[i]}: array of dtype {a.dtype} (expected "
                                 f"{dtype}, the dtype of {names[0]})")
@@ -88,6 +99,71 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
             j = next(k for k, x in enumerate(values) if x is b and k > i)
             raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory "
                              f"(expected separate arrays)")
+    return values
+
+
+_DEVICE_DTYPES = {"<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64}
+
+
+def _where(device: int | None) -> str:
+    return "an unknown device" if device is None else f"cuda:{device}"
+
+
+def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``arrays()`` for GPU arrays: the same rules, read from the CUDA array interface.
+
+    All must be device arrays (host arrays are rejected, naming them) of one float dtype, one
+    shape, C-contiguous, on one device, the param and states writeable, and no two may share
+    device memory (checked on pointer ranges). Returns the arrays unchanged.
+    """
+    param = values[0]
+    cais = []
+    for i, a in enumerate(values):
+        cai = _device.interface(a)
+        if cai is None:
+            raise TypeError(f"Invalid {names[i]}: {_describe(a)} (expected a CUDA array like "
+                            f"{names[0]}, a {_describe(param)}; host and device arrays cannot "
+                            f"be mixed)")
+        cais.append(cai)
+    dtype = _DEVICE_DTYPES.get(cais[0]["typestr"])
+    if dtype is None:
+        raise TypeError(f"Invalid {names[0]}: {_describe(param)} with typestr "
+                        f"{cais[0]['typestr']!r} (expected float32 or float64)")
+    shape = tuple(cais[0]["shape"])
+    devices = []
+    for i, (a, cai) in enumerate(zip(values, cais)):
+        if i:
+            d = _DEVICE_DTYPES.get(cai["typestr"])
+            if d is not dtype:
+                raise TypeError(f"Invalid {names[i]}: {_describe(a)} (expected {dtype}, the "
+                                f"dtype of {names[0]})")
+            if tuple(cai["shape"]) != shape:
+                raise ValueError(f"Invalid {names[i]}: shape {tuple(cai['shape'])} (expected "
+                                 f"{shape}, the shape of {names[0]}; no broadcasting)")
+        if not _device.c_contiguous(shape, cai.get("strides"), dtype.itemsize):
+            raise ValueError(f"Invalid {names[i]}: non-contiguous array with strides "
+                             f"{tuple(cai['strides'])} (expected a C-contiguous array)")
+        if i != 1 and cai["data"][1]:
+            raise ValueError(f"Invalid {names[i]}: read-only array (expected a writeable "
+                             f"array; it is updated in place)")
+        devices.append(_device.device_id(a, cai))
+    for i in range(1, len(values)):
+        if devices[i] != devices[0]:
+            raise ValueError(f"Invalid {names[i]}: on {_where(devices[i])} (expected "
+                             f"{_where(devices[0])}, the device of {names[0]})")
+    nbytes = dtype.itemsize * math.prod(shape)
+    spans = sorted((cai["data"][0], k) for k, cai in enumerate(cais))
+    for (lo_a, i), (lo_b, j) in zip(spans, spans[1:]):
+        same = values[i] is values[j] or (nbytes and lo_b < lo_a + nbytes)
+        if same:
+            i, j = min(i, j), max(i, j)
+            raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device memory "
+                             f"(expected separate arrays)")
+    if not nbytes:
+        for i, j in itertools.combinations(range(len(values)), 2):
+            if values[i] is values[j]:
+                raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device "
+                                 f"memory (expected separate arrays)")
     return values
 
 

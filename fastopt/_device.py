@@ -1,0 +1,96 @@
+"""GPU arrays as fastopt sees them: their CUDA array interface, device and memory range.
+
+Nothing here imports CuPy, numba.cuda or torch: an array's own type answers every question.
+Three kinds of objects count as device arrays:
+
+- anything with ``__cuda_array_interface__`` (CuPy arrays, Numba device arrays, torch CUDA
+  tensors; a torch tensor that requires grad is read through ``.detach()``, which shares its
+  memory);
+- the arrays of Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which wrap host memory
+  and stand for device 0, so that the whole GPU path runs on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SIM_MODULE = "numba.cuda.simulator"
+
+
+def is_simulated(a: Any) -> bool:
+    return type(a).__module__.startswith(SIM_MODULE)
+
+
+def is_torch(a: Any) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def is_cupy(a: Any) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
+def unwrap(a: Any) -> Any:
+    """The object to read the interface of: a torch tensor without its autograd wrapper."""
+    if is_torch(a) and getattr(a, "requires_grad", False):
+        return a.detach()
+    return a
+
+
+def interface(a: Any) -> dict[str, Any] | None:
+    """The CUDA array interface of a device array, or None for anything else.
+
+    For simulator arrays it is made from the wrapped host array's interface.
+    """
+    if is_simulated(a):
+        host = getattr(a, "_ary", None)
+        if not isinstance(host, np.ndarray):
+            return None
+        ai = host.__array_interface__
+        return {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
+                "strides": ai["strides"], "version": 3}
+    if not hasattr(type(a), "__cuda_array_interface__"):
+        return None
+    try:
+        cai: dict[str, Any] = unwrap(a).__cuda_array_interface__
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    return cai
+
+
+def device_id(a: Any, cai: dict[str, Any]) -> int | None:
+    """The ordinal of the GPU holding ``a``, or None where the array cannot say."""
+    if is_simulated(a):
+        return 0
+    dev = getattr(a, "device", None)
+    if dev is not None:
+        if is_cupy(a):
+            return int(dev.id)
+        if is_torch(a):
+            return None if dev.index is None else int(dev.index)
+    # Numba device arrays and other producers: ask the driver which device owns the pointer.
+    ptr = cai["data"][0]
+    if not ptr:
+        return None
+    try:
+        from cuda.bindings import driver  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    attr = driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+    err, ordinal = driver.cuPointerGetAttribute(attr, ptr)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        return None
+    return int(ordinal)
+
+
+def c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...] | None, itemsize: int) -> bool:
+    """Whether strides describe a C-contiguous layout (extent-1 axes may have any stride)."""
+    if strides is None:
+        return True
+    expected = itemsize
+    for extent, stride in zip(reversed(shape), reversed(strides)):
+        if extent != 1 and stride != expected:
+            return False
+        expected *= extent
+    return True
