@@ -51,14 +51,24 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
     rng = np.random.default_rng(seed)
     active = active_states(algorithm, options)
     param = rng.standard_normal(size).astype(dtype)
+    gpu = backend in _backends.GPU_BACKENDS
+    dev = _backends.load(backend) if gpu else None
     runs = []
     for _ in range(2):
         states = [np.zeros(size, dtype) if s in active else None for s in state_names]
         runs.append((param.copy(), states))
+    # The backend under test works on device copies where it is a GPU backend.
+    arrays = [runs[0][0], *runs[0][1]]
+    if dev is not None:
+        arrays = [None if a is None else dev.to_device(a) for a in arrays]
     for t in range(1, steps + 1):
         g = rng.standard_normal(size).astype(dtype)
-        fn(runs[0][0], g, *runs[0][1], step=t, backend=backend, **options)
+        fn(arrays[0], g if dev is None else dev.to_device(g), *arrays[1:], step=t,
+           backend=backend, **options)
         ref_fn(runs[1][0], g, *runs[1][1], step=t, **options)
+    if dev is not None:
+        host = [None if a is None else dev.to_host(a) for a in arrays]
+        runs[0] = (host[0], host[1:])
     rtol, atol = TOLERANCE[dtype]
     ratio, nan_mismatch = 0.0, False
     for a, e in zip([runs[0][0], *runs[0][1]], [runs[1][0], *runs[1][1]]):

@@ -1,0 +1,157 @@
+"""The ``cupy`` backend: validated device arrays in, CUDA C++ kernels launched through CuPy.
+
+The kernels are the sources under kernels/cupy/, compiled by NVRTC on first use of each
+configuration (algorithm, dtype, vector width, option flags) and memoized per device (CuPy also
+caches the compiled code on disk). They run on CuPy's current stream of the param's device.
+
+Arrays that are not CuPy arrays (torch CUDA tensors, Numba device arrays) are wrapped with
+``cupy.asarray``, zero-copy. When every array is 16-byte aligned the kernel loads and stores
+16 bytes at a time (4 floats, 2 doubles) and finishes the last ``n % width`` elements one by one;
+otherwise it runs the scalar build.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cupy  # type: ignore[import-not-found]
+import numpy as np
+
+from . import _device
+from .kernels import cupy as sources
+from .kernels import rules
+
+THREADS_PER_BLOCK = 256
+BLOCKS_PER_SM = 8
+
+_modules: dict[str, Any] = {}
+_functions: dict[tuple[Any, ...], Any] = {}
+_sm_counts: dict[int, int] = {}
+
+
+def _function(device: int, name: str, expression: str) -> Any:
+    """The compiled kernel ``expression`` of ``name.cu`` on ``device`` (memoized)."""
+    key = (device, expression)
+    fn = _functions.get(key)
+    if fn is None:
+        module = _modules.get(expression)
+        if module is None:
+            module = _modules[expression] = cupy.RawModule(
+                code=sources.source(name), options=sources.OPTIONS,
+                name_expressions=[expression])
+        with cupy.cuda.Device(device):
+            fn = _functions[key] = module.get_function(expression)
+    return fn
+
+
+def _blocks(device: int, work: int) -> int:
+    sms = _sm_counts.get(device)
+    if sms is None:
+        sms = _sm_counts[device] = int(
+            cupy.cuda.Device(device).attributes["MultiProcessorCount"])
+    return max(1, min(-(-work // THREADS_PER_BLOCK), sms * BLOCKS_PER_SM))
+
+
+def _as_cupy(a: Any) -> Any:
+    return a if type(a) is cupy.ndarray else cupy.asarray(_device.unwrap(a))
+
+
+def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple[float, ...],
+            extra: tuple[Any, ...] = ()) -> None:
+    arrs = [_as_cupy(a) for a in arrays]
+    p = arrs[0]
+    n = p.size
+    dtype = p.dtype.name
+    width = sources.TYPES[dtype][2]
+    vec = width if all(a.data.ptr % 16 == 0 for a in arrs) else 1
+    expression = (sources.name_expression(name, dtype, vec, flags) if name != "roofline"
+                  else sources.roofline_expression(dtype, vec, extra[0]))
+    device = p.data.device_id
+    t = p.dtype.type
+    args = (*arrs, np.int64(n), *[t(s) for s in scalars])
+    if cupy.cuda.runtime.getDevice() == device:
+        _function(device, name, expression)(
+            (_blocks(device, -(-n // vec)),), (THREADS_PER_BLOCK,), args)
+    else:
+        with cupy.cuda.Device(device):
+            _function(device, name, expression)(
+                (_blocks(device, -(-n // vec)),), (THREADS_PER_BLOCK,), args)
+
+
+def sgd(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int, lr: float,
+        momentum: float, dampening: float, nesterov: bool, weight_decay: float,
+        maximize: bool) -> None:
+    flags = dict(momentum=momentum != 0, nesterov=nesterov, maximize=maximize,
+                 weight_decay=weight_decay != 0)
+    buf = param if momentum_buffer is None else momentum_buffer
+    _launch("sgd", flags, [param, grad, buf],
+            rules.sgd_scalars(step, lr, momentum, dampening, weight_decay))
+
+
+def adagrad(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float, lr_decay: float,
+            weight_decay: float, eps: float, maximize: bool) -> None:
+    flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
+    _launch("adagrad", flags, [param, grad, state_sum],
+            rules.adagrad_scalars(step, lr, lr_decay, weight_decay, eps))
+
+
+def rmsprop(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = None,
+            grad_avg: Any = None, *, step: int, lr: float, alpha: float, eps: float,
+            weight_decay: float, momentum: float, centered: bool, maximize: bool) -> None:
+    flags = dict(maximize=maximize, weight_decay=weight_decay != 0, momentum=momentum > 0,
+                 centered=centered)
+    buf = param if momentum_buffer is None else momentum_buffer
+    gavg = param if grad_avg is None else grad_avg
+    _launch("rmsprop", flags, [param, grad, square_avg, buf, gavg],
+            rules.rmsprop_scalars(lr, alpha, eps, weight_decay, momentum))
+
+
+def _adam(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any,
+          step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+          amsgrad: bool, maximize: bool, decoupled: bool) -> None:
+    flags = dict(amsgrad=amsgrad, maximize=maximize, weight_decay=weight_decay != 0,
+                 decoupled=decoupled)
+    vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq
+    _launch("adam", flags, [param, grad, exp_avg, exp_avg_sq, vmax],
+            rules.adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled))
+
+
+def adam(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None, *,
+         step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+         amsgrad: bool, maximize: bool) -> None:
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          weight_decay, amsgrad, maximize, False)
+
+
+def adamw(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None, *,
+          step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+          amsgrad: bool, maximize: bool) -> None:
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
+          weight_decay, amsgrad, maximize, True)
+
+
+def adadelta(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, step: int, lr: float,
+             rho: float, eps: float, weight_decay: float, maximize: bool) -> None:
+    flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
+    _launch("adadelta", flags, [param, grad, square_avg, acc_delta],
+            rules.adadelta_scalars(lr, rho, eps, weight_decay))
+
+
+def roofline(param: Any, grad: Any, states: list[Any]) -> None:
+    """The same-traffic kernel over param, grad and up to three states (benchmarks only)."""
+    pad = list(states) + [param] * (3 - len(states))
+    _launch("roofline", {}, [param, grad, *pad], (), (len(states),))
+
+
+def to_device(a: np.ndarray) -> Any:
+    """A device copy of a host array (for ``fastopt check`` and the benchmarks)."""
+    return cupy.asarray(np.ascontiguousarray(a))
+
+
+def to_host(a: Any) -> np.ndarray:
+    out: np.ndarray = cupy.asnumpy(_as_cupy(a))
+    return out
+
+
+def synchronize() -> None:
+    cupy.cuda.get_current_stream().synchronize()

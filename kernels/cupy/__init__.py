@@ -1,0 +1,87 @@
+"""CUDA C++ sources of the CuPy backend, and how to name their template instantiations.
+
+Plain Python: nothing here imports CuPy, so the sources can be compiled and inspected (tests
+run nvcc on them) on machines without a GPU. One ``.cu`` file per algorithm, each including
+``common.cuh``. Each kernel is a template ``name<T, M, VEC, flags...>``: T the storage type,
+M the math type, VEC the elements per vector load. The math of every kernel is the rule of the
+same name in kernels/rules.py, written again in C++ (the one deliberate second copy; the GPU
+tests hold it to the reference).
+"""
+
+import functools
+import hashlib
+import itertools
+import os
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Template flags of each kernel, in template-parameter order.
+FLAGS = {
+    "sgd": ("momentum", "nesterov", "maximize", "weight_decay"),
+    "adagrad": ("maximize", "weight_decay"),
+    "rmsprop": ("maximize", "weight_decay", "momentum", "centered"),
+    "adam": ("amsgrad", "maximize", "weight_decay", "decoupled"),
+    "adadelta": ("maximize", "weight_decay"),
+}
+
+# numpy dtype name -> (storage type, math type, elements per 16-byte vector load)
+TYPES = {
+    "float32": ("float", "float", 4),
+    "float64": ("double", "double", 2),
+}
+
+# NVRTC options: C++17 for the generic lambda of the grid-stride loop. No fast-math flags.
+OPTIONS = ("--std=c++17",)
+
+_INCLUDE = re.compile(r'^#include "([^"]+)"$', re.MULTILINE)
+
+
+@functools.cache
+def source(name):
+    """The source of ``name.cu`` with its local includes pasted in (for NVRTC, which then
+    needs no include path, and for CuPy's cache, which keys on the code it is given)."""
+
+    def read(filename):
+        with open(os.path.join(HERE, filename)) as f:
+            text = f.read()
+        return _INCLUDE.sub(lambda m: read(m.group(1)).replace("#pragma once\n", ""), text)
+
+    return read(f"{name}.cu")
+
+
+def digest():
+    """A digest of every source file (cache keys)."""
+    h = hashlib.sha256()
+    for filename in sorted(os.listdir(HERE)):
+        if filename.endswith((".cu", ".cuh")):
+            with open(os.path.join(HERE, filename), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _bool(x):
+    return "true" if x else "false"
+
+
+def name_expression(name, dtype, vec, flags):
+    """The instantiation to compile, e.g. ``adam<float, float, 4, false, false, true, true>``.
+
+    ``flags`` maps every flag of ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``.
+    """
+    storage, math, _ = TYPES[dtype]
+    values = ", ".join(_bool(flags[f]) for f in FLAGS[name])
+    return f"{name}<{storage}, {math}, {vec}, {values}>"
+
+
+def roofline_expression(dtype, vec, n_state):
+    return f"roofline<{TYPES[dtype][0]}, {vec}, {n_state}>"
+
+
+def all_expressions(name, dtype):
+    """Every instantiation the backend can request for one algorithm and dtype."""
+    out = []
+    for vec in (1, TYPES[dtype][2]):
+        for values in itertools.product((False, True), repeat=len(FLAGS[name])):
+            out.append(name_expression(name, dtype, vec, dict(zip(FLAGS[name], values))))
+    return out

@@ -1,0 +1,45 @@
+// Shared pieces of the CuPy kernels: vector packs, storage/math conversion, the grid-stride loop.
+//
+// Every kernel is a template over T (the storage type of the arrays), M (the type the math runs
+// in), VEC (elements per vector load: 16 bytes of T when every array is 16-byte aligned, else 1)
+// and the algorithm's option flags. There are no floating-point literals in these sources: the
+// per-call coefficients arrive as arguments of type M, so a float kernel does float math only.
+#pragma once
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+    T v[N];
+};
+
+template <int N>
+struct Width {
+    static constexpr int value = N;
+};
+
+template <int N, typename T>
+__device__ __forceinline__ Pack<T, N> load(const T* a, long long i) {
+    return *reinterpret_cast<const Pack<T, N>*>(a + i);
+}
+
+template <int N, typename T>
+__device__ __forceinline__ void store(T* a, long long i, const Pack<T, N>& x) {
+    *reinterpret_cast<Pack<T, N>*>(a + i) = x;
+}
+
+// Calls body(i, Width<VEC>()) for every whole pack of VEC elements starting at i, striding over
+// the grid, then body(i, Width<1>()) for each of the last n % VEC elements. Indices are 64-bit.
+template <int VEC, typename Body>
+__device__ __forceinline__ void grid_stride(long long n, Body body) {
+    const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+    const long long packs = n / VEC;
+    for (long long k = first; k < packs; k += stride) {
+        body(k * VEC, Width<VEC>());
+    }
+    if (VEC > 1) {
+        const long long i = packs * VEC + first;
+        if (i < n) {
+            body(i, Width<1>());
+        }
+    }
+}
