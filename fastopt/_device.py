@@ -64,21 +64,22 @@ def device_id(a: Any, cai: dict[str, Any]) -> int | None:
     if is_simulated(a):
         return 0
     dev = getattr(a, "device", None)
-    if dev is not None:
-        if is_cupy(a):
-            return int(dev.id)
-        if is_torch(a):
-            return None if dev.index is None else int(dev.index)
+    if is_torch(a):
+        return None if dev.index is None else int(dev.index)
+    ordinal = getattr(dev, "id", None)  # CuPy's Device
+    if isinstance(ordinal, int):
+        return ordinal
     # Numba device arrays and other producers: ask the driver which device owns the pointer.
     ptr = cai["data"][0]
     if not ptr:
         return None
     try:
         from cuda.bindings import driver  # type: ignore[import-not-found]
-    except ImportError:
+
+        attr = driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+        err, ordinal = driver.cuPointerGetAttribute(attr, ptr)
+    except Exception:  # no cuda-bindings, or no driver library to load
         return None
-    attr = driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
-    err, ordinal = driver.cuPointerGetAttribute(attr, ptr)
     if err != driver.CUresult.CUDA_SUCCESS:
         return None
     return int(ordinal)

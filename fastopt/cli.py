@@ -86,7 +86,15 @@ def bench(args: argparse.Namespace) -> int:
     from . import _bench
 
     algorithms = _choices("algorithm", _csv(args.algo), list(_bench.ALGORITHMS))
-    backends = _runnable_backends(args.backends)
+    gpu = ("cupy", "numba-cuda")
+    if args.backends is None:
+        backends = [b for b in _runnable_backends(None) if b not in gpu]
+    else:
+        backends = _runnable_backends(args.backends)
+        if any(b in gpu for b in backends):
+            raise SystemExit("fastopt: `fastopt bench` measures the host backends; the GPU "
+                             "backends have their own benchmark: python benchmarks/gpu.py "
+                             "(from a checkout of fastopt)")
     if args.sizes:
         sizes = tuple(int(x) for x in _csv(args.sizes))
     else:

@@ -10,8 +10,10 @@ from hypothesis.extra import numpy as hnp
 import fastopt
 from algorithms import (ALGORITHMS, DTYPES, SIZES, Problem, assert_close, case_id, cases)
 
+# The host backends under test here; the GPU backends have tests/test_numba_cuda.py (simulator
+# or GPU) and tests/test_gpu.py.
 BACKENDS = [b for b, reason in fastopt.available_backends().items()
-            if reason is None and b != "numpy"]
+            if reason is None and b not in ("numpy", *fastopt._backends.GPU_BACKENDS)]
 STEPS = 25
 
 

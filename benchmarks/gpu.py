@@ -1,0 +1,140 @@
+"""GPU throughput: Adam float32 on both GPU backends vs a same-traffic roofline and torch fused.
+
+    python benchmarks/gpu.py [--sizes 67108864,268435456] [--json benchmarks/results/gpu-H100.json]
+
+Needs a GPU with CuPy and numba-cuda (pip install -e ".[cuda]"); torch with CUDA is optional.
+In one process and interleaved round by round, it times at each size:
+
+- fastopt.adam_step with backend="cupy" and backend="numba-cuda" (CuPy arrays in place);
+- the roofline: kernels with Adam's traffic (read param, grad, exp_avg, exp_avg_sq; write three
+  of them) and one add per element, from each backend (kernels/cupy/roofline.cu,
+  kernels/cuda/roofline.py); the faster one is the ceiling both are measured against;
+- torch.optim.Adam(fused=True) on the same sizes, when torch has CUDA;
+
+and, at 2**12 elements, the launch overhead: wall time per call from Python, validation
+included. Medians of --rounds rounds; each round times a batch of calls between two syncs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fastopt
+from fastopt import _backends
+
+BACKENDS = ("cupy", "numba-cuda")
+BYTES_PER_ELEMENT = 28  # float32 Adam: 4 arrays read, 3 written
+
+
+def _timer(fn, sync, calls):
+    def run():
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        return (time.perf_counter() - t0) / calls
+    return run
+
+
+def measure(size, rounds, calls, with_torch):
+    import cupy
+
+    rng = np.random.default_rng(0)
+    host = rng.standard_normal(size, dtype=np.float32)
+    p, g = cupy.asarray(host), cupy.asarray(host * 1e-3)
+    m, v = cupy.zeros(size, cupy.float32), cupy.zeros(size, cupy.float32)
+    sync = cupy.cuda.get_current_stream().synchronize
+    step = {"t": 0}
+
+    def adam(backend):
+        def call():
+            step["t"] += 1
+            fastopt.adam_step(p, g, m, v, step=step["t"], lr=1e-6, backend=backend)
+        return call
+
+    def roof(backend):
+        mod = _backends.load(backend)
+        return lambda: mod.roofline(p, g, [m, v])
+
+    timers = {f"adam/{b}": _timer(adam(b), sync, calls) for b in BACKENDS}
+    timers.update({f"roofline/{b}": _timer(roof(b), sync, calls) for b in BACKENDS})
+    if with_torch:
+        import torch
+
+        tp = torch.nn.Parameter(torch.from_dlpack(p.copy()))
+        tp.grad = torch.from_dlpack(g.copy())
+        opt = torch.optim.Adam([tp], lr=1e-6, fused=True)
+        timers["torch-fused"] = _timer(opt.step, torch.cuda.synchronize, calls)
+    for t in timers.values():  # compile and warm up
+        t()
+    samples = {k: [] for k in timers}
+    for _ in range(rounds):
+        for k, t in timers.items():
+            samples[k].append(t())
+    return {k: statistics.median(s) for k, s in samples.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default=f"{2**26},{2**28}")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--json", help="write the results to this file")
+    args = ap.parse_args()
+    avail = fastopt.available_backends()
+    missing = {b: avail[b] for b in BACKENDS if avail[b] is not None}
+    if missing or _backends.simulator_enabled():
+        sys.exit("benchmarks/gpu.py needs a GPU with both GPU backends: "
+                 + ("; ".join(f"{b}: {r}" for b, r in missing.items())
+                    or "NUMBA_ENABLE_CUDASIM is set"))
+    import cupy
+
+    try:
+        import torch
+        with_torch = torch.cuda.is_available()
+    except ImportError:
+        with_torch = False
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    device = props["name"].decode()
+    records = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        med = measure(size, args.rounds, 10, with_torch)
+        ceiling = min(med["roofline/cupy"], med["roofline/numba-cuda"])
+        rec = {"size": size, "dtype": "float32", "seconds": med,
+               "roofline_GBps": BYTES_PER_ELEMENT * size / ceiling / 1e9}
+        for b in BACKENDS:
+            rec[f"{b}_GBps"] = BYTES_PER_ELEMENT * size / med[f"adam/{b}"] / 1e9
+            rec[f"{b}_fraction_of_roofline"] = ceiling / med[f"adam/{b}"]
+            if with_torch:
+                rec[f"{b}_vs_torch_fused"] = med["torch-fused"] / med[f"adam/{b}"]
+        records.append(rec)
+        line = "  ".join(f"{b} {rec[f'{b}_GBps']:7.1f} GB/s ({rec[f'{b}_fraction_of_roofline']:.2f}"
+                         f" of roofline" + (f", {rec[f'{b}_vs_torch_fused']:.2f}x torch fused)"
+                                            if with_torch else ")") for b in BACKENDS)
+        print(f"adam float32 n={size:>10}  roofline {rec['roofline_GBps']:7.1f} GB/s  {line}",
+              flush=True)
+    small = measure(2**12, args.rounds, 200, with_torch)
+    overhead = {k: v * 1e6 for k, v in small.items()}
+    print("launch overhead at 2**12 elements (us per call): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()), flush=True)
+    if args.json:
+        meta = {"device": device, "cupy": cupy.__version__,
+                "numba_cuda": __import__("numba_cuda").__version__,
+                "torch": torch.__version__ if with_torch else None,
+                "host": platform.node(), "command": "python benchmarks/gpu.py " +
+                " ".join(sys.argv[1:])}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "records": records,
+                       "launch_overhead_us_at_4096": overhead}, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The CuPy backend's CUDA C++ sources compile with nvcc, for every instantiation it can request.
+
+No GPU needed: nvcc emits PTX for sm_80 and sm_90. Skipped where nvcc is not installed. The
+PTX is also read: a float32 kernel must not contain float64 arithmetic (a stray double literal
+or a double math function would put it there), and the vector build must use vector loads.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fastopt.kernels import cupy as sources
+
+NVCC = shutil.which("nvcc")
+pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+
+ARCHS = ("sm_80", "sm_90")
+NAMES = (*sources.FLAGS, "roofline")
+F64 = re.compile(r"\.f64\b")
+
+
+def _expressions(name: str, dtype: str) -> list[str]:
+    if name == "roofline":
+        return [sources.roofline_expression(dtype, vec, n)
+                for vec in (1, sources.TYPES[dtype][2]) for n in range(4)]
+    return sources.all_expressions(name, dtype)
+
+
+def compile_ptx(name: str, dtype: str, arch: str, tmp_path) -> tuple[str, list[str]]:
+    """PTX of ``name.cu`` as the backend hands it to NVRTC, with every instantiation forced."""
+    exprs = _expressions(name, dtype)
+    unit = tmp_path / f"{name}_{dtype}.cu"
+    # Taking each kernel's address instantiates it, as NVRTC's name expressions do.
+    unit.write_text(sources.source(name) + "\nvoid* const fastopt_instances[] = {\n"
+                    + ",\n".join(f"    (void*)&{e}" for e in exprs) + "\n};\n")
+    ptx = tmp_path / f"{name}_{dtype}_{arch}.ptx"
+    cmd = [NVCC, "-ptx", f"-arch={arch}", "--std=c++17", "-diag-suppress=177",
+           "-o", str(ptx), str(unit)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout}\n{done.stderr}"
+    return ptx.read_text(), exprs
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dtype", sorted(sources.TYPES))
+@pytest.mark.parametrize("name", NAMES)
+def test_sources_compile(name, dtype, arch, tmp_path):
+    ptx, exprs = compile_ptx(name, dtype, arch, tmp_path)
+    entries = re.findall(r"^\.visible \.entry (\S+)\(", ptx, re.MULTILINE)
+    assert len(entries) == len(exprs), (len(entries), len(exprs))
+    if dtype == "float32":
+        bad = [line.strip() for line in ptx.splitlines() if F64.search(line)]
+        assert not bad, f"float64 arithmetic in a float32 kernel: {bad[:5]}"
+        assert re.search(r"ld\.global(\.nc)?\.v4\.f32", ptx), "no 16-byte vector loads"
+    else:
+        assert F64.search(ptx), "a float64 kernel without float64 arithmetic"
+        assert re.search(r"ld\.global(\.nc)?\.v2\.f64", ptx), "no 16-byte vector loads"
+
+
+def test_f64_check_catches_a_double_literal(tmp_path):
+    """The check above can fail: a float kernel multiplied by 0.1 (a double) shows .f64."""
+    unit = tmp_path / "bad.cu"
+    unit.write_text("template <typename T> __global__ void k(T* a) { a[0] = a[0] * 0.1; }\n"
+                    "void* const inst = (void*)&k<float>;\n")
+    ptx = tmp_path / "bad.ptx"
+    subprocess.run([NVCC, "-ptx", "-arch=sm_80", "-diag-suppress=177", "-o", str(ptx),
+                    str(unit)], check=True, capture_output=True, timeout=300)
+    assert F64.search(ptx.read_text())
+
+
+def test_every_source_names_its_rule():
+    """Each kernel's math is the rule of the same name: the sources say which, and exist."""
+    from fastopt.kernels import rules
+
+    for name in sources.FLAGS:
+        text = sources.source(name)
+        assert f"kernels/rules.py `{name}`" in text or f"kernels/rules.py\n// `{name}`" in text
+        assert hasattr(rules, name)
