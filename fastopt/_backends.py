@@ -60,7 +60,7 @@ def _cupy_reason() -> str | None:
     if driver is not None:
         return driver
     try:
-        import cupy  # type: ignore[import-not-found]
+        import cupy
 
         count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as e:  # CUDARuntimeError, or CUDA libraries CuPy cannot find

@@ -53,7 +53,7 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
     param = rng.standard_normal(size).astype(dtype)
     gpu = backend in _backends.GPU_BACKENDS
     dev = _backends.load(backend) if gpu else None
-    runs = []
+    runs: list[tuple[Any, list[Any]]] = []
     for _ in range(2):
         states = [np.zeros(size, dtype) if s in active else None for s in state_names]
         runs.append((param.copy(), states))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import cupy  # type: ignore[import-not-found]
+import cupy
 import numpy as np
 
 from . import _device

@@ -64,7 +64,7 @@ def device_id(a: Any, cai: dict[str, Any]) -> int | None:
     if is_simulated(a):
         return 0
     dev = getattr(a, "device", None)
-    if is_torch(a):
+    if is_torch(a) and dev is not None:
         return None if dev.index is None else int(dev.index)
     ordinal = getattr(dev, "id", None)  # CuPy's Device
     if isinstance(ordinal, int):
@@ -74,7 +74,7 @@ def device_id(a: Any, cai: dict[str, Any]) -> int | None:
     if not ptr:
         return None
     try:
-        from cuda.bindings import driver  # type: ignore[import-not-found]
+        from cuda.bindings import driver
 
         attr = driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
         err, ordinal = driver.cuPointerGetAttribute(attr, ptr)

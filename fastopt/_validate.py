@@ -102,7 +102,7 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
     return values
 
 
-_DEVICE_DTYPES = {"<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64}
+_DEVICE_DTYPES: dict[str, np.dtype[Any]] = {"<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64}
 
 
 def _where(device: int | None) -> str:

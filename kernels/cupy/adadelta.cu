@@ -8,8 +8,8 @@ __device__ __forceinline__ void adadelta_rule(M& p, M g, M& square_avg, M& acc_d
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) g = g + weight_decay * p;
     square_avg = rho * square_avg + one_minus_rho * (g * g);
-    const M std = sqrt(square_avg + eps);
-    const M delta = sqrt(acc_delta + eps) / std * g;
+    const M std = root(square_avg + eps);
+    const M delta = root(acc_delta + eps) / std * g;
     acc_delta = rho * acc_delta + one_minus_rho * (delta * delta);
     p = p - lr * delta;
 }

@@ -8,7 +8,7 @@ __device__ __forceinline__ void adagrad_rule(M& p, M g, M& state_sum, M clr, M w
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) g = g + weight_decay * p;
     state_sum = state_sum + g * g;
-    p = p - clr * (g / (sqrt(state_sum) + eps));
+    p = p - clr * (g / (root(state_sum) + eps));
 }
 
 template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>

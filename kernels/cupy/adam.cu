@@ -19,9 +19,9 @@ __device__ __forceinline__ void adam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq, 
         if (!(max_exp_avg_sq >= exp_avg_sq) && max_exp_avg_sq == max_exp_avg_sq) {
             max_exp_avg_sq = exp_avg_sq;
         }
-        denom = sqrt(max_exp_avg_sq) * inv_bc2_sqrt + eps;
+        denom = root(max_exp_avg_sq) * inv_bc2_sqrt + eps;
     } else {
-        denom = sqrt(exp_avg_sq) * inv_bc2_sqrt + eps;
+        denom = root(exp_avg_sq) * inv_bc2_sqrt + eps;
     }
     p = p - step_size * (exp_avg / denom);
 }

@@ -6,6 +6,11 @@
 // per-call coefficients arrive as arguments of type M, so a float kernel does float math only.
 #pragma once
 
+// Correctly rounded square roots (NVRTC and nvcc default to IEEE sqrt and division); named
+// overloads, so the float kernel never reaches a double sqrt through overload resolution.
+__device__ __forceinline__ float root(float x) { return sqrtf(x); }
+__device__ __forceinline__ double root(double x) { return sqrt(x); }
+
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
     T v[N];

@@ -12,9 +12,9 @@ __device__ __forceinline__ void rmsprop_rule(M& p, M g, M& square_avg, M& buf, M
     M avg;
     if (CENTERED) {
         grad_avg = grad_avg + one_minus_alpha * (g - grad_avg);
-        avg = sqrt(square_avg - grad_avg * grad_avg) + eps;
+        avg = root(square_avg - grad_avg * grad_avg) + eps;
     } else {
-        avg = sqrt(square_avg) + eps;
+        avg = root(square_avg) + eps;
     }
     if (MOMENTUM) {
         buf = momentum * buf + g / avg;
