@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from . import _device
 from .kernels import cuda as kernels
@@ -22,10 +22,17 @@ from .kernels import rules
 
 _kernels: dict[tuple[Any, ...], Any] = {}
 
+if config.ENABLE_CUDASIM:
+    _is_numba_array: Callable[[Any], bool] = _device.is_simulated
+else:
+    from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
+
+    _is_numba_array = is_cuda_ndarray
+
 
 def _view(a: Any) -> Any:
     """A 1-D numba device array over the memory of ``a`` (no copy)."""
-    if not (_device.is_simulated(a) or cuda.is_cuda_ndarray(a)):
+    if not _is_numba_array(a):
         a = cuda.as_cuda_array(_device.unwrap(a))
     return a if a.ndim == 1 else a.reshape(a.size)
 

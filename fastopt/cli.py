@@ -46,8 +46,13 @@ def info() -> str:
         f"numba cache dir: {numba.config.CACHE_DIR or '(next to the sources)'}",
         "backends:",
     ]
+    from ._backends import simulator_enabled
+
     for name, reason in fastopt.available_backends().items():
-        lines.append(f"  {name:<11} {'available' if reason is None else 'unavailable: ' + reason}")
+        state = "available" if reason is None else "unavailable: " + reason
+        if name == "numba-cuda" and reason is None and simulator_enabled():
+            state += " (Numba's CUDA simulator: NUMBA_ENABLE_CUDASIM is set)"
+        lines.append(f"  {name:<11} {state}")
     return "\n".join(lines)
 
 
