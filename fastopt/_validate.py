@@ -105,8 +105,8 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
 _DEVICE_DTYPES: dict[str, np.dtype[Any]] = {"<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64}
 
 
-def _where(device: int | None) -> str:
-    return "an unknown device" if device is None else f"cuda:{device}"
+def _where(device: int) -> str:
+    return f"cuda:{device}"
 
 
 def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -147,10 +147,14 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
             raise ValueError(f"Invalid {names[i]}: read-only array (expected a writeable "
                              f"array; it is updated in place)")
         devices.append(_device.device_id(a, cai))
-    for i in range(1, len(values)):
-        if devices[i] != devices[0]:
-            raise ValueError(f"Invalid {names[i]}: on {_where(devices[i])} (expected "
-                             f"{_where(devices[0])}, the device of {names[0]})")
+    # An array whose device cannot be told (None) is not compared; CuPy arrays, torch tensors
+    # and Numba arrays (through the driver) always tell.
+    known = [(i, d) for i, d in enumerate(devices) if d is not None]
+    for i, dev in known[1:]:
+        if dev != known[0][1]:
+            first = known[0][0]
+            raise ValueError(f"Invalid {names[i]}: on {_where(dev)} (expected "
+                             f"{_where(known[0][1])}, the device of {names[first]})")
     nbytes = dtype.itemsize * math.prod(shape)
     spans = sorted((cai["data"][0], k) for k, cai in enumerate(cais))
     for (lo_a, i), (lo_b, j) in zip(spans, spans[1:]):

@@ -207,3 +207,14 @@ def test_auto_picks_by_array_type(module, expected):
     cls = type("ndarray", (), {"__module__": module})
     assert _backends._auto(cls()) == expected
     assert _backends._auto(np.zeros(1)) == "numba"
+
+
+def test_unknown_device_is_not_compared(monkeypatch):
+    """Where an array's device cannot be told, it is not taken for a different one."""
+    arrays = four()
+    monkeypatch.setattr(_device, "device_id",
+                        lambda a, cai: None if a is arrays[1] else a.device.id)
+    check(arrays)
+    arrays[3] = FakeDeviceArray(ptr=1 << 24, device=2)
+    with pytest.raises(ValueError, match=r"Invalid exp_avg_sq: on cuda:2 \(expected cuda:0"):
+        check(arrays)
