@@ -17,8 +17,8 @@ import numpy as np
 from numba import config, cuda
 
 from . import _device
+from . import _gpu_plans as plans
 from .kernels import cuda as kernels
-from .kernels import rules
 
 _kernels: dict[tuple[Any, ...], Any] = {}
 
@@ -42,77 +42,49 @@ def _cast(dtype: Any, values: tuple[float, ...]) -> list[Any]:
     return [t(v) for v in values]
 
 
-def _launch(key: tuple[Any, ...], factory: Callable[..., Any], flags: dict[str, bool],
-            arrays: list[Any], scalars: tuple[float, ...]) -> None:
+_FACTORIES: dict[str, Callable[..., Any]] = {
+    "sgd": kernels.sgd_kernel, "adagrad": kernels.adagrad_kernel,
+    "rmsprop": kernels.rmsprop_kernel, "adam": kernels.adam_kernel,
+    "adadelta": kernels.adadelta_kernel,
+}
+
+
+def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
+            scalars: tuple[float, ...]) -> None:
+    key = (name, *flags.values())
     k = _kernels.get(key)
     if k is None:
-        k = _kernels[key] = factory(**flags)
+        k = _kernels[key] = _FACTORIES[name](**flags)
     views = [_view(a) for a in arrays]
-    n = views[0].size
-    blocks, threads = kernels.launch_config(n)
+    blocks, threads = kernels.launch_config(views[0].size)
     k[blocks, threads](*views, *_cast(views[0].dtype, scalars))
 
 
-def sgd(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int, lr: float,
-        momentum: float, dampening: float, nesterov: bool, weight_decay: float,
-        maximize: bool) -> None:
-    flags = dict(momentum=momentum != 0, nesterov=nesterov, maximize=maximize,
-                 weight_decay=weight_decay != 0)
-    buf = param if momentum_buffer is None else momentum_buffer
-    _launch(("sgd", *flags.values()), kernels.sgd_kernel, flags, [param, grad, buf],
-            rules.sgd_scalars(step, lr, momentum, dampening, weight_decay))
+# The six algorithms: the shared plan (kernel, flags, arrays, scalars), then one launch.
 
 
-def adagrad(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float, lr_decay: float,
-            weight_decay: float, eps: float, maximize: bool) -> None:
-    flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
-    _launch(("adagrad", *flags.values()), kernels.adagrad_kernel, flags,
-            [param, grad, state_sum], rules.adagrad_scalars(step, lr, lr_decay, weight_decay, eps))
+def sgd(*args: Any, **options: Any) -> None:
+    _launch(*plans.sgd(*args, **options))
 
 
-def rmsprop(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = None,
-            grad_avg: Any = None, *, step: int, lr: float, alpha: float, eps: float,
-            weight_decay: float, momentum: float, centered: bool, maximize: bool) -> None:
-    flags = dict(maximize=maximize, weight_decay=weight_decay != 0, momentum=momentum > 0,
-                 centered=centered)
-    buf = param if momentum_buffer is None else momentum_buffer
-    gavg = param if grad_avg is None else grad_avg
-    _launch(("rmsprop", *flags.values()), kernels.rmsprop_kernel, flags,
-            [param, grad, square_avg, buf, gavg],
-            rules.rmsprop_scalars(lr, alpha, eps, weight_decay, momentum))
+def adagrad(*args: Any, **options: Any) -> None:
+    _launch(*plans.adagrad(*args, **options))
 
 
-def _adam(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any,
-          step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-          amsgrad: bool, maximize: bool, decoupled: bool) -> None:
-    flags = dict(amsgrad=amsgrad, maximize=maximize, weight_decay=weight_decay != 0,
-                 decoupled=decoupled)
-    vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq
-    _launch(("adam", *flags.values()), kernels.adam_kernel, flags,
-            [param, grad, exp_avg, exp_avg_sq, vmax],
-            rules.adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled))
+def rmsprop(*args: Any, **options: Any) -> None:
+    _launch(*plans.rmsprop(*args, **options))
 
 
-def adam(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None, *,
-         step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-         amsgrad: bool, maximize: bool) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, amsgrad, maximize, False)
+def adam(*args: Any, **options: Any) -> None:
+    _launch(*plans.adam(*args, **options))
 
 
-def adamw(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None, *,
-          step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-          amsgrad: bool, maximize: bool) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, amsgrad, maximize, True)
+def adamw(*args: Any, **options: Any) -> None:
+    _launch(*plans.adamw(*args, **options))
 
 
-def adadelta(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, step: int, lr: float,
-             rho: float, eps: float, weight_decay: float, maximize: bool) -> None:
-    flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
-    _launch(("adadelta", *flags.values()), kernels.adadelta_kernel, flags,
-            [param, grad, square_avg, acc_delta],
-            rules.adadelta_scalars(lr, rho, eps, weight_decay))
+def adadelta(*args: Any, **options: Any) -> None:
+    _launch(*plans.adadelta(*args, **options))
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:

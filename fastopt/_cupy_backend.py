@@ -18,8 +18,8 @@ import cupy
 import numpy as np
 
 from . import _device
+from . import _gpu_plans as plans
 from .kernels import cupy as sources
-from .kernels import rules
 
 THREADS_PER_BLOCK = 256
 BLOCKS_PER_SM = 8
@@ -78,63 +78,31 @@ def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple
                 (_blocks(device, -(-n // vec)),), (THREADS_PER_BLOCK,), args)
 
 
-def sgd(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int, lr: float,
-        momentum: float, dampening: float, nesterov: bool, weight_decay: float,
-        maximize: bool) -> None:
-    flags = dict(momentum=momentum != 0, nesterov=nesterov, maximize=maximize,
-                 weight_decay=weight_decay != 0)
-    buf = param if momentum_buffer is None else momentum_buffer
-    _launch("sgd", flags, [param, grad, buf],
-            rules.sgd_scalars(step, lr, momentum, dampening, weight_decay))
+# The six algorithms: the shared plan (kernel, flags, arrays, scalars), then one launch.
 
 
-def adagrad(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float, lr_decay: float,
-            weight_decay: float, eps: float, maximize: bool) -> None:
-    flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
-    _launch("adagrad", flags, [param, grad, state_sum],
-            rules.adagrad_scalars(step, lr, lr_decay, weight_decay, eps))
+def sgd(*args: Any, **options: Any) -> None:
+    _launch(*plans.sgd(*args, **options))
 
 
-def rmsprop(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = None,
-            grad_avg: Any = None, *, step: int, lr: float, alpha: float, eps: float,
-            weight_decay: float, momentum: float, centered: bool, maximize: bool) -> None:
-    flags = dict(maximize=maximize, weight_decay=weight_decay != 0, momentum=momentum > 0,
-                 centered=centered)
-    buf = param if momentum_buffer is None else momentum_buffer
-    gavg = param if grad_avg is None else grad_avg
-    _launch("rmsprop", flags, [param, grad, square_avg, buf, gavg],
-            rules.rmsprop_scalars(lr, alpha, eps, weight_decay, momentum))
+def adagrad(*args: Any, **options: Any) -> None:
+    _launch(*plans.adagrad(*args, **options))
 
 
-def _adam(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any,
-          step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-          amsgrad: bool, maximize: bool, decoupled: bool) -> None:
-    flags = dict(amsgrad=amsgrad, maximize=maximize, weight_decay=weight_decay != 0,
-                 decoupled=decoupled)
-    vmax = exp_avg_sq if max_exp_avg_sq is None else max_exp_avg_sq
-    _launch("adam", flags, [param, grad, exp_avg, exp_avg_sq, vmax],
-            rules.adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled))
+def rmsprop(*args: Any, **options: Any) -> None:
+    _launch(*plans.rmsprop(*args, **options))
 
 
-def adam(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None, *,
-         step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-         amsgrad: bool, maximize: bool) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, amsgrad, maximize, False)
+def adam(*args: Any, **options: Any) -> None:
+    _launch(*plans.adam(*args, **options))
 
 
-def adamw(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None, *,
-          step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-          amsgrad: bool, maximize: bool) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, amsgrad, maximize, True)
+def adamw(*args: Any, **options: Any) -> None:
+    _launch(*plans.adamw(*args, **options))
 
 
-def adadelta(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, step: int, lr: float,
-             rho: float, eps: float, weight_decay: float, maximize: bool) -> None:
-    flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
-    _launch("adadelta", flags, [param, grad, square_avg, acc_delta],
-            rules.adadelta_scalars(lr, rho, eps, weight_decay))
+def adadelta(*args: Any, **options: Any) -> None:
+    _launch(*plans.adadelta(*args, **options))
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:
