@@ -69,8 +69,11 @@ _GROUP_KEYS: dict[str, tuple[str, ...]] = {
 
 def _check_param(name: str, p: Any) -> np.ndarray:
     if type(p) is not np.ndarray or p.dtype not in check.FLOAT_DTYPES:
+        gpu = ("; the optimizer classes hold host arrays only: for GPU arrays call the "
+               "functional API, e.g. fastopt.adam_step" if hasattr(p, "__cuda_array_interface__")
+               else "")
         raise TypeError(f"Invalid {name}: {check._describe(p)} (expected a numpy.ndarray of "
-                        f"float32 or float64)")
+                        f"float32 or float64{gpu})")
     if not p.flags.c_contiguous:
         raise ValueError(f"Invalid {name}: non-contiguous array with strides {p.strides} "
                          f"(expected a C-contiguous array)")

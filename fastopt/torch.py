@@ -34,7 +34,8 @@ _HAS_STEP = {"adagrad", "rmsprop", "adam", "adamw", "adadelta"}  # SGD keeps no 
 def _view(t: torch.Tensor, what: str) -> np.ndarray:
     if t.device.type != "cpu":
         raise NotImplementedError(f"fastopt.torch: {what} is on {t.device}; this version of "
-                                  f"fastopt.torch runs on CPU tensors only")
+                                  f"fastopt.torch runs on CPU tensors only (for CUDA tensors call the "
+                                  f"functional API, e.g. fastopt.adam_step, or use torch.optim)")
     if t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"fastopt.torch: {what} has dtype {t.dtype} (expected torch.float32 or "
                         f"torch.float64)")

@@ -218,3 +218,8 @@ def test_unknown_device_is_not_compared(monkeypatch):
     arrays[3] = FakeDeviceArray(ptr=1 << 24, device=2)
     with pytest.raises(ValueError, match=r"Invalid exp_avg_sq: on cuda:2 \(expected cuda:0"):
         check(arrays)
+
+
+def test_optimizer_classes_point_gpu_arrays_to_the_functional_api():
+    with pytest.raises(TypeError, match="host arrays only: for GPU arrays call the functional"):
+        fastopt.Adam([FakeDeviceArray()])
