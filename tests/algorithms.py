@@ -214,3 +214,22 @@ def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
         rtol, atol = TOLERANCE[e.dtype]
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, equal_nan=True,
                                    err_msg=f"{name} {context}")
+
+
+def run_on_device(problem: Problem, steps: int, backend: str,
+                  to_device: Callable[[np.ndarray], Any],
+                  to_host: Callable[[Any], np.ndarray]) -> tuple[Problem, Problem]:
+    """Step device copies of ``problem``'s arrays with ``backend`` and a host copy with the
+    reference, on the same gradients; return both as host problems (fast, reference)."""
+    ref = problem.copy()
+    param = to_device(problem.param)
+    state = {k: (None if v is None else to_device(v)) for k, v in problem.state.items()}
+    for t in range(1, steps + 1):
+        g = problem.grad()
+        problem.algo.step_fn(param, to_device(g), *state.values(), step=t, backend=backend,
+                             **problem.options)
+        ref.step_reference(g, t)
+    out = problem.copy()
+    out.param = to_host(param)
+    out.state = {k: (None if v is None else to_host(v)) for k, v in state.items()}
+    return out, ref

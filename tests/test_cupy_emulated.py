@@ -16,7 +16,8 @@ import pytest
 
 import fastopt
 from fastopt import _backends
-from algorithms import ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases
+from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases,
+                        run_on_device)
 import cupy_emulator
 
 pytestmark = pytest.mark.skipif(shutil.which(cupy_emulator.CXX) is None,
@@ -46,25 +47,15 @@ def cupy(monkeypatch, build_dir):
 
 
 def run(problem: Problem, steps: int, offset: int = 0, backend: str = "auto"):
-    ref = problem.copy()
+    """Step emulated CuPy arrays ``offset`` elements into a larger buffer (misaligned when not
+    0) with ``backend``, and a host copy with the reference."""
 
     def dev(x):
-        if x is None:
-            return None
         buf = np.empty(x.size + offset, x.dtype)
         buf[offset:] = x.ravel()
         return cupy_emulator.ndarray(buf[offset:].reshape(x.shape))
 
-    param, state = dev(problem.param), {k: dev(v) for k, v in problem.state.items()}
-    for t in range(1, steps + 1):
-        g = problem.grad()
-        problem.algo.step_fn(param, dev(g), *state.values(), step=t, backend=backend,
-                             **problem.options)
-        ref.step_reference(g, t)
-    out = problem.copy()
-    out.param = param.host.copy()
-    out.state = {k: (None if v is None else v.host.copy()) for k, v in state.items()}
-    return out, ref
+    return run_on_device(problem, steps, backend, dev, lambda d: d.host.copy())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastopt
-from algorithms import ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases
+from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases,
+                        run_on_device)
 
 pytestmark = pytest.mark.gpu
 
@@ -32,28 +33,16 @@ SIZES = (1, 7, 33, 300, 4099, 2**20 + 3)
 
 
 def run(problem: Problem, backend: str, steps: int, offset: int = 0):
-    """Step CuPy copies of the problem's arrays on ``backend`` (``offset`` elements into a
-    larger buffer, to test misaligned arrays) and a host copy with the reference."""
-    ref = problem.copy()
+    """Step CuPy copies of the problem's arrays on ``backend``, ``offset`` elements into a
+    larger buffer (misaligned when not 0), and a host copy with the reference."""
 
     def dev(x):
-        if x is None:
-            return None
         buf = cupy.empty(x.size + offset, x.dtype)
         view = buf[offset:].reshape(x.shape)
         view[...] = cupy.asarray(x)
         return view
 
-    param, state = dev(problem.param), {k: dev(v) for k, v in problem.state.items()}
-    for t in range(1, steps + 1):
-        g = problem.grad()
-        problem.algo.step_fn(param, dev(g), *state.values(), step=t, backend=backend,
-                             **problem.options)
-        ref.step_reference(g, t)
-    out = problem.copy()
-    out.param = cupy.asnumpy(param)
-    out.state = {k: (None if v is None else cupy.asnumpy(v)) for k, v in state.items()}
-    return out, ref
+    return run_on_device(problem, steps, backend, dev, cupy.asnumpy)
 
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)

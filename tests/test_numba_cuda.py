@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fastopt
-from algorithms import ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases
+from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases,
+                        run_on_device)
 
 pytest.importorskip("numba_cuda")
 if fastopt.available_backends()["numba-cuda"] is not None:
@@ -27,24 +28,8 @@ SIZES = (1, 7, 33, 300, 2 * THREADS_PER_BLOCK + 37)
 STEPS = 3
 
 
-def on_device(problem: Problem) -> dict[str, object]:
-    return {k: (None if v is None else cuda.to_device(v)) for k, v in problem.state.items()}
-
-
 def run(problem: Problem, steps: int, backend: str = "auto") -> tuple[Problem, Problem]:
-    """Step a device copy with ``backend`` and a host copy with the reference, same grads."""
-    ref = problem.copy()
-    param = cuda.to_device(problem.param)
-    state = on_device(problem)
-    for t in range(1, steps + 1):
-        g = problem.grad()
-        problem.algo.step_fn(param, cuda.to_device(g), *state.values(), step=t,
-                             backend=backend, **problem.options)
-        ref.step_reference(g, t)
-    out = problem.copy()
-    out.param = param.copy_to_host()
-    out.state = {k: (None if v is None else v.copy_to_host()) for k, v in state.items()}
-    return out, ref
+    return run_on_device(problem, steps, backend, cuda.to_device, lambda d: d.copy_to_host())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
