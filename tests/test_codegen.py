@@ -10,6 +10,8 @@ import numba
 import numpy as np
 import pytest
 
+import fastopt
+
 from fastopt.kernels import cpu
 
 FACTORIES = [
@@ -58,6 +60,8 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     for block in blocks:
         if "import torch" in block and importlib.util.find_spec("torch") is None:
             continue  # the torch drop-in example needs the `compare` extra
+        if "import cupy" in block and fastopt.available_backends()["cupy"] is not None:
+            continue  # the GPU example needs a GPU and the `cuda` extra (tests/test_gpu.py)
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
         found.update(namespace)
