@@ -201,7 +201,10 @@ def test_bad_flag_is_a_type_error(algo):
 @algos
 @pytest.mark.parametrize("backend,exc,match", [
     ("bogus", ValueError, "Invalid backend: 'bogus'"),
-    ("cupy", RuntimeError, "backend 'cupy' is not available"),
+    # A GPU backend with host arrays is the wrong kind of call, whether or not it could run
+    # (unavailable GPU backends: tests/test_device_validation.py).
+    ("cupy", TypeError, "Invalid backend: 'cupy' for NumPy arrays"),
+    ("numba-cuda", TypeError, "Invalid backend: 'numba-cuda' for NumPy arrays"),
 ])
 def test_bad_backend(algo, backend, exc, match):
     args, kw = setup(algo)
