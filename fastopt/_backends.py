@@ -117,7 +117,7 @@ def available_backends() -> dict[str, str | None]:
 def _auto(param: Any) -> str:
     if type(param) is np.ndarray:
         return "numba"
-    return "cupy" if _device.is_cupy(param) and not _device.is_simulated(param) else "numba-cuda"
+    return "cupy" if _device.is_cupy(param) else "numba-cuda"
 
 
 def get(backend: str, param: Any) -> ModuleType:

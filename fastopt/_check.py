@@ -51,8 +51,7 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
     rng = np.random.default_rng(seed)
     active = active_states(algorithm, options)
     param = rng.standard_normal(size).astype(dtype)
-    gpu = backend in _backends.GPU_BACKENDS
-    dev = _backends.load(backend) if gpu else None
+    dev = _backends.load(backend) if backend in _backends.GPU_BACKENDS else None
     runs: list[tuple[Any, list[Any]]] = []
     for _ in range(2):
         states = [np.zeros(size, dtype) if s in active else None for s in state_names]

@@ -90,8 +90,9 @@ def _write_json(path: str, data: Any) -> None:
 def bench(args: argparse.Namespace) -> int:
     from . import _bench
 
+    from ._backends import GPU_BACKENDS as gpu
+
     algorithms = _choices("algorithm", _csv(args.algo), list(_bench.ALGORITHMS))
-    gpu = ("cupy", "numba-cuda")
     if args.backends is None:
         backends = [b for b in _runnable_backends(None) if b not in gpu]
     else:
