@@ -114,3 +114,10 @@ def test_gpt2_small_shapes():
     shapes = _bench.gpt2_small_shapes()
     assert len(shapes) == 148
     assert sum(int(np.prod(s)) for s in shapes) == 124_439_808
+
+
+def test_bench_points_gpu_backends_to_their_benchmark():
+    if fastopt.available_backends()["numba-cuda"] is not None:
+        pytest.skip("numba-cuda unavailable: the error is then 'not available'")
+    with pytest.raises(SystemExit, match="python benchmarks/gpu.py"):
+        cli.main(["bench", "--backends", "numba-cuda", "--sizes", "100"])
