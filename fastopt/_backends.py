@@ -28,7 +28,8 @@ ALL_BACKENDS = (*CPU_BACKENDS, *GPU_BACKENDS)
 
 _INSTALL = "pip install 'fastopt[cuda]'"
 
-# (backend, type of param) -> backend module.
+# backend name -> module, for NumPy arrays; (backend, type of param) -> module, for the rest.
+_host_loaded: dict[str, ModuleType] = {}
 _loaded: dict[tuple[str, type], ModuleType] = {}
 
 
@@ -125,11 +126,15 @@ def get(backend: str, param: Any) -> ModuleType:
 
     ``param`` has been validated: a NumPy array, or a device array of the GPU path.
     """
+    host = type(param) is np.ndarray
+    if host:  # the hot path: one lookup by name, as fast as before the GPU backends
+        mod = _host_loaded.get(backend)
+        if mod is not None:
+            return mod
     key = (backend, type(param))
     mod = _loaded.get(key)
     if mod is not None:
         return mod
-    host = type(param) is np.ndarray
     name = _auto(param) if backend == "auto" else backend
     if name not in ALL_BACKENDS:
         raise ValueError(f"Invalid backend: {backend!r} (expected 'auto' or one of "
@@ -149,7 +154,10 @@ def get(backend: str, param: Any) -> ModuleType:
     if reason is not None:
         raise RuntimeError(f"backend {name!r} is not available: {reason}")
     mod = load(name)
-    _loaded[key] = mod
+    if host:
+        _host_loaded[backend] = mod
+    else:
+        _loaded[key] = mod
     return mod
 
 
