@@ -61,30 +61,7 @@ def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
 
 
 # The six algorithms: the shared plan (kernel, flags, arrays, scalars), then one launch.
-
-
-def sgd(*args: Any, **options: Any) -> None:
-    _launch(*plans.sgd(*args, **options))
-
-
-def adagrad(*args: Any, **options: Any) -> None:
-    _launch(*plans.adagrad(*args, **options))
-
-
-def rmsprop(*args: Any, **options: Any) -> None:
-    _launch(*plans.rmsprop(*args, **options))
-
-
-def adam(*args: Any, **options: Any) -> None:
-    _launch(*plans.adam(*args, **options))
-
-
-def adamw(*args: Any, **options: Any) -> None:
-    _launch(*plans.adamw(*args, **options))
-
-
-def adadelta(*args: Any, **options: Any) -> None:
-    _launch(*plans.adadelta(*args, **options))
+sgd, adagrad, rmsprop, adam, adamw, adadelta = plans.steps(_launch)
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:

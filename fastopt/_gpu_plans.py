@@ -7,7 +7,7 @@ are ``rules.*_scalars``, float64 on the host, which the backend casts to the arr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .kernels import rules
 
@@ -71,3 +71,17 @@ def adadelta(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *, step: in
     flags = dict(maximize=maximize, weight_decay=weight_decay != 0)
     return ("adadelta", flags, [param, grad, square_avg, acc_delta],
             rules.adadelta_scalars(lr, rho, eps, weight_decay))
+
+
+def steps(launch: Callable[..., None]) -> tuple[Callable[..., None], ...]:
+    """A GPU backend's six functions (sgd, adagrad, rmsprop, adam, adamw, adadelta): each
+    builds its algorithm's plan and hands it to ``launch(name, flags, arrays, scalars)``."""
+
+    def bind(plan: Callable[..., Plan]) -> Callable[..., None]:
+        def step(*args: Any, **options: Any) -> None:
+            launch(*plan(*args, **options))
+
+        step.__name__ = plan.__name__
+        return step
+
+    return tuple(bind(p) for p in (sgd, adagrad, rmsprop, adam, adamw, adadelta))
