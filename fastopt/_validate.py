@@ -156,18 +156,18 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
             raise ValueError(f"Invalid {names[i]}: on {_where(dev)} (expected "
                              f"{_where(known[0][1])}, the device of {names[first]})")
     nbytes = dtype.itemsize * math.prod(shape)
-    spans = sorted((cai["data"][0], k) for k, cai in enumerate(cais))
-    for (lo_a, i), (lo_b, j) in zip(spans, spans[1:]):
-        same = values[i] is values[j] or (nbytes and lo_b < lo_a + nbytes)
-        if same:
-            i, j = min(i, j), max(i, j)
-            raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device memory "
-                             f"(expected separate arrays)")
-    if not nbytes:
-        for i, j in itertools.combinations(range(len(values)), 2):
-            if values[i] is values[j]:
-                raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device "
-                                 f"memory (expected separate arrays)")
+    if nbytes:
+        # Equal lengths: overlap anywhere shows between neighbours in address order.
+        spans = sorted((cai["data"][0], k) for k, cai in enumerate(cais))
+        pairs = [(min(i, j), max(i, j)) for (lo_a, i), (lo_b, j) in zip(spans, spans[1:])
+                 if lo_b < lo_a + nbytes]
+    else:  # empty arrays share no memory; the same array twice is still a caller's bug
+        pairs = [(i, j) for i, j in itertools.combinations(range(len(values)), 2)
+                 if values[i] is values[j]]
+    if pairs:
+        i, j = pairs[0]
+        raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device memory "
+                         f"(expected separate arrays)")
     return values
 
 
