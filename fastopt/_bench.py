@@ -7,6 +7,7 @@ interleaved with the update so that both see the same machine noise.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -80,6 +81,12 @@ class Case:
     def nbytes(self) -> int:
         return self.size * bytes_per_element(self.algorithm, self.options, self.dtype)
 
+    @property
+    def working_set_bytes(self) -> int:
+        """The bytes of every array the update touches (param, grad, states)."""
+        n_state = sum(a is not None for a in self.states.values())
+        return self.size * self.dtype.itemsize * (2 + n_state)
+
     def fastopt(self, backend: str = "auto") -> Callable[[], None]:
         fn = ALGORITHMS[self.algorithm][0]
         states = tuple(self.states.values())
@@ -102,6 +109,10 @@ class Case:
         states = tuple(a.copy() for a in active)
         return lambda: kernel(p, g, states)
 
+    def torch_impl(self) -> str:
+        """torch.optim's implementation the comparison runs: "fused" or "foreach"."""
+        return "fused" if self.algorithm in TORCH_FUSED else "foreach"
+
     def torch(self) -> Callable[[], None] | None:
         """torch.optim's best CPU implementation on a copy of the arrays, or None."""
         try:
@@ -111,8 +122,8 @@ class Case:
         p = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
         p.grad = torch.from_numpy(self.grad.copy())
         kw = dict(self.options)
-        impl = {"fused": True} if self.algorithm in TORCH_FUSED else {"foreach": True}
-        opt = getattr(torch.optim, TORCH_CLASSES[self.algorithm])([p], **kw, **impl)
+        opt = getattr(torch.optim, TORCH_CLASSES[self.algorithm])([p], **kw,
+                                                                  **{self.torch_impl(): True})
         step: Callable[[], None] = opt.step
         return step
 
@@ -188,6 +199,9 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
                         speedup_vs_reference=(med["numpy"] / med[b]) if "numpy" in med
                         else None,
                         speedup_vs_torch=(med["torch"] / med[b]) if "torch" in med else None,
+                        torch_impl=(f"torch.optim.{TORCH_CLASSES[algorithm]} "
+                                    f"{first.torch_impl()}") if "torch" in med else None,
+                        working_set_bytes=first.working_set_bytes,
                     )
                     records.append(rec)
     except KeyboardInterrupt:
@@ -215,8 +229,47 @@ def format_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cache_sizes() -> list[tuple[str, int]]:
+    """This machine's data caches as (label, bytes), from Linux's sysfs; [] where unknown."""
+    out: list[tuple[str, int]] = []
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            def read(name: str) -> str:
+                with open(os.path.join(base, entry, name)) as f:
+                    return f.read().strip()
+            kind, level, size = read("type"), read("level"), read("size")
+        except OSError:
+            continue
+        if kind == "Instruction" or not size[:-1].isdigit():
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1].upper(), 1)
+        label = f"L{level}" + ("d" if kind == "Data" else "")
+        out.append((label, int(size.rstrip("KMGkmg")) * scale))
+    return out
+
+
+def _bytes_text(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
 def plot(records: list[dict[str, Any]], path: str) -> None:
-    """Write a PNG: GB/s against size, one panel per algorithm, a line per backend + roofline."""
+    """Write :func:`figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(records)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def figure(records: list[dict[str, Any]]) -> Any:
+    """A figure of GB/s against size, one panel per algorithm, a line per backend, the
+    roofline and torch.optim; dotted verticals where the arrays' working set fills each of this
+    machine's caches. One legend for all panels, below them."""
     try:
         import matplotlib
     except ImportError:
@@ -227,21 +280,38 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
     algorithms = list(dict.fromkeys(r["algorithm"] for r in records))
     cols = min(3, len(algorithms))
     rows = -(-len(algorithms) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    height = 3.5 * rows + 0.8
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, height), squeeze=False)
+    caches = cache_sizes()
+    handles: dict[str, Any] = {}
+    backends = list(dict.fromkeys(r["backend"] for r in records))
     for ax, algorithm in zip(axes.flat, algorithms):
         mine = [r for r in records if r["algorithm"] == algorithm]
         sizes = sorted({r["size"] for r in mine})
         roof = {r["size"]: r["roofline_gbps"] for r in mine}
-        ax.plot(sizes, [roof[n] for n in sizes], "k--", label="roofline (same traffic)")
-        for backend in dict.fromkeys(r["backend"] for r in mine):
+        handles["roofline (same traffic)"], = ax.plot(sizes, [roof[n] for n in sizes], "k--")
+        for i, backend in enumerate(backends):
             rs = sorted((r for r in mine if r["backend"] == backend), key=lambda r: r["size"])
-            ax.plot([r["size"] for r in rs], [r["gbps"] for r in rs], "o-", label=backend)
-        torch_rs = [r for r in mine if r.get("speedup_vs_torch") and r["backend"] == mine[0][
-            "backend"]]
+            if rs:
+                handles[f"fastopt {backend}"], = ax.plot(
+                    [r["size"] for r in rs], [r["gbps"] for r in rs], "o-", color=f"C{i}")
+        first = mine[0]["backend"]
+        torch_rs = sorted((r for r in mine if r.get("speedup_vs_torch") and r["backend"] == first),
+                          key=lambda r: r["size"])
         if torch_rs:
-            torch_rs.sort(key=lambda r: r["size"])
-            ax.plot([r["size"] for r in torch_rs],
-                    [r["gbps"] / r["speedup_vs_torch"] for r in torch_rs], "s:", label="torch")
+            impl = torch_rs[0].get("torch_impl") or "torch.optim"
+            fused = impl.endswith("fused")
+            line, = ax.plot([r["size"] for r in torch_rs],
+                            [r["gbps"] / r["speedup_vs_torch"] for r in torch_rs],
+                            "s:" if fused else "^:", color="C3" if fused else "C4")
+            handles["torch.optim, fused=True" if fused else "torch.optim, foreach=True"] = line
+        per_element = {r["size"]: r.get("working_set_bytes", 0) / r["size"] for r in mine}
+        bpe = max(per_element.values())
+        for j, (label, nbytes) in enumerate(caches):
+            if bpe and sizes[0] <= nbytes / bpe <= sizes[-1]:
+                ax.axvline(nbytes / bpe, color="0.55", linestyle=(0, (1, 2 + j)), linewidth=1)
+                ax.text(nbytes / bpe, 0.98, f" {label}", transform=ax.get_xaxis_transform(),
+                        fontsize=7, color="0.35", va="top")
         ax.set_xscale("log", base=2)
         ax.set_title(f"{algorithm} ({mine[0]['dtype']})")
         ax.set_xlabel("elements")
@@ -249,10 +319,20 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(algorithms):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    labels = list(handles)
+    if caches:
+        from matplotlib.lines import Line2D
+
+        text = ", ".join(f"{label} {_bytes_text(n)}" for label, n in caches)
+        handles[f"the arrays fill this cache of cpu0 ({text})"] = Line2D(
+            [], [], color="0.55", linestyle=":")
+        labels = list(handles)
+    ncol = min(3, len(labels))
+    fig.legend([handles[k] for k in labels], labels, loc="lower center", ncol=ncol,
+               fontsize=8, frameon=False)
+    legend_rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, (0.15 + 0.2 * legend_rows) / height, 1, 1))
+    return fig
 
 
 def gpt2_small_shapes() -> list[tuple[int, ...]]:

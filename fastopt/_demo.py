@@ -10,6 +10,7 @@ and sees the same batches in the same order. The updates are fastopt's optimizer
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -102,20 +103,19 @@ def load_mnist(folder: str) -> Data:
                 found[key] = os.path.join(folder, candidate)
                 break
         else:
-            raise SystemExit(f"fastopt demo: --mnist {folder}: {base} (or {base}.gz) not found")
+            raise ValueError(f"{folder}: {base} (or {base}.gz) not found")
     try:
         xtr = read_idx(found["train_images"], 3)
         ytr = read_idx(found["train_labels"], 1)
         xte = read_idx(found["test_images"], 3)
         yte = read_idx(found["test_labels"], 1)
     except ValueError as e:
-        raise SystemExit(f"fastopt demo: --mnist {folder}: {e}") from None
+        raise ValueError(f"{folder}: {e}") from None
     for x, y, what in ((xtr, ytr, "train"), (xte, yte, "t10k")):
         if len(x) != len(y):
-            raise SystemExit(f"fastopt demo: --mnist {folder}: {len(x)} {what} images but "
-                             f"{len(y)} labels")
+            raise ValueError(f"{folder}: {len(x)} {what} images but {len(y)} labels")
         if y.size and y.max() > 9:
-            raise SystemExit(f"fastopt demo: --mnist {folder}: {what} label {y.max()} > 9")
+            raise ValueError(f"{folder}: {what} label {y.max()} > 9")
     return _standardized("mnist", _flat(xtr), ytr, _flat(xte), yte)
 
 
@@ -222,26 +222,57 @@ def train(name: str, hyper: dict[str, Any], data: Data, *, epochs: int, batch_si
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["adam.lr=0.01", "sgd.momentum=0.5"]`` -> {"adam": {"lr": 0.01}, ...}."""
+    """``["adam.lr=0.01", "sgd.momentum=0.5"]`` -> {"adam": {"lr": 0.01}, ...}.
+
+    Raises ValueError naming the item that is not ``OPTIMIZER.NAME=VALUE``.
+    """
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         opt_name, dot, hp = key.partition(".")
         if not sep or not dot or opt_name not in OPTIMIZERS or not hp:
-            raise SystemExit(f"fastopt demo: invalid --set {item!r} (expected OPTIMIZER.NAME="
-                             f"VALUE with OPTIMIZER one of {', '.join(OPTIMIZERS)})")
+            raise ValueError(f"invalid {item!r} (expected OPTIMIZER.NAME=VALUE with OPTIMIZER "
+                             f"one of {', '.join(OPTIMIZERS)})")
         parsed: Any
-        if value.lower() in ("true", "false"):
-            parsed = value.lower() == "true"
-        elif "," in value:
-            parsed = tuple(float(v) for v in value.split(","))
-        else:
-            try:
+        try:
+            if value.lower() in ("true", "false"):
+                parsed = value.lower() == "true"
+            elif "," in value:
+                parsed = tuple(float(v) for v in value.split(","))
+            else:
                 parsed = float(value)
-            except ValueError:
-                raise SystemExit(f"fastopt demo: invalid value in --set {item!r}") from None
+        except ValueError:
+            raise ValueError(f"invalid value in {item!r} (expected a number, true/false, "
+                             f"or numbers separated by commas)") from None
         out.setdefault(opt_name, {})[hp] = parsed
     return out
+
+
+def hyperparameter_names(name: str) -> list[str]:
+    """The hyperparameters optimizer ``name`` of the demo takes (its class's keywords)."""
+    params = inspect.signature(OPTIMIZERS[name][0]).parameters
+    return [p for p in params if p not in ("params", "backend", "multi_tensor")]
+
+
+def check_hyperparameters(names: list[str], overrides: dict[str, dict[str, Any]]) -> None:
+    """Reject, before any training, overrides the chosen optimizers would refuse.
+
+    Raises ValueError naming the optimizer and the hyperparameter.
+    """
+    for name, hyper in overrides.items():
+        if name not in names:
+            raise ValueError(f"{name}.{next(iter(hyper))}: optimizer {name!r} is not among "
+                             f"--optimizers ({', '.join(names)})")
+        allowed = hyperparameter_names(name)
+        for hp in hyper:
+            if hp not in allowed:
+                raise ValueError(f"{name}.{hp}: {name} has no hyperparameter {hp!r} (expected "
+                                 f"one of {', '.join(allowed)})")
+        try:
+            OPTIMIZERS[name][0]([np.zeros(1, np.float32)],
+                                **{**OPTIMIZERS[name][1], **hyper})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name}: {e}") from None
 
 
 def format_table(results: list[Result]) -> str:
@@ -254,8 +285,23 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+# Distinct line style and marker per optimizer: curves that coincide (momentum and Nesterov,
+# Adam and AdamW on this problem) stay visible on top of each other.
+_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "v"), ("-", "D"), ("--", "x"),
+           (":", "P"), ("-.", "*")]
+
+
 def plot(results: list[Result], path: str, dataset: str) -> None:
-    """Train and test loss curves of every optimizer on one figure (two panels)."""
+    """Write :func:`figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(results, dataset)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure(results: list[Result], dataset: str) -> Any:
+    """Train loss, test loss and test accuracy of every optimizer, one panel each."""
     try:
         import matplotlib
     except ImportError:
@@ -264,18 +310,29 @@ def plot(results: list[Result], path: str, dataset: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for r in results:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    n_epochs = max(len(r.train_loss) for r in results)
+    every = max(1, n_epochs // 10)  # about ten markers per curve
+    for i, r in enumerate(results):
         epochs = np.arange(1, len(r.train_loss) + 1)
-        line, = axes[0].plot(epochs, r.train_loss, label=r.optimizer)
-        axes[1].plot(epochs, r.test_loss, label=r.optimizer, color=line.get_color())
-    for ax, what in zip(axes, ("train", "test")):
-        ax.set_yscale("log")
+        linestyle, marker = _STYLES[i % len(_STYLES)]
+        color = f"C{i % 10}"
+        style = dict(label=r.optimizer, color=color, linestyle=linestyle, marker=marker,
+                     markevery=(i % every, every), markersize=5, linewidth=1.4, alpha=0.9)
+        axes[0].plot(epochs, r.train_loss, **style)
+        axes[1].plot(epochs, r.test_loss, **style)
+        axes[2].plot(epochs, r.test_accuracy_curve, **style)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, title in zip(axes, ("train loss", "test loss", "test accuracy")):
         ax.set_xlabel("epoch")
-        ax.set_title(f"{what} loss ({dataset})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{title} ({dataset})")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("softmax cross-entropy")
-    axes[1].legend(loc="upper right", fontsize="small")
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+        ax.set_ylabel("softmax cross-entropy")
+    axes[2].set_ylabel("fraction correct")
+    axes[2].legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig

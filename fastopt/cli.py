@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 def _cpu_name() -> str:
@@ -30,6 +31,7 @@ def info() -> str:
     from fastopt import _numba_backend  # sets the threading layer as fastopt runs it
 
     from .kernels.cpu import roofline_kernel
+    from .kernels.cpu._cache import cache_dir
 
     # Start the thread pool so the threading layer it picked can be reported.
     x = np.zeros(1, np.float32)
@@ -43,7 +45,8 @@ def info() -> str:
         f"threads: {numba.get_num_threads()} (NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS})",
         f"parallel kernels from {_numba_backend.PARALLEL_MIN_SIZE} elements",
         f"cpu: {_cpu_name()} ({os.cpu_count()} logical cores)",
-        f"numba cache dir: {numba.config.CACHE_DIR or '(next to the sources)'}",
+        f"kernel cache: {cache_dir()}"
+        + (" (NUMBA_CACHE_DIR)" if numba.config.CACHE_DIR else ""),
         "backends:",
     ]
     from ._backends import simulator_enabled
@@ -60,24 +63,80 @@ def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _choices(kind: str, given: list[str], allowed: Sequence[str]) -> list[str]:
-    bad = [x for x in given if x not in allowed]
-    if bad:
-        raise SystemExit(f"fastopt: unknown {kind} {', '.join(map(repr, bad))} "
-                         f"(expected one of {', '.join(allowed)})")
-    return given
+# Argument types: each rejects a bad value with a one-line message before anything runs
+# (argparse prints it with the usage line and exits with status 2).
+
+def _names(kind: str, allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = _csv(text)
+        bad = [x for x in names if x not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {kind} {', '.join(map(repr, bad)) or repr(text)} "
+                f"(expected a comma-separated list of {', '.join(allowed)})")
+        return list(dict.fromkeys(names))
+    return parse
 
 
-def _runnable_backends(requested: str | None) -> list[str]:
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small (expected >= {low})")
+        return value
+    return parse
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    items = _csv(text)
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} names no size (expected element counts "
+                                         f"such as 4096,65536)")
+    out = []
+    for item in items:
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not an element count (expected integers >= 1, such as "
+                f"4096,65536)") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{value} is not an element count (expected "
+                                             f"integers >= 1)")
+        out.append(value)
+    return tuple(dict.fromkeys(out))
+
+
+def _output_path(text: str) -> str:
+    """A file to write at the end of a run: its folder must exist and be writable now."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder (expected a file name)")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} does not "
+                                         f"exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} is not "
+                                         f"writable")
+    return text
+
+
+def _runnable_backends(parser: argparse.ArgumentParser, requested: str | None) -> list[str]:
     import fastopt
 
     avail = fastopt.available_backends()
     if requested is None:
         return [b for b, reason in avail.items() if reason is None]
-    names = _choices("backend", _csv(requested), list(avail))
+    try:
+        names = _names("backend", list(avail))(requested)
+    except argparse.ArgumentTypeError as e:
+        parser.error(f"argument --backends: {e}")
     for b in names:
         if avail[b] is not None:
-            raise SystemExit(f"fastopt: backend {b!r} is not available: {avail[b]}")
+            parser.error(f"backend {b!r} is not available: {avail[b]}")
     return names
 
 
@@ -87,27 +146,25 @@ def _write_json(path: str, data: Any) -> None:
         f.write("\n")
 
 
-def bench(args: argparse.Namespace) -> int:
+def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import _bench
 
     from ._backends import GPU_BACKENDS as gpu
 
-    algorithms = _choices("algorithm", _csv(args.algo), list(_bench.ALGORITHMS))
     if args.backends is None:
-        backends = [b for b in _runnable_backends(None) if b not in gpu]
+        backends = [b for b in _runnable_backends(parser, None) if b not in gpu]
     else:
-        backends = _runnable_backends(args.backends)
+        backends = _runnable_backends(parser, args.backends)
         if any(b in gpu for b in backends):
-            raise SystemExit("fastopt: `fastopt bench` measures the host backends; the GPU "
-                             "backends have their own benchmark: python benchmarks/gpu.py "
-                             "(from a checkout of fastopt)")
-    if args.sizes:
-        sizes = tuple(int(x) for x in _csv(args.sizes))
-    else:
-        sizes = _bench.QUICK_SIZES if args.quick else _bench.DEFAULT_SIZES
+            parser.error("`fastopt bench` measures the host backends; the GPU backends have "
+                         "their own benchmark: python benchmarks/gpu.py (from a checkout of "
+                         "fastopt)")
+    sizes = args.sizes or (_bench.QUICK_SIZES if args.quick else _bench.DEFAULT_SIZES)
     rounds = args.repeat or (3 if args.quick else 10)
     if args.model is None:
         args.model = not args.quick and not args.sizes
+    if args.plot:
+        _need_matplotlib(parser, "--plot")
     max_seconds = 0.3 if args.quick else 3.0
 
     def progress(msg: str) -> None:
@@ -115,7 +172,7 @@ def bench(args: argparse.Namespace) -> int:
 
     interrupted = False
     try:
-        records = _bench.run_bench(backends, algorithms, sizes, args.dtype, rounds=rounds,
+        records = _bench.run_bench(backends, args.algo, sizes, args.dtype, rounds=rounds,
                                    max_seconds=max_seconds, progress=progress)
     except _bench.BenchInterrupted as e:
         records, interrupted = e.records, True
@@ -142,13 +199,14 @@ def bench(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
-def check(args: argparse.Namespace) -> int:
-    from . import _bench, _check
+def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import _check
 
-    algorithms = _choices("algorithm", _csv(args.algo), list(_bench.ALGORITHMS))
-    backends = [b for b in _runnable_backends(args.backends) if b != "numpy"]
-    sizes = tuple(int(x) for x in _csv(args.sizes)) if args.sizes else _check.SIZES
-    results = _check.run_check(backends, algorithms, _csv(args.dtype), sizes, args.steps)
+    backends = [b for b in _runnable_backends(parser, args.backends) if b != "numpy"]
+    if not backends:
+        parser.error("no backend to check against the reference")
+    sizes = args.sizes or _check.SIZES
+    results = _check.run_check(backends, args.algo, args.dtype, sizes, args.steps)
     failed = [r for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if args.json:
@@ -156,18 +214,32 @@ def check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def demo(args: argparse.Namespace) -> int:
+def _need_matplotlib(parser: argparse.ArgumentParser, flag: str) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        parser.error(f"{flag} needs matplotlib, which is not installed (pip install "
+                     f"'fastopt[demo]')")
+
+
+def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import _demo
 
-    names = _choices("optimizer", _csv(args.optimizers), list(_demo.OPTIMIZERS))
-    overrides = _demo.parse_overrides(args.set or [])
-    for label, value, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                             ("--hidden", args.hidden, 1)):
-        if value < lo:
-            raise SystemExit(f"fastopt demo: invalid {label} {value} (expected >= {lo})")
-    if args.backend != "auto":
-        _runnable_backends(args.backend)
-    data = _demo.load_mnist(args.mnist) if args.mnist else _demo.load_digits()
+    try:
+        overrides = _demo.parse_overrides(args.set or [])
+        _demo.check_hyperparameters(args.optimizers, overrides)
+    except ValueError as e:
+        parser.error(f"argument --set: {e}")
+    if args.plot:
+        _need_matplotlib(parser, "--plot")
+    if not args.mnist and importlib.util.find_spec("sklearn") is None:
+        parser.error("the digits data comes with scikit-learn, which is not installed "
+                     "(pip install 'fastopt[demo]', or use --mnist DIR)")
+    if args.mnist:
+        try:
+            data = _demo.load_mnist(args.mnist)
+        except ValueError as e:
+            parser.error(f"argument --mnist: {e}")
+    else:
+        data = _demo.load_digits()
     print(f"{data.name}: {len(data.y_train)} training and {len(data.y_test)} test examples, "
           f"{data.x_train.shape[1]} features; MLP {data.x_train.shape[1]}-{args.hidden}-10, "
           f"{args.epochs} epochs, batch {args.batch_size}, seed {args.seed}, backend "
@@ -178,15 +250,11 @@ def demo(args: argparse.Namespace) -> int:
 
     results = []
     try:
-        for name in names:
+        for name in args.optimizers:
             hyper = {**_demo.OPTIMIZERS[name][1], **overrides.get(name, {})}
-            try:
-                results.append(_demo.train(
-                    name, hyper, data, epochs=args.epochs, batch_size=args.batch_size,
-                    hidden=args.hidden, seed=args.seed, backend=args.backend,
-                    progress=progress))
-            except (TypeError, ValueError) as e:
-                raise SystemExit(f"fastopt demo: {name}: {e}") from None
+            results.append(_demo.train(
+                name, hyper, data, epochs=args.epochs, batch_size=args.batch_size,
+                hidden=args.hidden, seed=args.seed, backend=args.backend, progress=progress))
     except KeyboardInterrupt:
         print("interrupted: the optimizers trained so far", file=sys.stderr)
         interrupted = True
@@ -201,60 +269,96 @@ def demo(args: argparse.Namespace) -> int:
     return 130 if interrupted else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from . import _bench
+def _sizes_text(sizes: Sequence[int]) -> str:
+    return ",".join(f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else str(n) for n in sizes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import _bench, _check, _demo
 
     parser = argparse.ArgumentParser(
         prog="fastopt", description="Fused optimizer update kernels: tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print versions, backends, threading layer and CPU")
-    all_algos = ",".join(_bench.ALGORITHMS)
+    algos = list(_bench.ALGORITHMS)
+    algo_help = f"comma-separated algorithms, from {', '.join(algos)} (default: all)"
+    backend_help = ("comma-separated backends, from numba, numpy, cupy, numba-cuda "
+                    "(default: every one available here)")
 
-    b = sub.add_parser("bench", help="compare backends' throughput against the roofline")
-    b.add_argument("--algo", default=all_algos, help="comma-separated algorithms")
-    b.add_argument("--backends", help="comma-separated backends (default: all available)")
-    b.add_argument("--sizes", help="comma-separated element counts")
+    b = sub.add_parser("bench", help="compare backends' throughput against the roofline",
+                       description="Median time, GB/s and fraction of a same-traffic roofline "
+                                   "for every backend, algorithm and size, side by side with "
+                                   "the NumPy reference and torch.optim (when installed).")
+    b.add_argument("--algo", type=_names("algorithm", algos), default=algos, help=algo_help)
+    b.add_argument("--backends", help=backend_help + "; GPU backends: benchmarks/gpu.py")
+    b.add_argument("--sizes", type=_sizes,
+                   help=f"comma-separated element counts (default "
+                        f"{_sizes_text(_bench.DEFAULT_SIZES)}; --quick: "
+                        f"{_sizes_text(_bench.QUICK_SIZES)})")
     b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    b.add_argument("--repeat", type=int, help="timing rounds per case (default 10; 3 quick)")
+    b.add_argument("--repeat", type=_int_at_least(1),
+                   help="timing rounds per case (default 10; 3 quick)")
     b.add_argument("--quick", action="store_true", help="two sizes, few rounds (< 30 s)")
-    b.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
-    b.add_argument("--plot", metavar="PATH", help="write a PNG of GB/s against size")
+    b.add_argument("--json", metavar="PATH", type=_output_path,
+                   help="write the records as a JSON list")
+    b.add_argument("--plot", metavar="PATH", type=_output_path,
+                   help="write a PNG of GB/s against size")
     b.add_argument("--model", action=argparse.BooleanOptionalAction, default=None,
                    help="also step GPT-2 small's 148 tensors (default: on, off with --quick)")
 
-    c = sub.add_parser("check", help="every available backend against the reference")
-    c.add_argument("--algo", default=all_algos, help="comma-separated algorithms")
-    c.add_argument("--backends", help="comma-separated backends (default: all available)")
-    c.add_argument("--sizes", help="comma-separated element counts")
-    c.add_argument("--dtype", default="float32,float64", help="comma-separated dtypes")
-    c.add_argument("--steps", type=int, default=20, help="steps per case (default 20)")
-    c.add_argument("--json", metavar="PATH", help="write the results as a JSON list")
+    c = sub.add_parser("check", help="every available backend against the reference",
+                       description="Every available backend against the NumPy reference: every "
+                                   "algorithm and option set, odd sizes, many steps. Exits 1 "
+                                   "on any failure.")
+    c.add_argument("--algo", type=_names("algorithm", algos), default=algos, help=algo_help)
+    c.add_argument("--backends", help=backend_help)
+    c.add_argument("--sizes", type=_sizes,
+                   help=f"comma-separated element counts (default "
+                        f"{','.join(map(str, _check.SIZES))})")
+    c.add_argument("--dtype", type=_names("dtype", ["float32", "float64"]),
+                   default=["float32", "float64"],
+                   help="comma-separated dtypes, from float32, float64 (default: both)")
+    c.add_argument("--steps", type=_int_at_least(1), default=_check.STEPS,
+                   help=f"steps per case (default {_check.STEPS})")
+    c.add_argument("--json", metavar="PATH", type=_output_path,
+                   help="write the results as a JSON list")
 
-    d = sub.add_parser("demo", help="train a small MLP with every optimizer and compare them")
-    d.add_argument("--optimizers", default="sgd,momentum,nesterov,adagrad,rmsprop,adam,adamw,"
-                   "adadelta", help="comma-separated optimizers (default: all eight)")
+    names = list(_demo.OPTIMIZERS)
+    d = sub.add_parser("demo", help="train a small MLP with every optimizer and compare them",
+                       description="Train one NumPy MLP on scikit-learn's digits (or MNIST) "
+                                   "with each optimizer, from the same weights and batches, "
+                                   "and compare loss and accuracy.")
+    d.add_argument("--optimizers", type=_names("optimizer", names), default=names,
+                   help=f"comma-separated optimizers, from {', '.join(names)} (default: all)")
     d.add_argument("--set", action="append", metavar="OPT.NAME=VALUE",
                    help="override a default hyperparameter, e.g. --set adam.lr=0.003 "
                         "(repeatable; betas as --set adam.betas=0.9,0.99)")
-    d.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
-    d.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
-    d.add_argument("--hidden", type=int, default=128, help="hidden units (default 128)")
-    d.add_argument("--seed", type=int, default=0,
+    d.add_argument("--epochs", type=_int_at_least(1), default=20, help="epochs (default 20)")
+    d.add_argument("--batch-size", type=_int_at_least(1), default=32,
+                   help="mini-batch size (default 32)")
+    d.add_argument("--hidden", type=_int_at_least(1), default=128,
+                   help="hidden units (default 128)")
+    d.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="initial weights and batch order, the same for every optimizer")
-    d.add_argument("--backend", default="auto", help="fastopt backend (default auto)")
+    d.add_argument("--backend", default="auto", choices=["auto", "numba", "numpy"],
+                   help="fastopt backend (default auto)")
     d.add_argument("--mnist", metavar="DIR", help="use MNIST from the IDX files in DIR")
-    d.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves")
-    d.add_argument("--json", metavar="PATH", help="write one record per optimizer")
+    d.add_argument("--plot", metavar="PATH", type=_output_path,
+                   help="write a PNG of the loss and accuracy curves")
+    d.add_argument("--json", metavar="PATH", type=_output_path,
+                   help="write one record per optimizer")
+    parser.set_defaults(subparsers={"bench": b, "check": c, "demo": d})
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args)
     if args.command == "info":
         print(info())
         return 0
-    if args.command == "bench":
-        return bench(args)
-    return check(args)
+    command = {"bench": bench, "check": check, "demo": demo}[args.command]
+    return command(args, args.subparsers[args.command])
 
 
 if __name__ == "__main__":

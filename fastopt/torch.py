@@ -4,11 +4,26 @@
     opt = fastopt.torch.Adam(model.parameters(), lr=1e-3)   # instead of torch.optim.Adam
     loss.backward(); opt.step(); opt.zero_grad()
 
-Same constructor arguments and defaults as torch.optim (``foreach``, ``fused``, ``capturable``
-and ``differentiable`` are not taken), same state names and state_dict layout, so checkpoints
-move between the two both ways. Parameters, gradients and state are CPU tensors of float32 or
-float64 that fastopt reads and writes in place through NumPy views: no copies. All parameters of
-a group are updated by one multi-tensor launch (``multi_tensor=False``: one call per tensor).
+Same constructor arguments and defaults as torch.optim, same state names and state_dict layout,
+so checkpoints move between the two both ways. Parameters, gradients and state are CPU tensors
+of float32 or float64 that fastopt reads and writes in place through NumPy views: no copies. All
+parameters of a group are updated by one multi-tensor launch (``multi_tensor=False``: one call
+per tensor).
+
+torch.optim's implementation switches, and what they mean here:
+
+- ``fused``: accepted and kept in the parameter groups. Every fastopt update is a fused,
+  single-pass kernel whatever its value.
+- ``foreach``: ``None`` or ``True``, one multi-tensor launch per group (the default);
+  ``False``, one kernel call per tensor, as torch's for-loop implementation. Same results.
+  ``foreach=True`` with ``fused=True`` is an error, as in torch.
+- ``capturable=True`` (CUDA graph capture) and ``differentiable=True`` (autograd through the
+  step) raise NotImplementedError: fastopt.torch runs on CPU tensors, outside autograd.
+- ``lr`` (and ``betas``) may be 1-element tensors, as in torch; they are read at each step,
+  so a scheduler that changes them in place is followed.
+- Sparse gradients raise TypeError (torch's SparseAdam is the optimizer for them).
+- ``torch.compile``: ``step`` is excluded from compilation (a graph break), so a compiled
+  training step runs fastopt eagerly inside it.
 
 This module imports torch; ``import fastopt`` does not.
 """
@@ -31,6 +46,32 @@ _TORCH_NAME = {"state_sum": "sum"}
 _HAS_STEP = {"adagrad", "rmsprop", "adam", "adamw", "adadelta"}  # SGD keeps no step in torch
 
 
+def _as_number(name: str, value: Any) -> Any:
+    """A hyperparameter as fastopt takes it: 1-element tensors (torch accepts them) read out."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element, got shape "
+                             f"{tuple(value.shape)}")
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_as_number(name, v) for v in value)
+    return value
+
+
+def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
+    """A group's hyperparameters under the functional API's names, checked."""
+    for flag, what in (("capturable", "CUDA graph capture"),
+                       ("differentiable", "autograd through the optimizer step")):
+        if group.get(flag):
+            raise NotImplementedError(
+                f"fastopt.torch does not support {flag}=True ({what}): it updates CPU tensors "
+                f"in place outside autograd; use torch.optim for {flag}=True")
+    if group.get("fused") and group.get("foreach"):
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    numbers = {k: _as_number(k, v) for k, v in group.items() if k != "params"}
+    return check_options(algorithm, functional_options(algorithm, numbers))
+
+
 def _view(t: torch.Tensor, what: str) -> np.ndarray:
     if t.device.type != "cpu":
         raise NotImplementedError(f"fastopt.torch: {what} is on {t.device}; this version of "
@@ -48,21 +89,31 @@ class _Optimizer(torch.optim.Optimizer):
     algorithm: ClassVar[str]
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], backend: str,
-                 multi_tensor: bool) -> None:
+                 multi_tensor: bool, foreach: bool | None, fused: bool | None,
+                 capturable: bool, differentiable: bool) -> None:
         if backend not in ("auto", "numba", "numpy"):
             raise ValueError(f"Invalid backend: {backend!r} (expected 'auto', 'numba' or "
                              f"'numpy')")
+        if foreach and not multi_tensor:
+            raise ValueError("foreach=True asks for one multi-tensor launch, multi_tensor=False "
+                             "for one call per tensor: pass one of them")
         self.backend = backend
         self.multi_tensor = bool(multi_tensor)
-        check_options(self.algorithm, functional_options(self.algorithm, defaults))
+        defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
+                        differentiable=differentiable)
+        _group_options(self.algorithm, defaults)
         super().__init__(params, defaults)
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
         return torch.zeros_like(p, memory_format=torch.contiguous_format)
 
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter with a gradient (``closure`` re-evaluates the loss)."""
+        """One update of every parameter with a gradient (``closure`` re-evaluates the loss).
+
+        Not compiled by ``torch.compile``: a compiled function that calls it breaks its graph
+        there and runs the step eagerly."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -70,7 +121,7 @@ class _Optimizer(torch.optim.Optimizer):
         # Check everything first: a rejected step allocates and changes nothing.
         plan = []
         for group in self.param_groups:
-            opts = check_options(self.algorithm, functional_options(self.algorithm, group))
+            opts = _group_options(self.algorithm, group)
             with_grad = [p for p in group["params"] if p.grad is not None]
             for p in with_grad:
                 if not p.is_contiguous():
@@ -103,7 +154,7 @@ class _Optimizer(torch.optim.Optimizer):
                            for name in active})
                 ts.append(t)
             update(self.algorithm, opts, ps, gs, ss, ts, backend=self.backend,
-                   multi_tensor=self.multi_tensor)
+                   multi_tensor=self.multi_tensor and group.get("foreach") is not False)
             for s in steps:
                 s += 1
         return loss
@@ -116,11 +167,14 @@ class SGD(_Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, backend: str = "auto",
+                 maximize: bool = False, foreach: bool | None = None,
+                 capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize), backend, multi_tensor)
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
 
 
 class Adam(_Optimizer):
@@ -131,10 +185,12 @@ class Adam(_Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize), backend,
-                         multi_tensor)
+                         multi_tensor, foreach, fused, capturable, differentiable)
 
 
 class AdamW(_Optimizer):
@@ -145,10 +201,12 @@ class AdamW(_Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize), backend,
-                         multi_tensor)
+                         multi_tensor, foreach, fused, capturable, differentiable)
 
 
 class RMSprop(_Optimizer):
@@ -158,11 +216,14 @@ class RMSprop(_Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, *, maximize: bool = False, backend: str = "auto",
+                 centered: bool = False, *, maximize: bool = False, foreach: bool | None = None,
+                 capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
-                                      maximize=maximize), backend, multi_tensor)
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
 
 
 class Adagrad(_Optimizer):
@@ -172,14 +233,17 @@ class Adagrad(_Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, *, maximize: bool = False, backend: str = "auto",
+                 eps: float = 1e-10, *, maximize: bool = False, foreach: bool | None = None,
+                 capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         if not initial_accumulator_value >= 0.0:
             raise ValueError(f"Invalid initial_accumulator_value: "
                              f"{initial_accumulator_value!r} (expected >= 0)")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, maximize=maximize), backend, multi_tensor)
+                                      eps=eps, maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
         return torch.full_like(p, group["initial_accumulator_value"],
@@ -193,6 +257,9 @@ class Adadelta(_Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0.0, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize), backend, multi_tensor)
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)

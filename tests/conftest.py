@@ -19,3 +19,21 @@ def _driver_present() -> bool:
 # Set NUMBA_ENABLE_CUDASIM yourself to choose either way. Must happen before numba.cuda loads.
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _driver_present():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true",
+                     help="also run the tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run with --runslow, or when a -m expression selects by marker
+    (``pytest -m slow``, ``pytest -m gpu`` on a GPU machine); the default run skips them."""
+    if config.getoption("--runslow") or config.getoption("markexpr"):
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="slow: run with --runslow (or -m slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastopt
 from fastopt import _bench, _numba_backend, cli
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_info(capsys):
@@ -85,13 +92,100 @@ def test_bench_ctrl_c_prints_what_was_measured(monkeypatch, capsys):
     assert "numba    sgd" in captured.out and "adam" not in captured.out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["bench", "--algo", "lion"], "unknown algorithm 'lion'"),
+BAD_ARGUMENTS = [
+    (["bench", "--algo", "lion"], "argument --algo: unknown algorithm 'lion'"),
+    (["bench", "--sizes", "abc"], "argument --sizes: 'abc' is not an element count"),
+    (["bench", "--sizes", "0"], "argument --sizes: 0 is not an element count"),
+    (["bench", "--sizes", "4096,-5"], "argument --sizes: -5 is not an element count"),
+    (["bench", "--repeat", "0"], "argument --repeat: 0 is too small"),
+    (["bench", "--json", "/no/such/folder/b.json"], "folder '/no/such/folder' does not exist"),
+    (["bench", "--plot", "/no/such/folder/b.png"], "folder '/no/such/folder' does not exist"),
+    (["check", "--dtype", "float16"], "argument --dtype: unknown dtype 'float16'"),
+    (["check", "--steps", "0"], "argument --steps: 0 is too small"),
+    (["check", "--sizes", "7,x"], "argument --sizes: 'x' is not an element count"),
     (["check", "--backends", "cupy"], "backend 'cupy' is not available"),
-])
-def test_bad_arguments(argv, message):
-    with pytest.raises(SystemExit, match=message):
+    (["check", "--backends", "tpu"], "argument --backends: unknown backend 'tpu'"),
+    (["check", "--json", "/no/such/folder/c.json"], "folder '/no/such/folder' does not exist"),
+    (["demo", "--set", "adam.nosuch=1"], "adam has no hyperparameter 'nosuch'"),
+    (["demo", "--set", "adam.lr=-1"], "Invalid lr: -1.0"),
+    (["demo", "--set", "adam.lr=fast"], "invalid value in 'adam.lr=fast'"),
+    (["demo", "--set", "lion.lr=1"], "invalid 'lion.lr=1'"),
+    (["demo", "--optimizers", "sgd", "--set", "adam.lr=0.1"], "'adam' is not among"),
+    (["demo", "--optimizers", "adam,lion"], "unknown optimizer 'lion'"),
+    (["demo", "--epochs", "0"], "argument --epochs: 0 is too small"),
+    (["demo", "--backend", "cupy"], "argument --backend: invalid choice: 'cupy'"),
+    (["demo", "--mnist", "/no/such/folder"], "train-images-idx3-ubyte .* not found"),
+    (["demo", "--json", "/no/such/folder/d.json"], "folder '/no/such/folder' does not exist"),
+]
+
+
+@pytest.fixture
+def nothing_may_run(monkeypatch):
+    """Every long-running entry point fails the test if it is reached."""
+    from fastopt import _check, _demo
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    for mod, name in ((_bench, "run_bench"), (_bench, "run_model"), (_check, "run_check"),
+                      (_demo, "train"), (_demo, "load_digits")):
+        monkeypatch.setattr(mod, name, must_not_run)
+
+
+@pytest.mark.parametrize("argv,message", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in
+                                                             BAD_ARGUMENTS])
+def test_bad_arguments_exit_2_with_one_message_before_any_work(argv, message, capsys,
+                                                               nothing_may_run):
+    with pytest.raises(SystemExit) as e:
         cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # argparse: the usage, then one line of error
+    assert last.startswith(f"fastopt {argv[0]}: error: ")
+    assert re.search(message, last), last
+
+
+def test_bad_argument_from_the_shell(tmp_path):
+    """What a user sees: one usage line block and one error line, status 2, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "fastopt.cli", "bench", "--sizes", "abc"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("usage: fastopt bench")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "fastopt bench: error: argument --sizes: 'abc' is not an element count (expected "
+        "integers >= 1, such as 4096,65536)")
+
+
+@pytest.mark.parametrize("command,names", [
+    ("bench", [*_bench.ALGORITHMS, "2^12,2^16,2^20,2^22,2^24", "2^12,2^18"]),
+    ("check", [*_bench.ALGORITHMS, "1,7,1023,65539", "float32, float64"]),
+    ("demo", ["sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, adadelta"]),
+])
+def test_help_lists_the_valid_names_and_default_sizes(command, names, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name in names:
+        assert name in out, name
+
+
+def test_cli_sizes_are_used_as_given(monkeypatch, capsys):
+    seen = {}
+
+    def fake_check(backends, algorithms, dtypes, sizes, steps):
+        seen.update(backends=backends, algorithms=algorithms, dtypes=dtypes, sizes=sizes,
+                    steps=steps)
+        return []
+
+    from fastopt import _check
+    monkeypatch.setattr(_check, "run_check", fake_check)
+    assert cli.main(["check", "--algo", "adam, sgd", "--sizes", "7,2048", "--dtype",
+                     "float64", "--steps", "3", "--backends", "numba"]) == 0
+    assert seen == dict(backends=["numba"], algorithms=["adam", "sgd"], dtypes=["float64"],
+                        sizes=(7, 2048), steps=3)
 
 
 def test_bench_plot_writes_a_png(tmp_path):
@@ -116,8 +210,61 @@ def test_gpt2_small_shapes():
     assert sum(int(np.prod(s)) for s in shapes) == 124_439_808
 
 
-def test_bench_points_gpu_backends_to_their_benchmark():
+def test_bench_points_gpu_backends_to_their_benchmark(capsys):
     if fastopt.available_backends()["numba-cuda"] is not None:
         pytest.skip("numba-cuda unavailable: the error is then 'not available'")
-    with pytest.raises(SystemExit, match="python benchmarks/gpu.py"):
+    with pytest.raises(SystemExit) as e:
         cli.main(["bench", "--backends", "numba-cuda", "--sizes", "100"])
+    assert e.value.code == 2
+    assert "python benchmarks/gpu.py" in capsys.readouterr().err
+
+
+def _record(algorithm, backend, size, torch_impl):
+    return dict(backend=backend, algorithm=algorithm, dtype="float32", size=size,
+                seconds=1e-3, gbps=10.0 * size.bit_length(), roofline_fraction=0.5,
+                roofline_gbps=30.0 * size.bit_length(), speedup_vs_reference=None,
+                speedup_vs_torch=2.0 if torch_impl else None, torch_impl=torch_impl,
+                working_set_bytes=size * 16)
+
+
+def test_bench_figure_names_torch_and_marks_the_caches(monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(_bench, "cache_sizes", lambda: [("L1d", 96 << 10), ("L2", 2 << 20),
+                                                        ("L3", 1 << 30)])
+    sizes = [2**12, 2**16, 2**20]
+    records = [_record("adam", b, n, "torch.optim.Adam fused") for b in ("numba", "numpy")
+               for n in sizes]
+    records += [_record("rmsprop", "numba", n, "torch.optim.RMSprop foreach") for n in sizes]
+    fig = _bench.figure(records)
+    try:
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert {"fastopt numba", "fastopt numpy", "roofline (same traffic)",
+                "torch.optim, fused=True", "torch.optim, foreach=True"} <= set(legend)
+        assert any("L1d 96 KiB" in t and "L2 2 MiB" in t for t in legend)
+        for ax in fig.axes[:2]:
+            assert ax.get_legend() is None  # one legend below the panels hides no curve
+            marks = [t.get_text().strip() for t in ax.texts]
+            assert marks == ["L1d", "L2"]  # L3 (1 GiB / 16 B > 2^20) is off the axis
+            x = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_color() == "0.55"]
+            assert x == [(96 << 10) / 16, (2 << 20) / 16]  # where 16 B/element fill them
+    finally:
+        plt.close(fig)
+
+
+def test_cache_sizes_reads_this_machine():
+    caches = _bench.cache_sizes()
+    if not os.path.isdir("/sys/devices/system/cpu/cpu0/cache"):
+        assert caches == []
+        return
+    labels = [label for label, _ in caches]
+    assert "L1d" in labels and all(n > 0 for _, n in caches)
+
+
+def test_bench_records_name_the_torch_implementation():
+    pytest.importorskip("torch")
+    recs = _bench.run_bench(["numba"], ["adam", "rmsprop"], (512,), "float32", rounds=1,
+                            max_seconds=0.05)
+    assert [r["torch_impl"] for r in recs] == ["torch.optim.Adam fused",
+                                               "torch.optim.RMSprop foreach"]

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -106,26 +107,56 @@ def test_mnist_from_idx_files(tmp_path):
     assert records[0]["test_accuracy"] > 0.9
 
 
-def test_mnist_missing_or_malformed_files_are_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match="train-images-idx3-ubyte .* not found"):
-        cli.main(["demo", "--mnist", str(tmp_path)])
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_mnist_missing_or_malformed_files_are_clear_errors(tmp_path, capsys):
+    assert re.search("train-images-idx3-ubyte .* not found",
+                     _error(capsys, ["demo", "--mnist", str(tmp_path)]))
     fake_mnist(tmp_path)
     labels = tmp_path / "t10k-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:-5])
-    with pytest.raises(SystemExit, match="truncated or corrupt"):
-        cli.main(["demo", "--mnist", str(tmp_path)])
+    assert "truncated or corrupt" in _error(capsys, ["demo", "--mnist", str(tmp_path)])
     labels.write_bytes(b"\x00\x00\x0d\x01" + bytes(10))
-    with pytest.raises(SystemExit, match="not an IDX file"):
-        cli.main(["demo", "--mnist", str(tmp_path)])
+    assert "not an IDX file" in _error(capsys, ["demo", "--mnist", str(tmp_path)])
 
 
 @pytest.mark.parametrize("args,msg", [
     (["--optimizers", "lion"], "unknown optimizer 'lion'"),
-    (["--set", "adam.lr"], "invalid --set 'adam.lr'"),
+    (["--set", "adam.lr"], "invalid 'adam.lr'"),
     (["--set", "adam.lr=-1", "--optimizers", "adam"], "adam: Invalid lr: -1.0"),
-    (["--epochs", "0"], "invalid --epochs 0"),
+    (["--set", "adam.betas=0.9", "--optimizers", "adam"], "adam: Invalid betas"),
+    (["--epochs", "0"], "argument --epochs: 0 is too small"),
 ])
-def test_bad_arguments(args, msg):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["demo", *args])
-    assert msg in str(e.value)
+def test_bad_arguments(args, msg, capsys):
+    assert msg in _error(capsys, ["demo", *args])
+
+
+def test_plot_tells_every_optimizer_apart_and_shows_test_accuracy():
+    """Coinciding curves (momentum/Nesterov, Adam/AdamW) stay visible: each optimizer has its
+    own line style and marker pair; a third panel has the test-accuracy curves."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    same = dict(train_loss=[1.0, 0.5, 0.2], test_loss=[1.1, 0.6, 0.3],
+                test_accuracy_curve=[0.5, 0.8, 0.9])
+    results = [_demo.Result(name, {}, **same) for name in _demo.OPTIMIZERS]
+    fig = _demo.figure(results, "digits")
+    try:
+        axes = [ax for ax in fig.axes if ax.get_visible()]
+        assert [ax.get_title() for ax in axes] == [
+            "train loss (digits)", "test loss (digits)", "test accuracy (digits)"]
+        for ax in axes:
+            lines = ax.get_lines()
+            assert len(lines) == len(results)
+            styles = {(ln.get_linestyle(), ln.get_marker(), ln.get_color()) for ln in lines}
+            assert len(styles) == len(results)
+        assert list(axes[2].get_lines()[0].get_ydata()) == [0.5, 0.8, 0.9]
+        legend = [t.get_text() for t in axes[2].get_legend().get_texts()]
+        assert legend == list(_demo.OPTIMIZERS)
+    finally:
+        plt.close(fig)

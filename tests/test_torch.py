@@ -127,3 +127,155 @@ def test_functional_api_takes_cpu_tensors_without_copying():
         fastopt.adam_step(p, g, p, v, step=2)
     with pytest.raises(TypeError, match="torch.bfloat16"):
         fastopt.adam_step(p.detach().to(torch.bfloat16), g, m, v, step=2)
+
+
+# torch.optim's arguments a torch user passes: all taken, each with its meaning here.
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"])
+def test_tensor_lr_matches_torch_and_follows_in_place_changes(name):
+    a, b = model(torch.float32), model(torch.float32)
+    ours = getattr(ft, name)(a.parameters(), lr=torch.tensor(0.01))
+    theirs = getattr(torch.optim, name)(b.parameters(), lr=torch.tensor(0.01))
+    train(a, ours, 3, torch.float32)
+    train(b, theirs, 3, torch.float32)
+    for opt in (ours, theirs):
+        opt.param_groups[0]["lr"].fill_(0.002)  # what a scheduler does to a tensor lr
+    train(a, ours, 3, torch.float32)
+    train(b, theirs, 3, torch.float32)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+
+
+def test_tensor_lr_must_have_one_element():
+    m = model(torch.float32)
+    with pytest.raises(ValueError, match=r"Tensor lr must be 1-element, got shape \(2,\)"):
+        ft.Adam(m.parameters(), lr=torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("kw", [{"foreach": True}, {"foreach": False}, {"fused": True},
+                                {"fused": False}, {"foreach": None, "fused": None}],
+                         ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_foreach_and_fused_are_accepted_with_the_same_results(kw, monkeypatch):
+    a, b = model(torch.float32), model(torch.float32)
+    calls = []
+    import fastopt._engine as engine
+    real = engine.update
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["multi_tensor"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "update", spy)
+    ours = ft.AdamW(a.parameters(), lr=1e-2, **kw)
+    theirs = torch.optim.AdamW(b.parameters(), lr=1e-2, **kw)
+    train(a, ours, 4, torch.float32)
+    train(b, theirs, 4, torch.float32)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+    # foreach=False: one call per tensor, as torch's for-loop implementation; else one launch.
+    assert set(calls) == {kw.get("foreach") is not False}
+    assert {k: ours.param_groups[0][k] for k in kw} == kw  # kept, as torch keeps them
+
+
+def test_foreach_and_fused_together_is_an_error_as_in_torch():
+    m = model(torch.float32)
+    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together"):
+        ft.Adam(m.parameters(), foreach=True, fused=True)
+    with pytest.raises(ValueError, match="foreach=True .* multi_tensor=False"):
+        ft.Adam(m.parameters(), foreach=True, multi_tensor=False)
+
+
+@pytest.mark.parametrize("flag", ["capturable", "differentiable"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"])
+def test_capturable_and_differentiable_name_the_limitation(name, flag):
+    m = model(torch.float32)
+    with pytest.raises(NotImplementedError, match=f"does not support {flag}=True"):
+        getattr(ft, name)(m.parameters(), **{flag: True})
+    opt = getattr(ft, name)(m.parameters(), **{flag: False})  # torch's default: fine
+    train(m, opt, 1, torch.float32)
+    # A state_dict that turns it on (say, saved by torch.optim with it) fails at the step,
+    # before anything is written.
+    before = [p.detach().clone() for p in m.parameters()]
+    opt.param_groups[0][flag] = True
+    with pytest.raises(NotImplementedError, match=flag):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), before))
+
+
+def test_state_dict_has_torchs_group_keys():
+    a, b = model(torch.float32), model(torch.float32)
+    ours, theirs = ft.Adam(a.parameters()), torch.optim.Adam(b.parameters())
+    ours_keys = set(ours.state_dict()["param_groups"][0])
+    theirs_keys = set(theirs.state_dict()["param_groups"][0])
+    assert theirs_keys - ours_keys <= {"decoupled_weight_decay"}
+
+
+def test_sparse_gradients_keep_their_clear_error():
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    emb(torch.tensor([1, 2])).sum().backward()
+    assert emb.weight.grad.is_sparse
+    before = emb.weight.detach().clone()
+    with pytest.raises(TypeError, match="sparse"):
+        ft.Adam(emb.parameters()).step()
+    assert torch.equal(emb.weight, before)
+
+
+COMPILE_SCRIPT = """
+import torch, fastopt.torch as ft
+torch.manual_seed(0)
+ref = torch.nn.Linear(4, 2)
+model = torch.nn.Linear(4, 2)
+model.load_state_dict(ref.state_dict())
+opt = ft.Adam(model.parameters(), lr=1e-2)
+ref_opt = ft.Adam(ref.parameters(), lr=1e-2)
+xs = [torch.randn(8, 4) for _ in range(3)]
+
+@torch.compile
+def train_step(m, o, x):
+    o.zero_grad()
+    loss = m(x).square().mean()
+    loss.backward()
+    o.step()
+    return loss
+
+compiled_step = torch.compile(opt.step)
+for x in xs:
+    train_step(model, opt, x)
+    ref_opt.zero_grad(); ref(x).square().mean().backward(); ref_opt.step()
+for p, q in zip(model.parameters(), ref.parameters()):
+    torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+before = model.weight.detach().clone()
+compiled_step()
+assert not torch.equal(before, model.weight)
+print("COMPILED OK")
+"""
+
+
+def test_torch_compile_runs_the_step_eagerly_in_a_fresh_process():
+    """torch.compile of a training step, and of opt.step itself: a graph break at fastopt's
+    step, which then runs eagerly with the eager results (a fresh process: dynamo's state)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "COMPILED OK" in proc.stdout
+
+
+def test_torch_lr_schedulers_and_add_param_group_work_as_with_torch_optim():
+    a, b = model(torch.float32), model(torch.float32)
+    ours = ft.Adam(a[0].parameters(), lr=0.02)
+    theirs = torch.optim.Adam(b[0].parameters(), lr=0.02)
+    ours.add_param_group({"params": a[2].parameters(), "lr": 0.01})
+    theirs.add_param_group({"params": b[2].parameters(), "lr": 0.01})
+    s1 = torch.optim.lr_scheduler.StepLR(ours, step_size=2, gamma=0.5)
+    s2 = torch.optim.lr_scheduler.StepLR(theirs, step_size=2, gamma=0.5)
+    for _ in range(3):
+        train(a, ours, 2, torch.float32)
+        train(b, theirs, 2, torch.float32)
+        s1.step()
+        s2.step()
+    assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in theirs.param_groups]
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)

@@ -10,6 +10,7 @@ import numba
 from numba.core.caching import FunctionCache
 
 from .. import rules
+from ._cache import KernelCacheImpl, kernel_cache
 
 # Numba's on-disk cache checks only the timestamp of the file that defines a kernel, not of the
 # rules module the kernel calls. Every kernel captures this digest of the rules' source as a
@@ -20,7 +21,8 @@ RULES_DIGEST = hashlib.sha256(inspect.getsource(rules).encode()).hexdigest()[:16
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of raising, and the
 # loop stays vectorisable. No fastmath: NaN and Inf must propagate exactly as in the reference.
 RULE_OPTIONS = dict(inline="always", error_model="numpy")
-KERNEL_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
+# Kernels are cached on disk by ``kernel_cache`` (never inside the installed package): see _cache.
+KERNEL_OPTIONS = dict(nogil=True, error_model="numpy")
 
 
 def rule(fn):
@@ -38,7 +40,9 @@ def loop_for(parallel):
 
 
 def compile_kernel(fn, parallel):
-    return numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
+    dispatcher = numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
+    dispatcher._cache = kernel_cache(dispatcher.py_func)
+    return dispatcher
 
 
 # Kernels are built once per configuration; the factories are memoized.
@@ -61,6 +65,8 @@ class _KeyedCache(FunctionCache):
     found again. ``compile_keyed`` kernels name their configuration in a string instead.
     """
 
+    _impl_class = KernelCacheImpl
+
     def __init__(self, py_func, key):
         super().__init__(py_func)
         self._key = key
@@ -76,7 +82,7 @@ def compile_keyed(fn, parallel, key):
 
     ``key`` must name everything the closure's cells determine.
     """
-    options = {k: v for k, v in KERNEL_OPTIONS.items() if k != "cache"}
-    dispatcher = numba.njit(parallel=parallel, **options)(fn)
-    dispatcher._cache = _KeyedCache(dispatcher.py_func, f"{key}|parallel={parallel}")
+    dispatcher = numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
+    dispatcher._cache = kernel_cache(dispatcher.py_func, _KeyedCache,
+                                     f"{key}|parallel={parallel}")
     return dispatcher
