@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
+from . import _layout
+from ._layout import base_address
 from .kernels import cpu
 from .kernels.cpu import multi
 
@@ -81,7 +83,12 @@ def _run(kernel: Callable[..., None], parallel: bool, *args: Any) -> None:
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
-    return a if a.ndim == 1 else a.ravel()
+    """The array's memory block as a 1-D view (arrays of one call share one dense layout)."""
+    if a.ndim == 1 and a.strides[0] == a.itemsize:
+        return a
+    f = _layout.flat(a)
+    assert f is not None, "validated arrays are dense"
+    return f
 
 
 def sgd(param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray | None = None, *,
@@ -238,9 +245,9 @@ def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, 
     if rows is None:
         rows = []
         for p, g, s in zip(params, grads, states):
-            pa = p.ctypes.data
-            rows.append([pa, g.ctypes.data, *[s[n].ctypes.data if n in s else pa
-                                              for n in state_names]])
+            pa = base_address(p)
+            rows.append([pa, base_address(g), *[base_address(s[n]) if n in s else pa
+                                                for n in state_names]])
     tensor, lo, hi = _chunks(sizes)
     _run(kernel, par, np.array(rows, np.int64), tensor, lo, hi, np.array(steps, np.int64),
          hyper, float(scale))
@@ -261,6 +268,6 @@ def grad_stats(grads: list[np.ndarray]) -> tuple[float, int]:
     tensor, lo, hi = _chunks(sizes)
     sumsq = np.empty(tensor.size, np.float64)
     nonfinite = np.empty(tensor.size, np.int64)
-    _run(kernel, par, np.array([g.ctypes.data for g in grads], np.int64), tensor, lo, hi, sumsq,
+    _run(kernel, par, np.array([base_address(g) for g in grads], np.int64), tensor, lo, hi, sumsq,
          nonfinite)
     return math.fsum(sumsq.tolist()), int(nonfinite.sum())

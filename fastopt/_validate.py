@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _device
+from . import _device, _layout
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (_F32, _F64)
@@ -56,8 +56,8 @@ def _to_numpy(x: Any) -> Any:
 def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
     """Check the arrays of one call: names[0] is the param, names[1] the (read-only) grad.
 
-    All must be NumPy arrays of one float dtype and one shape, C-contiguous, param and state
-    writeable, and no two may overlap in memory. CPU torch tensors and other DLPack CPU arrays
+    All must be NumPy arrays of one float dtype and one shape, of one dense memory layout (the
+    same strides; see _layout), param and state writeable, and no two may overlap in memory. CPU torch tensors and other DLPack CPU arrays
     are taken as zero-copy NumPy views. Returns the arrays as NumPy arrays.
     """
     for v in values:
@@ -73,6 +73,7 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
         raise TypeError(f"Invalid {names[0]}: {_describe(param)} (expected a numpy.ndarray of "
                         f"float32 or float64; GPU arrays need a GPU backend)")
     shape = param.shape
+    param_c = param.flags.c_contiguous
     for i, a in enumerate(values):
         if i:
             if type(a) is not np.ndarray:
@@ -86,9 +87,8 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
                 raise ValueError(f"Invalid {names[i]}: shape {a.shape} (expected {shape}, the "
                                  f"shape of {names[0]}; no broadcasting)")
         flags = a.flags
-        if not flags.c_contiguous:
-            raise ValueError(f"Invalid {names[i]}: non-contiguous array with strides "
-                             f"{a.strides} (expected a C-contiguous array)")
+        if not flags.c_contiguous or not param_c:
+            check_layout(names[i], a, names[0], param)
         if i != 1 and not flags.writeable:
             raise ValueError(f"Invalid {names[i]}: read-only array (expected a writeable "
                              f"array; it is updated in place)")
@@ -169,6 +169,18 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
         raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device memory "
                          f"(expected separate arrays)")
     return values
+
+
+def check_layout(name: str, a: np.ndarray, param_name: str, param: np.ndarray) -> None:
+    """``a`` (not C-contiguous) must be dense and laid out as ``param``."""
+    if _layout.flat(a) is None:
+        raise ValueError(f"Invalid {name}: array with gaps or repeated elements (strides "
+                         f"{a.strides} for shape {a.shape}; expected a dense array, e.g. a "
+                         f"C-contiguous one: numpy.ascontiguousarray)")
+    if a is not param and not _layout.same_strides(a.strides, param.strides, a.shape):
+        raise ValueError(f"Invalid {name}: strides {a.strides} differ from {param_name}'s "
+                         f"{param.strides} (expected the memory layout of {param_name}, e.g. "
+                         f"numpy.empty_like({param_name}))")
 
 
 def _same_array(a: np.ndarray, b: np.ndarray) -> bool:

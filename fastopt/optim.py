@@ -22,9 +22,10 @@ written and never copied.
 from __future__ import annotations
 
 import bisect
-import ctypes
+import itertools
 import json
 import math
+import operator
 import os
 import tempfile
 import zipfile
@@ -35,6 +36,8 @@ import numpy as np
 from . import _validate as check
 from ._algorithms import ALGORITHMS, active_states
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, update
+from ._layout import base_address, flat, same_strides
+from ._signals import deferred_signals
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Optimizer",
            "StepResult", "FORMAT_VERSION"]
@@ -67,34 +70,130 @@ _GROUP_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _check_param(name: str, p: Any) -> np.ndarray:
-    if type(p) is not np.ndarray or p.dtype not in check.FLOAT_DTYPES:
-        gpu = ("; the optimizer classes hold host arrays only: for GPU arrays call the "
-               "functional API, e.g. fastopt.adam_step" if hasattr(p, "__cuda_array_interface__")
-               else "")
-        raise TypeError(f"Invalid {name}: {check._describe(p)} (expected a numpy.ndarray of "
-                        f"float32 or float64{gpu})")
-    if not p.flags.c_contiguous:
-        raise ValueError(f"Invalid {name}: non-contiguous array with strides {p.strides} "
-                         f"(expected a C-contiguous array)")
-    if not p.flags.writeable:
+def _check_array(name: str, a: Any) -> np.ndarray:
+    """A parameter (or state array): a writeable, dense NumPy array of float32 or float64.
+
+    Subclasses that are plain memory (``np.memmap``) are taken; a masked array is not (its
+    mask would be ignored).
+    """
+    if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray) or (
+            a.dtype not in check.FLOAT_DTYPES):
+        why = ("; the optimizer classes hold host arrays only: for GPU arrays call the "
+               "functional API, e.g. fastopt.adam_step" if hasattr(a, "__cuda_array_interface__")
+               else "; a masked array's mask would be ignored"
+               if isinstance(a, np.ma.MaskedArray) else "")
+        raise TypeError(f"Invalid {name}: {check._describe(a)} (expected a numpy.ndarray of "
+                        f"float32 or float64{why})")
+    if not a.flags.c_contiguous and flat(a) is None:
+        raise ValueError(f"Invalid {name}: array with gaps or repeated elements (strides "
+                         f"{a.strides} for shape {a.shape}; expected a dense array)")
+    if not a.flags.writeable:
         raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; it is "
                          f"updated in place)")
-    return p
-
-
-def _address(a: np.ndarray) -> int:
-    """The address of a C-contiguous array's data (ctypes is 4x faster than the interface)."""
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(a))  # type: ignore[arg-type]
-    except (TypeError, ValueError):  # read-only or empty
-        address: int = a.__array_interface__["data"][0]
-        return address
+    return a
 
 
 def _span(a: np.ndarray) -> tuple[int, int]:
-    lo = _address(a)
+    lo = base_address(a)
     return lo, lo + a.nbytes
+
+
+# The kernels take the step count as an int64, and a step writes step + 1.
+MAX_STEP = 2**63 - 2
+
+
+def _check_step(name: str, value: Any) -> int:
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"Invalid {name}: {value!r} (expected an int >= 0)")
+        value = int(value)
+    if not 0 <= value <= MAX_STEP:
+        raise ValueError(f"Invalid {name}: {value!r} (expected 0 <= step <= 2**63 - 2: the "
+                         f"kernels count steps in int64)")
+    result: int = value
+    return result
+
+
+def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
+    """How many gradient elements are not finite once unscaled (``g * inv_scale`` in the
+    gradient's dtype): finite gradients overflow when the loss scale is below 1."""
+    n = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g in grads:
+            n += int(g.size - np.count_nonzero(np.isfinite(g * g.dtype.type(inv_scale))))
+    return n
+
+
+_NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
+
+
+class _Plan:
+    """The arrays a step works on, validated, with their addresses.
+
+    It holds every array it describes, so none can be freed and its address or id reused
+    while the plan lives; a step compares the arrays in ``param_groups`` and ``state`` with it
+    by identity (cheap, C-speed) and rebuilds it when anything was replaced, added or removed.
+    """
+
+    __slots__ = ("state", "params", "dicts", "arrays", "rows", "spans")
+
+    def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
+        names = ALGORITHMS[opt.algorithm][1]
+        state = opt.state
+        if not isinstance(state, dict):
+            raise TypeError(f"Invalid state: {type(state).__name__} (expected a dict mapping "
+                            f"parameter indices to dicts)")
+        spans = _Spans()
+        dicts = list(map(state.get, range(len(params)), itertools.repeat(_NO_STATE)))
+        rows = []
+        for i, (p, d) in enumerate(zip(params, dicts)):
+            _check_array(f"params[{i}]", p)
+            spans.add(f"params[{i}]", p)
+            if d is not _NO_STATE and not isinstance(d, dict):
+                raise TypeError(f"Invalid state[{i}]: {type(d).__name__} (expected a dict)")
+            if "step" in d:
+                _check_step(f"state[{i}]['step']", d["step"])
+            pa = base_address(p)
+            row = [pa]
+            for n in names:
+                a = d.get(n)
+                if a is None:
+                    row.append(pa)
+                    continue
+                what = f"state[{i}][{n!r}]"
+                _check_array(what, a)
+                if a.dtype != p.dtype or a.shape != p.shape:
+                    raise ValueError(f"Invalid {what}: array of {a.dtype} {a.shape} (expected "
+                                     f"{p.dtype} {p.shape}, like params[{i}])")
+                if not (a.flags.c_contiguous and p.flags.c_contiguous) and not same_strides(
+                        a.strides, p.strides, p.shape):
+                    raise ValueError(f"Invalid {what}: strides {a.strides} differ from "
+                                     f"params[{i}]'s {p.strides} (expected the memory layout "
+                                     f"of params[{i}], e.g. numpy.empty_like)")
+                spans.add(what, a)
+                row.append(base_address(a))
+            rows.append(row)
+        self.state = state
+        self.params = params
+        self.dicts = dicts
+        self.arrays = {n: [d.get(n) for d in dicts] for n in names}
+        self.rows = rows
+        self.spans = spans
+
+    def current(self, opt: "Optimizer", params: list[np.ndarray]) -> bool:
+        """Whether ``opt`` still has exactly the arrays this plan was built from."""
+        state = opt.state
+        if state is not self.state or len(params) != len(self.params):
+            return False
+        if not all(map(operator.is_, params, self.params)):
+            return False
+        dicts = list(map(state.get, range(len(params)), itertools.repeat(_NO_STATE)))
+        if not all(map(operator.is_, dicts, self.dicts)):
+            return False
+        for n, arrays in self.arrays.items():
+            if not all(map(operator.is_, map(operator.methodcaller("get", n), dicts), arrays)):
+                return False
+        return True
 
 
 class _Spans:
@@ -117,6 +216,7 @@ class _Spans:
         return None
 
     def add(self, name: str, a: np.ndarray) -> None:
+        """Add ``a``'s byte range; ValueError if it overlaps one already added."""
         lo, hi = _span(a)
         if hi <= lo:
             return
@@ -153,10 +253,9 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
-        self._spans = _Spans()
-        # Per parameter index: the addresses of the param and its state arrays, in the kernel's
-        # order (the param's address where a state is absent). Rebuilt when state changes.
-        self._rows: dict[int, list[int]] = {}
+        # The validated arrays of the last step; checked against param_groups and state at
+        # every step (see _Plan), never trusted blindly.
+        self._plan: _Plan | None = None
         if isinstance(params, np.ndarray):
             raise TypeError("Invalid params: a single numpy.ndarray (expected an iterable of "
                             "arrays or of parameter-group dicts, e.g. [w, b])")
@@ -181,16 +280,11 @@ class Optimizer:
         params = [params] if isinstance(params, np.ndarray) else list(params)
         if not params:
             raise ValueError("Invalid param_group: an empty 'params' list")
-        first = sum(len(g["params"]) for g in self.param_groups)
         group = {**self.defaults, **param_group, "params": params}
         self._options(group)
         spans = _Spans()
-        spans.starts, spans.ends, spans.names = (list(self._spans.starts),
-                                                 list(self._spans.ends),
-                                                 list(self._spans.names))
-        for k, p in enumerate(params):
-            spans.add(f"params[{first + k}]", _check_param(f"params[{first + k}]", p))
-        self._spans = spans
+        for k, p in enumerate([*self._params(), *params]):
+            spans.add(f"params[{k}]", _check_array(f"params[{k}]", p))
         self.param_groups.append(group)
 
     def _params(self) -> list[np.ndarray]:
@@ -225,7 +319,11 @@ class Optimizer:
             coefficient applied.
         """
         params = self._params()
-        grads, addresses = self._check_grads(params, grads)
+        plan = self._plan
+        if plan is None or not plan.current(self, params):
+            self._plan = None
+            plan = self._plan = _Plan(self, params)
+        grads, addresses = self._check_grads(plan, grads)
         options = [self._options(g) for g in self.param_groups]
         inv_scale = 1.0
         if loss_scale is not None:
@@ -234,10 +332,22 @@ class Optimizer:
             max_grad_norm = check.real("max_grad_norm", max_grad_norm, 0.0, lo_open=True)
         skip = (loss_scale is not None if skip_nonfinite is None
                 else check.flag("skip_nonfinite", skip_nonfinite))
+        dicts = plan.dicts
+        stepped = [i for i, g in enumerate(grads) if g is not None]
+        for i in stepped:
+            t = dicts[i].get("step", 0)
+            if type(t) is not int or not 0 <= t <= MAX_STEP:
+                t = _check_step(f"state[{i}]['step']", t)
+                dicts[i]["step"] = t  # a NumPy integer from a user: stored as an int
         norm, coef, bad = None, 1.0, 0
         if skip or max_grad_norm is not None:
-            sumsq, bad = grad_stats([g for g in grads if g is not None], self.backend)
+            live = [grads[i] for i in stepped]
+            sumsq, bad = grad_stats(live, self.backend)
             norm = math.sqrt(sumsq) * inv_scale
+            if skip and not bad and not math.isfinite(norm):
+                # Finite gradients whose unscaling overflows (a loss scale below 1): skipped,
+                # as torch's GradScaler skips them.
+                bad = _overflowing(live, inv_scale)
             if skip and bad:
                 return StepResult(skipped=True, grad_norm=norm, nonfinite=bad)
             if max_grad_norm is not None:
@@ -245,53 +355,76 @@ class Optimizer:
                 if math.isnan(norm):
                     coef = math.nan
         scale = inv_scale * coef
+        fresh = self._allocate_states(plan, grads, options)
+        if fresh is not None:
+            plan = self._plan = _Plan(self, params)
+            dicts = plan.dicts
+        work = []
         index = 0
         for group, opts in zip(self.param_groups, options):
-            active = active_states(self.algorithm, opts)
             ps, gs, ss, ts, rows = [], [], [], [], []
-            fresh: list[bool] = []
             for p in group["params"]:
                 g = grads[index]
                 if g is not None:
-                    state = self._state_for(index, p, group, active, fresh)
+                    state = dicts[index]
                     ps.append(p)
                     gs.append(g)
                     ss.append(state)
-                    ts.append(state["step"] + 1)
-                    row = self._rows[index]
+                    # A new momentum buffer starts as the gradient, whatever the step count.
+                    ts.append(1 if fresh and index in fresh else state["step"] + 1)
+                    row = plan.rows[index]
                     rows.append([row[0], addresses[index], *row[1:]])
                 index += 1
-            if self.algorithm == "sgd":
-                # A new momentum buffer starts as the gradient, whatever the step count.
-                ts = [1 if f else t for f, t in zip(fresh, ts)]
-            update(self.algorithm, opts, ps, gs, ss, ts, backend=self.backend,
-                   multi_tensor=self.multi_tensor, scale=scale, rows=rows)
-            for s in ss:
-                s["step"] += 1
+            if ps:
+                work.append((opts, ps, gs, ss, ts, rows))
+        # Everything is checked and allocated: from here on the step completes. Interrupts
+        # (Ctrl-C) arriving meanwhile are delivered when it has (see deferred_signals).
+        with deferred_signals():
+            for opts, ps, gs, ss, ts, rows in work:
+                update(self.algorithm, opts, ps, gs, ss, ts, backend=self.backend,
+                       multi_tensor=self.multi_tensor, scale=scale, rows=rows)
+            for i in stepped:
+                dicts[i]["step"] += 1
         return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
 
-    def _state_for(self, index: int, p: np.ndarray, group: dict[str, Any],
-                   active: tuple[str, ...], fresh: list[bool]) -> dict[str, Any]:
-        state = self.state.get(index)
-        if state is None:
-            state = self.state[index] = {"step": 0}
-        new = False
-        for name in active:
-            if name not in state:
-                a = state[name] = self._new_state(name, p, group)
-                self._spans.add(f"state[{index}][{name!r}]", a)
-                new = new or name == "momentum_buffer"
-                self._rows.pop(index, None)
-        fresh.append(new)
-        if index not in self._rows:
-            pa = _address(p)
-            self._rows[index] = [pa, *[_address(state[n]) if n in state else pa
-                                       for n in ALGORITHMS[self.algorithm][1]]]
-        return state
+    def _allocate_states(self, plan: _Plan, grads: list[Any],
+                         options: list[dict[str, Any]]) -> set[int] | None:
+        """Create the state a step needs and lacks (zeros, torch's initialisation). Returns
+        None when nothing was created, else the indices whose momentum buffer is new. All or
+        nothing: on any error (memory) the state is left as it was."""
+        created: list[tuple[int, str | None]] = []  # (index, key); None: the whole dict
+        fresh: set[int] = set()
+        index = 0
+        try:
+            for group, opts in zip(self.param_groups, options):
+                active = active_states(self.algorithm, opts)
+                for p in group["params"]:
+                    if grads[index] is not None:
+                        d = plan.dicts[index]
+                        if d is _NO_STATE:
+                            d = self.state[index] = {"step": 0}
+                            created.append((index, None))
+                        elif "step" not in d:
+                            d["step"] = 0
+                            created.append((index, "step"))
+                        for n in [n for n in active if d.get(n) is None]:
+                            d[n] = self._new_state(n, p, group)
+                            created.append((index, n))
+                            if n == "momentum_buffer":
+                                fresh.add(index)
+                    index += 1
+        except BaseException:
+            for i, key in reversed(created):
+                if key is None:
+                    del self.state[i]
+                else:
+                    del self.state[i][key]
+            raise
+        return fresh if created else None
 
-    def _check_grads(self, params: list[np.ndarray],
-                     grads: Any) -> tuple[list[Any], list[int]]:
+    def _check_grads(self, plan: _Plan, grads: Any) -> tuple[list[Any], list[int]]:
         """The grads as a list, and their addresses (0 for None)."""
+        params = plan.params
         if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
             raise TypeError(f"Invalid grads: {check._describe(grads)} (expected a list with "
                             f"one array or None per parameter)")
@@ -299,11 +432,12 @@ class Optimizer:
             raise ValueError(f"Invalid grads: {len(grads)} entries (expected {len(params)}, "
                              f"one per parameter in group order)")
         addresses = [0] * len(params)
-        spans = self._spans
+        spans = plan.spans
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
-            if type(g) is not np.ndarray:
+            if type(g) is not np.ndarray and (not isinstance(g, np.ndarray)
+                                              or isinstance(g, np.ma.MaskedArray)):
                 raise TypeError(f"Invalid grads[{i}]: {check._describe(g)} (expected a "
                                 f"numpy.ndarray like params[{i}], or None)")
             if g.dtype is not p.dtype and g.dtype != p.dtype:
@@ -312,10 +446,9 @@ class Optimizer:
             if g.shape != p.shape:
                 raise ValueError(f"Invalid grads[{i}]: shape {g.shape} (expected {p.shape}, "
                                  f"the shape of params[{i}])")
-            if not g.flags.c_contiguous:
-                raise ValueError(f"Invalid grads[{i}]: non-contiguous array with strides "
-                                 f"{g.strides} (expected a C-contiguous array)")
-            lo = addresses[i] = _address(g)
+            if not (g.flags.c_contiguous and p.flags.c_contiguous):
+                check.check_layout(f"grads[{i}]", g, f"params[{i}]", p)
+            lo = addresses[i] = base_address(g)
             other = spans.find(lo, lo + g.nbytes)
             if other is not None:
                 raise ValueError(f"Invalid grads[{i}]: it overlaps {other} in memory "
@@ -346,15 +479,7 @@ class Optimizer:
         for mine, theirs in zip(self.param_groups, groups):
             mine.update({k: v for k, v in theirs.items() if k != "params"})
         self.state = state
-        self._rows = {}
-        spans = _Spans()
-        for i, p in enumerate(self._params()):
-            spans.add(f"params[{i}]", p)
-        for i, s in state.items():
-            for k, v in s.items():
-                if isinstance(v, np.ndarray):
-                    spans.add(f"state[{i}][{k!r}]", v)
-        self._spans = spans
+        self._plan = None
 
     def _check_state_dict(self, sd: Any) -> tuple[list[dict[str, Any]], dict[int, Any]]:
         def bad(why: str) -> ValueError:
@@ -400,9 +525,10 @@ class Optimizer:
             if type(i) is not int or not 0 <= i < len(params) or not isinstance(s, dict):
                 raise bad(f"state entry {i!r} (expected an index below {len(params)} mapped "
                           f"to a dict)")
-            step = s.get("step")
-            if type(step) is not int or step < 0:
-                raise bad(f"state[{i}]['step'] = {step!r} (expected an int >= 0)")
+            try:
+                step = _check_step(f"state[{i}]['step']", s.get("step"))
+            except (TypeError, ValueError) as e:
+                raise bad(str(e)) from None
             p = params[i]
             new: dict[str, Any] = {"step": step}
             needed = active_states(self.algorithm, checked[group_of[i]][1]) if step else ()
@@ -416,7 +542,8 @@ class Optimizer:
                             else type(v).__name__)
                     raise bad(f"state[{i}][{key!r}] is {what} (expected {p.dtype} {p.shape}, "
                               f"like params[{i}])")
-                new[key] = np.array(v, order="C", copy=True)
+                new[key] = np.empty_like(p)  # the parameter's memory layout
+                new[key][...] = v
             missing = [n for n in needed if n not in new]
             if missing:
                 raise bad(f"state[{i}] lacks {', '.join(missing)}")

@@ -211,7 +211,7 @@ def started():
     ([np.ones(5), [1.0] * 6], TypeError, "Invalid grads[1]: builtins.list"),
     ([np.ones(5), np.ones(6, np.float32)], TypeError, "Invalid grads[1]: dtype float32"),
     ([np.ones(5), np.ones(7)], ValueError, "Invalid grads[1]: shape (7,)"),
-    ([np.ones(5), np.ones(12)[::2]], ValueError, "Invalid grads[1]: non-contiguous"),
+    ([np.ones(5), np.ones(12)[::2]], ValueError, "Invalid grads[1]: array with gaps"),
 ])
 def test_bad_grads_are_rejected_and_change_nothing(grads, exc, msg):
     opt, params = started()
@@ -245,7 +245,7 @@ def test_bad_hyperparameter_set_between_steps_is_rejected_before_any_write():
     (lambda: fastopt.Adam([]), ValueError, "empty list"),
     (lambda: fastopt.Adam(np.zeros(3)), TypeError, "a single numpy.ndarray"),
     (lambda: fastopt.Adam([np.zeros(3, np.int64)]), TypeError, "Invalid params[0]"),
-    (lambda: fastopt.Adam([np.zeros(4)[::2]]), ValueError, "non-contiguous"),
+    (lambda: fastopt.Adam([np.zeros(4)[::2]]), ValueError, "array with gaps"),
     (lambda: fastopt.Adam([np.zeros(3), np.zeros(3)], lr=-1.0), ValueError, "Invalid lr: -1.0"),
     (lambda: fastopt.Adam([np.zeros(3)], betas=(0.9,)), ValueError, "Invalid betas"),
     (lambda: fastopt.SGD([np.zeros(3)], nesterov=True), ValueError, "Invalid nesterov"),
@@ -405,7 +405,7 @@ def test_state_dict_round_trip_keeps_hyperparameters():
     (lambda sd: sd["state"][0].update(exp_avg=np.zeros(4)), "state[0]['exp_avg']"),
     (lambda sd: sd["state"][1].update(exp_avg=np.zeros(6, np.float32)), "float32"),
     (lambda sd: sd["state"][0].pop("exp_avg_sq"), "lacks exp_avg_sq"),
-    (lambda sd: sd["state"][0].update(step=-1), "'step'] = -1"),
+    (lambda sd: sd["state"][0].update(step=-1), "state[0]['step']: -1 (expected 0 <= step"),
     (lambda sd: sd["state"].update({5: {"step": 1}}), "state entry 5"),
     (lambda sd: sd["param_groups"][0].update(lr=-1.0), "Invalid lr: -1.0"),
 ])

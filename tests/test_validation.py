@@ -134,7 +134,7 @@ def test_non_contiguous_is_rejected(algo):
     base = np.zeros(2 * N, args[0].dtype)
     base[::2] = args[0]
     args[0] = base[::2]
-    expect_rejected(algo, args, kw, ValueError, "Invalid param: non-contiguous array",
+    expect_rejected(algo, args, kw, ValueError, "Invalid param: array with gaps",
                     protect=[base, *args[1:]])
 
 
