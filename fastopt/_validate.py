@@ -22,8 +22,10 @@ FLOAT_DTYPES = (_F32, _F64)
 
 def _describe(a: Any) -> str:
     t = type(a)
-    if isinstance(a, np.ndarray):
+    if t is np.ndarray:
         return f"numpy.ndarray of dtype {a.dtype}"
+    if isinstance(a, np.ndarray):  # a subclass: name it, not what was expected
+        return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype}"
     if _device.is_simulated(a):
         return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype} (CUDA simulator)"
     if hasattr(a, "dtype") and hasattr(a, "device"):
@@ -44,6 +46,8 @@ def _to_numpy(x: Any) -> Any:
         return x
     if _device.is_simulated(x):  # wraps a host array but stands for a device array
         return x
+    if isinstance(x, np.ma.MaskedArray):  # its buffer (DLPack's too) is the data, no mask
+        return x
     if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         try:
             if x.__dlpack_device__()[0] == 1:  # kDLCPU
@@ -57,11 +61,16 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
     """Check the arrays of one call: names[0] is the param, names[1] the (read-only) grad.
 
     All must be NumPy arrays of one float dtype and one shape, of one dense memory layout (the
-    same strides; see _layout), param and state writeable, and no two may overlap in memory. CPU torch tensors and other DLPack CPU arrays
-    are taken as zero-copy NumPy views. Returns the arrays as NumPy arrays.
+    same strides; see _layout), param and state writeable, and no two may overlap in memory.
+    CPU torch tensors and other DLPack CPU arrays (np.memmap included) are taken as zero-copy
+    NumPy views; masked arrays are not (the mask would be ignored). Returns NumPy arrays.
     """
     for v in values:
         if type(v) is not np.ndarray:
+            for name, x in zip(names, values):
+                if isinstance(x, np.ma.MaskedArray):
+                    raise TypeError(f"Invalid {name}: {_describe(x)} (expected a "
+                                    f"numpy.ndarray; a masked array's mask would be ignored)")
             values = tuple(_to_numpy(x) for x in values)
             break
     param = values[0]

@@ -344,7 +344,8 @@ class Optimizer:
             live = [grads[i] for i in stepped]
             sumsq, bad = grad_stats(live, self.backend)
             norm = math.sqrt(sumsq) * inv_scale
-            if skip and not bad and not math.isfinite(norm):
+            if skip and not bad and inv_scale > 1.0 and not norm <= min(
+                    float(np.finfo(g.dtype).max) for g in live):
                 # Finite gradients whose unscaling overflows (a loss scale below 1): skipped,
                 # as torch's GradScaler skips them.
                 bad = _overflowing(live, inv_scale)

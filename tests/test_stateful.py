@@ -1,0 +1,294 @@
+"""The optimizer classes operate on what the user sees: the arrays in ``param_groups`` and
+``state`` now. Replacing, clearing or corrupting them is either followed exactly or rejected
+before anything is written; an interrupted step is a completed step.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+import fastopt
+from fastopt import optim
+
+SHAPES = [(5,), (3, 4), (70_000,)]  # the last one runs the parallel kernels
+
+
+def _params(seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+
+
+def _grads(seed, dtype=np.float32):
+    rng = np.random.default_rng(100 + seed)
+    return [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+
+
+def _run(opt, steps, first=0):
+    for t in range(first, first + steps):
+        opt.step(_grads(t))
+
+
+def _snapshot(opt):
+    return ([p.copy() for g in opt.param_groups for p in g["params"]],
+            {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+             for i, s in opt.state.items()})
+
+
+def _assert_same(a, b):
+    (pa, sa), (pb, sb) = a, b
+    assert all(np.array_equal(x, y) for x, y in zip(pa, pb))
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert sa[i].keys() == sb[i].keys()
+        for k in sa[i]:
+            assert np.array_equal(sa[i][k], sb[i][k]), (i, k)
+
+
+@pytest.mark.parametrize("multi_tensor", [True, False])
+def test_a_replaced_state_array_is_the_one_updated(multi_tensor):
+    a, b = fastopt.Adam(_params(), lr=0.01, multi_tensor=multi_tensor), \
+        fastopt.Adam(_params(), lr=0.01, multi_tensor=multi_tensor)
+    _run(a, 2)
+    _run(b, 2)
+    old = a.state[2]["exp_avg"]
+    new = old * 0.5  # a new array, another address
+    a.state[2]["exp_avg"] = new
+    b.state[2]["exp_avg"][...] *= 0.5  # the same values, in place
+    frozen = old.copy()
+    _run(a, 2, first=2)
+    _run(b, 2, first=2)
+    assert np.array_equal(old, frozen), "the replaced array was written"
+    assert a.state[2]["exp_avg"] is new
+    _assert_same(_snapshot(a), _snapshot(b))
+
+
+def test_a_replaced_parameter_is_the_one_updated():
+    params = _params()
+    opt = fastopt.SGD(params, lr=0.1, momentum=0.9)
+    _run(opt, 1)
+    old = params[1]
+    new = old.copy()
+    opt.param_groups[0]["params"][1] = new
+    frozen = old.copy()
+    _run(opt, 1, first=1)
+    assert np.array_equal(old, frozen)
+    assert not np.array_equal(new, frozen)
+
+
+@pytest.mark.parametrize("reset", ["clear", "new dict"])
+def test_clearing_state_resets_the_optimizer(reset):
+    params = _params()
+    opt = fastopt.AdamW(params, lr=0.01)
+    _run(opt, 3)
+    if reset == "clear":
+        opt.state.clear()
+    else:
+        opt.state = {}
+    fresh = fastopt.AdamW([p.copy() for p in params], lr=0.01)
+    _run(opt, 2, first=3)
+    _run(fresh, 2, first=3)
+    _assert_same(_snapshot(opt), _snapshot(fresh))
+    assert opt.state[0]["step"] == 2
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda p: np.zeros(p.size * 4, p.dtype), r"state\[2\]\['exp_avg'\]: array of float32 "),
+    (lambda p: np.zeros(p.shape, np.float64), "expected float32"),
+    (lambda p: np.zeros(p.shape, p.dtype)[::-1][::-1].T if p.ndim > 1 else
+     np.zeros(2 * p.size, p.dtype)[::2], "array with gaps"),
+    (lambda p: p, r"overlaps params\[2\]"),
+    (lambda p: np.ma.zeros(p.shape, p.dtype), "mask would be ignored"),
+    (lambda p: [0.0] * p.size, r"Invalid state\[2\]\['exp_avg'\]: builtins.list"),
+])
+def test_a_bad_replacement_state_is_rejected_before_anything_is_written(bad, match):
+    opt = fastopt.Adam(_params(), lr=0.01)
+    _run(opt, 1)
+    opt.state[2]["exp_avg"] = bad(opt.param_groups[0]["params"][2])
+    before = _snapshot(opt)
+    with pytest.raises((ValueError, TypeError), match=match):
+        opt.step(_grads(5))
+    _assert_same(_snapshot(opt), before)
+
+
+def test_a_state_in_another_layout_is_rejected_and_one_in_the_same_layout_works():
+    p = np.asfortranarray(np.ones((30, 40), np.float32))
+    opt = fastopt.Adam([p], lr=0.1)
+    g = np.asfortranarray(np.full((30, 40), 0.5, np.float32))
+    opt.step([g])
+    opt.state[0]["exp_avg"] = np.ascontiguousarray(opt.state[0]["exp_avg"])
+    with pytest.raises(ValueError, match=r"strides \(160, 4\) differ from params\[0\]'s"):
+        opt.step([g])
+    opt.state[0]["exp_avg"] = np.asfortranarray(opt.state[0]["exp_avg"])
+    opt.step([g])
+    assert opt.state[0]["step"] == 2
+
+
+def test_state_as_a_non_dict_is_rejected():
+    opt = fastopt.Adam(_params(), lr=0.01)
+    opt.state = [1, 2]
+    with pytest.raises(TypeError, match="Invalid state: list"):
+        opt.step(_grads(0))
+
+
+def test_checkpoint_loaded_state_keeps_the_parameter_layout():
+    p = np.asfortranarray(np.ones((8, 9), np.float32))
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([np.asfortranarray(np.full((8, 9), 0.5, np.float32))])
+    sd = opt.state_dict()
+    sd["state"][0]["exp_avg"] = np.ascontiguousarray(sd["state"][0]["exp_avg"])
+    opt.load_state_dict(sd)
+    assert opt.state[0]["exp_avg"].strides == p.strides
+    opt.step([np.asfortranarray(np.full((8, 9), 0.5, np.float32))])
+
+
+def test_memmap_parameters_work(tmp_path):
+    mm = np.memmap(tmp_path / "w.bin", dtype=np.float32, mode="w+", shape=(1000,))
+    mm[:] = 1.0
+    ref = np.ones(1000, np.float32)
+    for arrays in ([mm], [ref]):
+        opt = fastopt.Adam(arrays, lr=0.1)
+        for t in range(3):
+            opt.step([np.full(1000, 0.5, np.float32)])
+    assert np.array_equal(np.asarray(mm), ref)
+
+
+def test_masked_arrays_are_rejected_everywhere():
+    m = np.ma.array(np.ones(4, np.float32), mask=[0, 1, 0, 0])
+    with pytest.raises(TypeError, match="mask would be ignored"):
+        fastopt.Adam([m])
+    opt = fastopt.Adam([np.ones(4, np.float32)])
+    with pytest.raises(TypeError, match=r"Invalid grads\[0\]: numpy.ma"):
+        opt.step([m])
+
+
+@pytest.mark.parametrize("step", [2**63 - 1, 2**63, 2**64, -1])
+def test_step_counts_out_of_int64_range_are_rejected_before_any_group(step):
+    params = _params()
+    opt = fastopt.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=0.01)
+    _run(opt, 1)
+    opt.state[2]["step"] = step
+    before = _snapshot(opt)
+    with pytest.raises(ValueError, match=r"state\[2\]\['step'\]"):
+        opt.step(_grads(1))
+    _assert_same(_snapshot(opt), before)
+    opt.state[2]["step"] = 1
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = step
+    with pytest.raises(ValueError, match=r"state\[0\]\['step'\]"):
+        opt.load_state_dict(sd)
+
+
+def test_the_largest_step_count_steps_once_then_stops():
+    opt = fastopt.Adam([np.ones(3, np.float32)], lr=0.01)
+    opt.step([np.ones(3, np.float32)])
+    opt.state[0]["step"] = optim.MAX_STEP
+    opt.step([np.ones(3, np.float32)])
+    assert opt.state[0]["step"] == 2**63 - 1
+    with pytest.raises(ValueError, match="step"):
+        opt.step([np.ones(3, np.float32)])
+
+
+def test_numpy_integer_step_counts_are_stored_as_ints():
+    opt = fastopt.Adam([np.ones(3, np.float32)], lr=0.01)
+    opt.step([np.ones(3, np.float32)])
+    opt.state[0]["step"] = np.int64(5)
+    opt.step([np.ones(3, np.float32)])
+    assert type(opt.state[0]["step"]) is int and opt.state[0]["step"] == 6
+
+
+# -- interrupted steps --------------------------------------------------------------------------
+
+def _two_groups(cls=fastopt.Adam, **kw):
+    params = _params()
+    return cls([{"params": params[:2]}, {"params": params[2:]}], lr=0.01, **kw)
+
+
+def test_ctrl_c_mid_step_leaves_the_optimizer_exactly_after_the_step(monkeypatch):
+    """SIGINT arrives after the first group's kernel: the step completes (every group, every
+    step count), then KeyboardInterrupt is raised."""
+    interrupted, reference = _two_groups(), _two_groups()
+    _run(interrupted, 2)
+    _run(reference, 3)
+    real = optim.update
+    calls = []
+
+    def update_then_signal(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(optim, "update", update_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.step(_grads(2))
+    assert len(calls) == 2  # both groups ran before the interrupt was delivered
+    _assert_same(_snapshot(interrupted), _snapshot(reference))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_users_signal_handler_still_runs_after_the_step(monkeypatch):
+    seen = []
+    previous = signal.signal(signal.SIGUSR1, lambda s, f: seen.append(s))
+    try:
+        opt = _two_groups()
+        real = optim.update
+
+        def update_then_signal(*args, **kwargs):
+            real(*args, **kwargs)
+            signal.raise_signal(signal.SIGUSR1)
+            assert seen == []  # deferred while the step writes
+
+        monkeypatch.setattr(optim, "update", update_then_signal)
+        opt.step(_grads(0))
+        assert seen == [signal.SIGUSR1, signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_an_error_while_allocating_state_leaves_the_optimizer_exactly_before(monkeypatch):
+    opt = _two_groups(fastopt.SGD, momentum=0.9)
+    calls = []
+    real = optim.SGD._new_state
+
+    def fail_on_third(self, name, p, group):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("no memory for the momentum buffer")
+        return real(self, name, p, group)
+
+    monkeypatch.setattr(optim.SGD, "_new_state", fail_on_third)
+    before = _snapshot(opt)
+    with pytest.raises(MemoryError):
+        opt.step(_grads(0))
+    _assert_same(_snapshot(opt), before)
+    assert opt.state == {}
+    monkeypatch.setattr(optim.SGD, "_new_state", real)
+    reference = _two_groups(fastopt.SGD, momentum=0.9)
+    opt.step(_grads(0))
+    reference.step(_grads(0))
+    _assert_same(_snapshot(opt), _snapshot(reference))  # buffers start as the gradient
+
+
+def test_a_loss_scale_below_one_whose_unscaling_overflows_skips_the_step():
+    opt = fastopt.Adam([np.ones(4, np.float32)], lr=0.1)
+    g = np.array([1.0, 2.0, 3e37, 4.0], np.float32)  # finite; 3e37 / 0.01 overflows float32
+    before = _snapshot(opt)
+    result = opt.step([g], loss_scale=0.01)
+    assert result.skipped and result.nonfinite == 1
+    _assert_same(_snapshot(opt), before)
+    assert not opt.step([g], loss_scale=1.0).skipped
+
+
+def test_functional_api_rejects_masked_arrays_and_takes_memmaps(tmp_path):
+    m = np.ma.array(np.ones(4, np.float32), mask=[0, 1, 0, 0])
+    z = np.zeros(4, np.float32)
+    with pytest.raises(TypeError, match=r"Invalid grad: numpy.ma.MaskedArray of dtype "
+                                        r"float32 \(expected a numpy.ndarray; a masked"):
+        fastopt.adam_step(np.ones(4, np.float32), m, z, z.copy(), step=1)
+    mm = np.memmap(tmp_path / "p.bin", dtype=np.float32, mode="w+", shape=(4,))
+    mm[:] = 1
+    fastopt.adam_step(mm, np.ones(4, np.float32), z, z.copy(), step=1, lr=0.5)
+    assert np.allclose(np.asarray(mm), 0.5)
