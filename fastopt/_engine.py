@@ -76,6 +76,14 @@ def grad_stats(grads: list[np.ndarray], backend: str) -> tuple[float, int]:
     return math.fsum(total), bad
 
 
+def numba_disabled() -> bool:
+    """Whether Numba's debugging switch NUMBA_DISABLE_JIT is on: kernels then run as plain
+    Python, where the multi-tensor kernels (raw addresses) cannot; callers go tensor by tensor."""
+    import numba
+
+    return bool(numba.config.DISABLE_JIT)
+
+
 def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
            grads: list[np.ndarray], states: list[dict[str, np.ndarray]], steps: list[int], *,
            backend: str, multi_tensor: bool, scale: float = 1.0,
@@ -90,7 +98,7 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
         return
     names = ALGORITHMS[algorithm][1]
     mod = _backends.get(backend, params[0])
-    if multi_tensor and hasattr(mod, "multi_step"):
+    if multi_tensor and hasattr(mod, "multi_step") and not numba_disabled():
         by_dtype: dict[np.dtype, list[int]] = {}
         for i, p in enumerate(params):
             by_dtype.setdefault(p.dtype, []).append(i)

@@ -13,6 +13,7 @@ from . import _backends
 from . import _validate as check
 
 
+@check.bumps_torch_versions
 def sgd_step(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int | None = None,
              lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
              weight_decay: float = 0.0, maximize: bool = False, backend: str = "auto") -> None:
@@ -45,6 +46,7 @@ def sgd_step(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int | 
                 maximize=maximize)
 
 
+@check.bumps_torch_versions
 def adagrad_step(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float = 1e-2,
                  lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
                  maximize: bool = False, backend: str = "auto") -> None:
@@ -63,6 +65,7 @@ def adagrad_step(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float 
                     weight_decay=weight_decay, eps=eps, maximize=maximize)
 
 
+@check.bumps_torch_versions
 def rmsprop_step(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = None,
                  grad_avg: Any = None, *, step: int | None = None, lr: float = 1e-2,
                  alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -133,6 +136,7 @@ _ADAM_NAMES = ("param", "grad", "exp_avg", "exp_avg_sq")
 _AMSGRAD_NAMES = (*_ADAM_NAMES, "max_exp_avg_sq")
 
 
+@check.bumps_torch_versions
 def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
               *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
               eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
@@ -151,6 +155,7 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
           beta1, beta2, eps, weight_decay, amsgrad, maximize, backend)
 
 
+@check.bumps_torch_versions
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
                *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
@@ -160,6 +165,7 @@ def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg
           beta1, beta2, eps, weight_decay, amsgrad, maximize, backend)
 
 
+@check.bumps_torch_versions
 def adadelta_step(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *,
                   step: int | None = None, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                   weight_decay: float = 0.0, maximize: bool = False,

@@ -228,29 +228,43 @@ def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, 
                rows: list[list[int]] | None = None) -> None:
     """Update every tensor in one launch: ``params[i]`` with ``grads[i] * scale``.
 
-    All arrays validated, C-contiguous, of one dtype. ``states[i]`` maps the names in
-    ``state_names`` (the algorithm's full list; absent ones are unused) to arrays; ``steps[i]``
-    is the step number of this update of tensor ``i``. ``rows``, when the caller has them, are
-    the arrays' addresses: ``[param, grad, *states in state_names order]`` per tensor, the
-    param's address standing in for an absent state.
+    All arrays validated, of one dtype, each tensor's arrays of one dense layout.
+    ``states[i]`` maps the names in ``state_names`` (the algorithm's full list; absent ones
+    are unused) to arrays; ``steps[i]`` is the step number of this update of tensor ``i``.
+    ``rows``, when the caller has them, are the arrays' addresses: ``[param, grad, *states in
+    state_names order]`` per tensor (the lowest address of each block), the param's address
+    standing in for an absent state.
     """
-    sizes = tuple(p.size for p in params)
-    total = sum(sizes)
-    if total == 0:
-        return
-    par = total >= PARALLEL_MIN_SIZE
-    single, key, takes_step, hyper = _serial_kernel(algorithm, options)
-    kernel = multi.multi_kernel(single, repr(key), 2 + len(state_names), takes_step,
-                                params[0].dtype.type, par)
     if rows is None:
         rows = []
         for p, g, s in zip(params, grads, states):
             pa = base_address(p)
             rows.append([pa, base_address(g), *[base_address(s[n]) if n in s else pa
                                                 for n in state_names]])
+    multi_step_rows(algorithm, options, state_names, params[0].dtype,
+                    tuple(p.size for p in params), rows, steps, scale)
+
+
+def multi_step_rows(algorithm: str, options: dict[str, Any], state_names: tuple[str, ...],
+                    dtype: np.dtype[Any], sizes: tuple[int, ...], rows: list[list[int]],
+                    steps: list[int], scale: float) -> None:
+    """``multi_step`` on addresses alone: tensor ``i`` has ``sizes[i]`` elements of ``dtype``
+    in the blocks at ``rows[i]``. The caller keeps the memory alive and valid."""
+    total = sum(sizes)
+    if total == 0:
+        return
+    par = total >= PARALLEL_MIN_SIZE
+    single, key, takes_step, hyper = _serial_kernel(algorithm, options)
+    kernel = multi.multi_kernel(single, repr(key), 2 + len(state_names), takes_step,
+                                dtype.type, par)
     tensor, lo, hi = _chunks(sizes)
     _run(kernel, par, np.array(rows, np.int64), tensor, lo, hi, np.array(steps, np.int64),
          hyper, float(scale))
+
+
+def add_to_scalars(dtype: np.dtype[Any], addresses: list[int], value: float) -> None:
+    """Add ``value`` to the scalar of ``dtype`` at each address, in one call."""
+    multi.add_to_scalars_kernel(dtype.type)(np.array(addresses, np.int64), value)
 
 
 def grad_stats(grads: list[np.ndarray]) -> tuple[float, int]:

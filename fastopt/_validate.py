@@ -7,10 +7,11 @@ as it was. The checks are ordered cheapest-first and kept lean, because they run
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -18,6 +19,32 @@ from . import _device, _layout
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (_F32, _F64)
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def bumps_torch_versions(fn: F) -> F:
+    """After ``fn`` updated its arrays, bump the autograd version of every torch tensor it
+    wrote (all array arguments but the gradient, the second): NumPy views write behind
+    autograd's back, and a backward pass through a graph that saved the old values must raise,
+    as it does after torch.optim's in-place updates."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        fn(*args, **kwargs)
+        written = [a for i, a in enumerate(args) if i != 1 and type(a) is not np.ndarray
+                   and a is not None]
+        written += [a for k, a in kwargs.items() if k != "grad" and hasattr(a, "_version")]
+        if written:
+            written = [a for a in written if type(a).__module__.startswith("torch")
+                       and hasattr(a, "_version")]
+            if written:
+                import torch
+
+                torch.autograd.graph.increment_version(written)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _describe(a: Any) -> str:

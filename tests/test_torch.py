@@ -158,14 +158,19 @@ def test_tensor_lr_must_have_one_element():
 def test_foreach_and_fused_are_accepted_with_the_same_results(kw, monkeypatch):
     a, b = model(torch.float32), model(torch.float32)
     calls = []
-    import fastopt._engine as engine
-    real = engine.update
+    from fastopt import _numba_backend
+    real_update, real_multi = ft.update, _numba_backend.multi_step_rows
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["multi_tensor"])
-        return real(*args, **kwargs)
+    def per_tensor(*args, **kwargs):
+        calls.append("per-tensor" if not kwargs["multi_tensor"] else "multi")
+        return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(ft, "update", spy)
+    def multi(*args, **kwargs):
+        calls.append("multi")
+        return real_multi(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "update", per_tensor)
+    monkeypatch.setattr(_numba_backend, "multi_step_rows", multi)
     ours = ft.AdamW(a.parameters(), lr=1e-2, **kw)
     theirs = torch.optim.AdamW(b.parameters(), lr=1e-2, **kw)
     train(a, ours, 4, torch.float32)
@@ -173,7 +178,7 @@ def test_foreach_and_fused_are_accepted_with_the_same_results(kw, monkeypatch):
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
     # foreach=False: one call per tensor, as torch's for-loop implementation; else one launch.
-    assert set(calls) == {kw.get("foreach") is not False}
+    assert set(calls) == {"per-tensor" if kw.get("foreach") is False else "multi"}
     assert {k: ours.param_groups[0][k] for k in kw} == kw  # kept, as torch keeps them
 
 

@@ -41,7 +41,8 @@ def loop_for(parallel):
 
 def compile_kernel(fn, parallel):
     dispatcher = numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
-    dispatcher._cache = kernel_cache(dispatcher.py_func)
+    if hasattr(dispatcher, "py_func"):  # not under NUMBA_DISABLE_JIT (plain functions)
+        dispatcher._cache = kernel_cache(dispatcher.py_func)
     return dispatcher
 
 
@@ -83,6 +84,7 @@ def compile_keyed(fn, parallel, key):
     ``key`` must name everything the closure's cells determine.
     """
     dispatcher = numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
-    dispatcher._cache = kernel_cache(dispatcher.py_func, _KeyedCache,
-                                     f"{key}|parallel={parallel}")
+    if hasattr(dispatcher, "py_func"):
+        dispatcher._cache = kernel_cache(dispatcher.py_func, _KeyedCache,
+                                         f"{key}|parallel={parallel}")
     return dispatcher

@@ -171,3 +171,17 @@ def grad_stats_kernel(dtype, parallel):
             nonfinite[c] = bad
 
     return compile_kernel(grad_stats, parallel)
+
+
+@kernel_factory
+def add_to_scalars_kernel(dtype):
+    """Return ``kernel(addresses, value)``: add ``value`` to the scalar of ``dtype`` at each
+    address (torch's per-parameter step tensors, updated in one call instead of one each)."""
+    scalar = np.dtype(dtype).type
+
+    def add_to_scalars(addresses, value):
+        for k in range(addresses.size):
+            x = numba.carray(_pointer(addresses[k], scalar), 1)
+            x[0] += scalar(value)
+
+    return compile_kernel(add_to_scalars, False)
