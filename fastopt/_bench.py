@@ -389,6 +389,46 @@ def _torch_fused_adam(params: list[np.ndarray],
     return step
 
 
+def _fastopt_torch_adam(params: list[np.ndarray],
+                        grads: list[np.ndarray]) -> Callable[[], None] | None:
+    """fastopt.torch.Adam.step over copies of the tensors, or None without torch."""
+    try:
+        import torch
+
+        from . import torch as fastopt_torch
+    except ImportError:
+        return None
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
+    for tp, g in zip(tparams, grads):
+        tp.grad = torch.from_numpy(g.copy())
+    step: Callable[[], None] = fastopt_torch.Adam(tparams).step
+    return step
+
+
+def _adam_kernel_only(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
+    """The multi-tensor kernel launch of ``opt`` (a stepped fastopt.Adam) with every table
+    built beforehand: what a step costs without any Python bookkeeping."""
+    from . import _numba_backend as nb
+    from ._layout import base_address
+    from .kernels.cpu import multi
+
+    options = opt._options(opt.param_groups[0])
+    params = opt.param_groups[0]["params"]
+    names = ALGORITHMS["adam"][1]
+    single, key, takes_step, hyper = nb._serial_kernel("adam", options)
+    sizes = tuple(p.size for p in params)
+    par = sum(sizes) >= nb.PARALLEL_MIN_SIZE
+    kernel = multi.multi_kernel(single, repr(key), 2 + len(names), takes_step,
+                                params[0].dtype.type, par)
+    tensor, lo, hi = nb._chunks(sizes)
+    rows = np.array([[base_address(p), base_address(g),
+                      *[base_address(opt.state[i][n]) if n in opt.state[i] else base_address(p)
+                        for n in names]] for i, (p, g) in enumerate(zip(params, grads))],
+                    np.int64)
+    steps = np.full(len(params), 2, np.int64)
+    return lambda: nb._run(kernel, par, rows, tensor, lo, hi, steps, hyper, 1.0)
+
+
 def run_model(backend: str, shapes: list[tuple[int, ...]], rounds: int = 5,
               max_seconds: float = 20.0) -> dict[str, Any]:
     """Adam over a model's tensors, tensor by tensor, beside torch fused on the same tensors."""
@@ -428,6 +468,11 @@ def run_multi_tensor(shapes: list[tuple[int, ...]], name: str, rounds: int = 7,
     fns: dict[str, Callable[[], None]] = {
         "per_tensor": _per_tensor_adam([p.copy() for p in params], grads, "auto"),
         "multi_tensor": multi_tensor_step}
+    multi_tensor_step()
+    fns["kernel_only"] = _adam_kernel_only(opt, grads)
+    torch_step = _fastopt_torch_adam(params, grads)
+    if torch_step is not None:
+        fns["fastopt_torch"] = torch_step
     torch_step = _torch_fused_adam(params, grads)
     if torch_step is not None:
         fns["torch_fused"] = torch_step
@@ -437,6 +482,12 @@ def run_multi_tensor(shapes: list[tuple[int, ...]], name: str, rounds: int = 7,
     out: dict[str, Any] = dict(set=name, tensors=len(shapes), size=n, dtype="float32",
                                seconds=med)
     out["multi_vs_per_tensor"] = med["per_tensor"] / med["multi_tensor"]
+    # Python bookkeeping per tensor per step: the step's time minus its kernel's.
+    out["bookkeeping_us_per_tensor"] = {
+        k: (med[k] - med["kernel_only"]) / len(shapes) * 1e6
+        for k in ("multi_tensor", "fastopt_torch") if k in med}
     if "torch_fused" in med:
         out["multi_vs_torch_fused"] = med["torch_fused"] / med["multi_tensor"]
+        if "fastopt_torch" in med:
+            out["fastopt_torch_vs_torch_fused"] = med["torch_fused"] / med["fastopt_torch"]
     return out

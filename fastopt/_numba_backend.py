@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 from typing import Any, Callable
 
@@ -44,6 +45,25 @@ def _configure_threading_layer() -> None:
 
 _configure_threading_layer()
 _workqueue_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child of a process whose GNU OpenMP runtime is running must not start a
+    parallel region: OpenMP terminates it ("fork() called from a process already using GNU
+    OpenMP"). Such a child runs the serial kernels instead (same results, bit for bit: the
+    chunking never depends on threads). TBB and workqueue children keep their parallel
+    kernels; a child of a parent that never ran a parallel kernel starts its own runtime."""
+    global PARALLEL_MIN_SIZE
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # the parent never launched a parallel kernel
+        return
+    if layer == "omp" and sys.platform.startswith("linux"):
+        PARALLEL_MIN_SIZE = sys.maxsize
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _parallel_guard() -> contextlib.AbstractContextManager[Any]:
