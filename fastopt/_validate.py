@@ -230,9 +230,14 @@ def real(name: str, value: Any, lo: float | None = None, hi: float | None = None
     # Always a Python float: an int lr would otherwise make Numba compile another signature.
     t = type(value)
     if t is not float:
-        if t is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        if t is not int and (isinstance(value, (bool, np.bool_))
+                             or not isinstance(value, numbers.Real)):
             raise TypeError(f"Invalid {name}: {value!r} (expected a real number)")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond float64's range, e.g. 10**400
+            raise ValueError(f"Invalid {name}: {value!r} is beyond float64's range (expected "
+                             f"a finite {name})") from None
     ok = math.isfinite(value)
     if ok and lo is not None:
         ok = value > lo if lo_open else value >= lo

@@ -27,6 +27,7 @@ import json
 import math
 import operator
 import os
+import stat
 import tempfile
 import zipfile
 from typing import Any, ClassVar, Iterable, Sequence
@@ -563,13 +564,21 @@ class Optimizer:
                     arrays[f"state/{i}/{k}"] = v
         meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups")}
         meta["steps"] = steps
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_scalar).encode(),
+                                       np.uint8)
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
+        # The mode np.savez would give a new file (0o666 less the umask), or the existing
+        # file's: the temporary file mkstemp makes is private (0o600).
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -586,6 +595,20 @@ class Optimizer:
             lines.append(f"Parameter Group {k}")
             lines += [f"    {key}: {v}" for key, v in sorted(g.items()) if key != "params"]
         return "\n".join(lines) + "\n)"
+
+
+def _json_scalar(value: Any) -> Any:
+    """NumPy scalars in hyperparameters (an np.float32 lr, an np.bool_ flag) as JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from . import _validate as check
 
 __all__ = ["LRSchedule", "StepLR", "ExponentialLR", "InverseTimeLR", "CosineWarmupLR",
@@ -199,8 +201,18 @@ class ReduceLROnPlateau:
         return x > bar
 
     def step(self, metric: float) -> None:
-        """Record this step's metric (for example the validation loss)."""
-        x = check.real("metric", metric)
+        """Record this step's metric (for example the validation loss).
+
+        Takes what torch's takes: any real number, NaN and infinities included (they never
+        count as an improvement), and one-element arrays or tensors.
+        """
+        if isinstance(metric, (bool, np.bool_)) or isinstance(metric, (str, bytes)):
+            raise TypeError(f"Invalid metric: {metric!r} (expected a real number)")
+        try:
+            x = float(metric)
+        except (TypeError, ValueError):
+            raise TypeError(f"Invalid metric: {metric!r} (expected a real number, or an array "
+                            f"or tensor of one element)") from None
         if self._improved(x):
             self.best = x
             self.bad_steps = 0

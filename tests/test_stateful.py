@@ -292,3 +292,64 @@ def test_functional_api_rejects_masked_arrays_and_takes_memmaps(tmp_path):
     mm[:] = 1
     fastopt.adam_step(mm, np.ones(4, np.float32), z, z.copy(), step=1, lr=0.5)
     assert np.allclose(np.asarray(mm), 0.5)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+def test_huge_integer_lr_is_a_value_error_everywhere():
+    p, g = np.ones(3, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="Invalid lr: 1000.* beyond float64's range"):
+        fastopt.adam_step(p, g, np.zeros(3, np.float32), np.zeros(3, np.float32), step=1,
+                          lr=10**400)
+    with pytest.raises(ValueError, match="Invalid lr"):
+        fastopt.Adam([p], lr=10**400)
+    assert (p == 1).all()
+
+
+def test_numpy_scalar_hyperparameters_work_and_save(tmp_path):
+    p = np.ones(3, np.float32)
+    opt = fastopt.Adam([p], lr=np.float32(0.1), betas=(np.float64(0.9), np.float32(0.99)),
+                       amsgrad=np.bool_(True), weight_decay=np.int64(0))
+    opt.step([np.ones(3, np.float32)])
+    opt.save(tmp_path / "opt.npz")
+    other = fastopt.Adam([np.ones(3, np.float32)], lr=0.1, betas=(0.9, 0.99), amsgrad=True)
+    other.load(tmp_path / "opt.npz")
+    assert other.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert other.param_groups[0]["amsgrad"] is True
+
+
+def test_save_gives_new_files_the_umask_mode_and_keeps_an_existing_files_mode(tmp_path):
+    import os
+    import stat
+
+    opt = fastopt.SGD([np.ones(3, np.float32)], lr=0.1)
+    old = os.umask(0o027)
+    try:
+        opt.save(tmp_path / "new.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.npz").st_mode) == 0o640
+    existing = tmp_path / "existing.npz"
+    opt.save(existing)
+    os.chmod(existing, 0o604)
+    opt.save(existing)
+    assert stat.S_IMODE(os.stat(existing).st_mode) == 0o604
+
+
+@pytest.mark.parametrize("metric", [float("nan"), float("inf"), np.array(2.0),
+                                    np.float32(2.0), "torch"])
+def test_reduce_lr_on_plateau_takes_what_torch_takes(metric):
+    from fastopt import schedules
+
+    if isinstance(metric, str):
+        torch = pytest.importorskip("torch")
+        metric = torch.tensor(2.0)
+    opt = fastopt.SGD([np.ones(3, np.float32)], lr=1.0)
+    sched = schedules.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    sched.step(1.0)
+    sched.step(metric)  # NaN/inf/2.0: not an improvement on 1.0
+    assert opt.param_groups[0]["lr"] == 0.5
+    with pytest.raises(TypeError, match="Invalid metric"):
+        sched.step("low")
+    with pytest.raises(TypeError, match="Invalid metric"):
+        sched.step(np.ones(2))
