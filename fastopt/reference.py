@@ -97,6 +97,14 @@ def adagrad(param: Array, grad: Array, state_sum: Array, *, step: int, lr: float
     param -= clr * (g / std)
 
 
+def _lerp_(start: Array, end: Array, weight: float) -> None:
+    """``start`` moves toward ``end`` in place by torch.lerp's formula, exact at weight 1."""
+    if weight < 0.5:
+        start += weight * (end - start)
+    else:
+        start[...] = end - (end - start) * (1 - weight)
+
+
 def rmsprop(param: Array, grad: Array, square_avg: Array, momentum_buffer: Array | None = None,
             grad_avg: Array | None = None, *, step: int | None = None, lr: float = 1e-2,
             alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -125,10 +133,10 @@ def rmsprop(param: Array, grad: Array, square_avg: Array, momentum_buffer: Array
     if weight_decay != 0:
         g = g + weight_decay * param
     square_avg *= alpha
-    square_avg += (1 - alpha) * (g * g)
+    square_avg += (1 - alpha) * g * g  # torch's addcmul order: finite for larger |g|
     if centered:
         assert grad_avg is not None
-        grad_avg += (1 - alpha) * (g - grad_avg)
+        _lerp_(grad_avg, g, 1 - alpha)
         avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
     else:
         avg = np.sqrt(square_avg) + eps
@@ -151,9 +159,9 @@ def _adam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
             param *= 1 - lr * weight_decay
         else:
             g = g + weight_decay * param
-    exp_avg += (1 - beta1) * (g - exp_avg)
+    _lerp_(exp_avg, g, 1 - beta1)
     exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * (g * g)
+    exp_avg_sq += (1 - beta2) * g * g  # torch's addcmul order: finite for larger |g|
     bias_correction1 = 1 - math.pow(beta1, step)
     bias_correction2 = 1 - math.pow(beta2, step)
     step_size = lr / bias_correction1
@@ -242,9 +250,9 @@ def adadelta(param: Array, grad: Array, square_avg: Array, acc_delta: Array, *,
     if weight_decay != 0:
         g = g + weight_decay * param
     square_avg *= rho
-    square_avg += (1 - rho) * (g * g)
+    square_avg += (1 - rho) * g * g
     std = np.sqrt(square_avg + eps)
     delta = np.sqrt(acc_delta + eps) / std * g
     acc_delta *= rho
-    acc_delta += (1 - rho) * (delta * delta)
+    acc_delta += (1 - rho) * delta * delta
     param -= lr * delta

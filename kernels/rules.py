@@ -17,6 +17,11 @@ their math, in :mod:`fastopt.reference`.
 
 import math
 
+# Moving averages follow torch.lerp(start, end, weight), written out where used (a rule may
+# only call math and itself): ``start + weight * (end - start)`` when weight < 0.5, else
+# ``end - (end - start) * (1 - weight)``, so weight 1 gives ``end`` exactly. The test
+# ``weight < one_minus_weight`` is torch's ``weight < 0.5`` without a literal.
+
 # ---------------------------------------------------------------------------------------------
 # SGD (heavy-ball momentum, dampening, Nesterov)
 
@@ -77,9 +82,14 @@ def rmsprop(p, g, square_avg, buf, grad_avg, lr, alpha, one_minus_alpha, eps, we
         g = -g
     if use_weight_decay:
         g = g + weight_decay * p
-    square_avg = alpha * square_avg + one_minus_alpha * (g * g)
+    # (1 - alpha) * g first, then * g, as torch's addcmul: finite for |g| up to ~1e20 in float32.
+    square_avg = alpha * square_avg + one_minus_alpha * g * g
     if centered:
-        grad_avg = grad_avg + one_minus_alpha * (g - grad_avg)
+        diff = g - grad_avg  # torch.lerp (see the top of this module); alpha = 0: exactly g
+        if one_minus_alpha < alpha:
+            grad_avg = grad_avg + one_minus_alpha * diff
+        else:
+            grad_avg = g - diff * alpha
         avg = math.sqrt(square_avg - grad_avg * grad_avg) + eps
     else:
         avg = math.sqrt(square_avg) + eps
@@ -102,11 +112,12 @@ def adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled):
     inv_bc2_sqrt = 1.0 / math.sqrt(bias_correction2)
     # AdamW multiplies the parameter by (1 - lr * wd); Adam adds wd * p to the gradient.
     decay = 1.0 - lr * weight_decay if decoupled else weight_decay
-    return 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, decay
+    return 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, decay, beta1
 
 
 def adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2,
-         step_size, inv_bc2_sqrt, eps, decay, amsgrad, maximize, use_weight_decay, decoupled):
+         step_size, inv_bc2_sqrt, eps, decay, beta1, amsgrad, maximize, use_weight_decay,
+         decoupled):
     if maximize:
         g = -g
     if use_weight_decay:
@@ -114,8 +125,13 @@ def adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_
             p = p * decay
         else:
             g = g + decay * p
-    exp_avg = exp_avg + one_minus_beta1 * (g - exp_avg)
-    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * (g * g)
+    diff = g - exp_avg  # torch.lerp (see the top of this module); beta1 = 0: exactly g
+    if one_minus_beta1 < beta1:
+        exp_avg = exp_avg + one_minus_beta1 * diff
+    else:
+        exp_avg = g - diff * beta1
+    # (1 - beta2) * g first, then * g, as torch's addcmul: finite for |g| up to ~1e20 in float32.
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
     if amsgrad:
         # NaN-propagating maximum, as torch.maximum / np.maximum.
         if not (max_exp_avg_sq >= exp_avg_sq):
@@ -142,9 +158,9 @@ def adadelta(p, g, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_de
         g = -g
     if use_weight_decay:
         g = g + weight_decay * p
-    square_avg = rho * square_avg + one_minus_rho * (g * g)
+    square_avg = rho * square_avg + one_minus_rho * g * g  # torch's addcmul order
     std = math.sqrt(square_avg + eps)
     delta = math.sqrt(acc_delta + eps) / std * g
-    acc_delta = rho * acc_delta + one_minus_rho * (delta * delta)
+    acc_delta = rho * acc_delta + one_minus_rho * delta * delta
     p = p - lr * delta
     return p, square_avg, acc_delta

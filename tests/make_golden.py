@@ -2,7 +2,8 @@
 
     python tests/make_golden.py
 
-For every algorithm and option set of the test table, float32 and float64, it runs torch.optim's
+For every algorithm and option set of the test table, and every boundary case (hyperparameters
+at 0, extreme but finite gradients), float32 and float64, it runs torch.optim's
 single-tensor ("for-loop") implementation for STEPS steps from a seeded parameter and seeded
 gradients and records the parameter and the state after every step.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from algorithms import cases, case_id  # noqa: E402
+from algorithms import boundary_cases, boundary_id, case_id, cases  # noqa: E402
 from torch_optim import make_torch_optimizer, torch_state  # noqa: E402
 
 SIZE = 13
@@ -26,12 +27,14 @@ OUT = os.path.join(os.path.dirname(__file__), "golden", "trajectories.npz")
 
 def main() -> None:
     data: dict[str, np.ndarray] = {}
-    for algo, options in cases():
+    table = [(algo, options, 1.0, case_id((algo, options))) for algo, options in cases()]
+    table += [(*case, boundary_id(case)) for case in boundary_cases()]
+    for algo, options, scale, name in table:
         for dtype in (np.float32, np.float64):
-            key = f"{case_id((algo, options))}|{np.dtype(dtype).name}"
+            key = f"{name}|{np.dtype(dtype).name}"
             rng = np.random.default_rng(1234)
             param0 = rng.standard_normal(SIZE).astype(dtype)
-            grads = rng.standard_normal((STEPS, SIZE)).astype(dtype)
+            grads = (rng.standard_normal((STEPS, SIZE)) * scale).astype(dtype)
             p = torch.nn.Parameter(torch.from_numpy(param0.copy()))
             opt = make_torch_optimizer(algo, options, [p])
             params, states = [], []
@@ -40,7 +43,7 @@ def main() -> None:
                 opt.step()
                 params.append(p.detach().numpy().copy())
                 st = torch_state(algo, options, opt, p)
-                states.append(np.stack([st[name] for name in sorted(st)]) if st else
+                states.append(np.stack([st[n] for n in sorted(st)]) if st else
                               np.zeros((0, SIZE), dtype))
             data[key + "|param0"] = param0
             data[key + "|grads"] = grads

@@ -25,10 +25,11 @@ def adam_kernel(*, amsgrad, maximize, weight_decay, decoupled, parallel):
         rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
         t = param.dtype.type
         c0, c1, c2, c3, c4, c5, c6 = t(s[0]), t(s[1]), t(s[2]), t(s[3]), t(s[4]), t(s[5]), t(s[6])
+        c7 = t(s[7])
         for i in loop(param.size):
             vmax = max_exp_avg_sq[i] if amsgrad else exp_avg_sq[i]
             p, m, v, vmax = _adam(param[i], grad[i], exp_avg[i], exp_avg_sq[i], vmax,
-                                  c0, c1, c2, c3, c4, c5, c6,
+                                  c0, c1, c2, c3, c4, c5, c6, c7,
                                   amsgrad, maximize, weight_decay, decoupled)
             param[i] = p
             exp_avg[i] = m

@@ -7,10 +7,10 @@ __device__ __forceinline__ void adadelta_rule(M& p, M g, M& square_avg, M& acc_d
                                               M one_minus_rho, M eps, M weight_decay) {
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) g = g + weight_decay * p;
-    square_avg = rho * square_avg + one_minus_rho * (g * g);
+    square_avg = rho * square_avg + one_minus_rho * g * g;
     const M std = root(square_avg + eps);
     const M delta = root(acc_delta + eps) / std * g;
-    acc_delta = rho * acc_delta + one_minus_rho * (delta * delta);
+    acc_delta = rho * acc_delta + one_minus_rho * delta * delta;
     p = p - lr * delta;
 }
 

@@ -11,6 +11,13 @@
 __device__ __forceinline__ float root(float x) { return sqrtf(x); }
 __device__ __forceinline__ double root(double x) { return sqrt(x); }
 
+// torch.lerp's formula (kernels/rules.py `lerp`): exact at weight 0 and weight 1.
+template <typename M>
+__device__ __forceinline__ M lerp(M start, M end, M weight, M one_minus_weight) {
+    const M diff = end - start;
+    return weight < one_minus_weight ? start + weight * diff : end - diff * one_minus_weight;
+}
+
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
     T v[N];

@@ -8,10 +8,10 @@ __device__ __forceinline__ void rmsprop_rule(M& p, M g, M& square_avg, M& buf, M
                                              M momentum) {
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) g = g + weight_decay * p;
-    square_avg = alpha * square_avg + one_minus_alpha * (g * g);
+    square_avg = alpha * square_avg + one_minus_alpha * g * g;
     M avg;
     if (CENTERED) {
-        grad_avg = grad_avg + one_minus_alpha * (g - grad_avg);
+        grad_avg = lerp(grad_avg, g, one_minus_alpha, alpha);
         avg = root(square_avg - grad_avg * grad_avg) + eps;
     } else {
         avg = root(square_avg) + eps;
