@@ -278,7 +278,7 @@ def multi_step_rows(algorithm: str, options: dict[str, Any], state_names: tuple[
     kernel = multi.multi_kernel(single, repr(key), 2 + len(state_names), takes_step,
                                 dtype.type, par)
     tensor, lo, hi = _chunks(sizes)
-    _run(kernel, par, np.array(rows, np.int64), tensor, lo, hi, np.array(steps, np.int64),
+    _run(kernel, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
          hyper, float(scale))
 
 

@@ -22,6 +22,8 @@ written and never copied.
 from __future__ import annotations
 
 import bisect
+import ctypes
+import functools
 import itertools
 import json
 import math
@@ -36,7 +38,7 @@ import numpy as np
 
 from . import _validate as check
 from ._algorithms import ALGORITHMS, active_states
-from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, update
+from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
 from ._layout import base_address, flat, same_strides
 from ._signals import deferred_signals
 
@@ -115,6 +117,19 @@ def _check_step(name: str, value: Any) -> int:
     return result
 
 
+def _launch(multi_step_rows: Any, algorithm: str, options: dict[str, Any],
+            names: tuple[str, ...], dtype: np.dtype[Any], sizes: tuple[int, ...],
+            table: np.ndarray, steps: np.ndarray, scale: float) -> None:
+    multi_step_rows(algorithm, options, names, dtype, sizes, table, steps, scale)
+
+
+def _per_tensor(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
+                grads: list[np.ndarray], dicts: list[dict[str, Any]], steps: list[int],
+                backend: str, multi_tensor: bool, scale: float) -> None:
+    update(algorithm, options, params, grads, dicts, steps, backend=backend,
+           multi_tensor=multi_tensor, scale=scale)
+
+
 def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
     """How many gradient elements are not finite once unscaled (``g * inv_scale`` in the
     gradient's dtype): finite gradients overflow when the loss scale is below 1."""
@@ -136,7 +151,8 @@ class _Plan:
     by identity (cheap, C-speed) and rebuilds it when anything was replaced, added or removed.
     """
 
-    __slots__ = ("state", "params", "dicts", "arrays", "rows", "spans")
+    __slots__ = ("state", "params", "dicts", "arrays", "rows", "spans", "table", "dtypes",
+                 "shapes", "strides", "nbytes", "starts", "ends", "complete")
 
     def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
         names = ALGORITHMS[opt.algorithm][1]
@@ -180,6 +196,35 @@ class _Plan:
         self.arrays = {n: [d.get(n) for d in dicts] for n in names}
         self.rows = rows
         self.spans = spans
+        # The same facts as arrays and lists, for the per-step checks and the launch.
+        self.table = np.array(rows, np.int64).reshape(len(params), 1 + len(names))
+        self.dtypes = [p.dtype for p in params]
+        self.shapes = [p.shape for p in params]
+        self.strides = [p.strides for p in params]
+        self.nbytes = np.array([p.nbytes for p in params], np.int64)
+        self.starts = np.array(spans.starts, np.int64)
+        self.ends = np.array(spans.ends, np.int64)
+        self.complete: dict[tuple[str, ...], bool] = {}
+
+    def has_states(self, active: tuple[str, ...]) -> bool:
+        """Whether every parameter has a step count and every state in ``active``."""
+        done = self.complete.get(active)
+        if done is None:
+            done = self.complete[active] = all(
+                d is not _NO_STATE and "step" in d and all(d.get(n) is not None for n in active)
+                for d in self.dicts)
+        return done
+
+    def overlapping(self, lo: np.ndarray, hi: np.ndarray) -> int:
+        """The position in ``lo``/``hi`` of the first byte range overlapping a planned array,
+        or -1."""
+        if not self.starts.size or not lo.size:
+            return -1
+        k = np.searchsorted(self.starts, lo, side="right")
+        before = (k > 0) & (self.ends[np.maximum(k - 1, 0)] > lo)
+        after = (k < self.starts.size) & (self.starts[np.minimum(k, self.starts.size - 1)] < hi)
+        hit = np.flatnonzero((before | after) & (hi > lo))
+        return int(hit[0]) if hit.size else -1
 
     def current(self, opt: "Optimizer", params: list[np.ndarray]) -> bool:
         """Whether ``opt`` still has exactly the arrays this plan was built from."""
@@ -312,19 +357,25 @@ class Optimizer:
                 loss scaling); they are divided by it inside the update.
             max_grad_norm: clip the unscaled gradients to this global L2 norm (as
                 torch.nn.utils.clip_grad_norm_ with norm_type=2).
-            skip_nonfinite: when a gradient has a NaN or Inf, update nothing and return a
-                result with ``skipped=True``. Default: True when ``loss_scale`` is given.
+            skip_nonfinite: when a gradient has a NaN or Inf, or overflows once unscaled,
+                update nothing and return a result with ``skipped=True``. Default: True when
+                ``loss_scale`` is given.
 
         Returns:
             StepResult: whether the step was skipped, the global norm when computed, the clip
             coefficient applied.
+
+        The arrays used are those in ``param_groups`` and ``state`` now (replace or clear them
+        at will: every step checks them). Everything is checked, then missing state allocated
+        (all or nothing), then written: a rejected step changes nothing, and an interrupt
+        (Ctrl-C) arriving while the step writes is raised once it is complete.
         """
-        params = self._params()
+        params = [p for g in self.param_groups for p in g["params"]]
         plan = self._plan
         if plan is None or not plan.current(self, params):
             self._plan = None
             plan = self._plan = _Plan(self, params)
-        grads, addresses = self._check_grads(plan, grads)
+        grads, addresses, stepped = self._check_grads(plan, grads)
         options = [self._options(g) for g in self.param_groups]
         inv_scale = 1.0
         if loss_scale is not None:
@@ -333,13 +384,7 @@ class Optimizer:
             max_grad_norm = check.real("max_grad_norm", max_grad_norm, 0.0, lo_open=True)
         skip = (loss_scale is not None if skip_nonfinite is None
                 else check.flag("skip_nonfinite", skip_nonfinite))
-        dicts = plan.dicts
-        stepped = [i for i, g in enumerate(grads) if g is not None]
-        for i in stepped:
-            t = dicts[i].get("step", 0)
-            if type(t) is not int or not 0 <= t <= MAX_STEP:
-                t = _check_step(f"state[{i}]['step']", t)
-                dicts[i]["step"] = t  # a NumPy integer from a user: stored as an int
+        steps = self._step_counts(plan, stepped)
         norm, coef, bad = None, 1.0, 0
         if skip or max_grad_norm is not None:
             live = [grads[i] for i in stepped]
@@ -357,37 +402,76 @@ class Optimizer:
                 if math.isnan(norm):
                     coef = math.nan
         scale = inv_scale * coef
-        fresh = self._allocate_states(plan, grads, options)
-        if fresh is not None:
-            plan = self._plan = _Plan(self, params)
-            dicts = plan.dicts
-        work = []
-        index = 0
-        for group, opts in zip(self.param_groups, options):
-            ps, gs, ss, ts, rows = [], [], [], [], []
-            for p in group["params"]:
-                g = grads[index]
-                if g is not None:
-                    state = dicts[index]
-                    ps.append(p)
-                    gs.append(g)
-                    ss.append(state)
-                    # A new momentum buffer starts as the gradient, whatever the step count.
-                    ts.append(1 if fresh and index in fresh else state["step"] + 1)
-                    row = plan.rows[index]
-                    rows.append([row[0], addresses[index], *row[1:]])
-                index += 1
-            if ps:
-                work.append((opts, ps, gs, ss, ts, rows))
+        fresh: set[int] = set()
+        if not all(plan.has_states(active_states(self.algorithm, o)) for o in options):
+            created = self._allocate_states(plan, grads, options)
+            if created is not None:
+                fresh = created
+                plan = self._plan = _Plan(self, params)
+        work = self._work(plan, options, grads, addresses, stepped, steps, fresh)
+        dicts = plan.dicts
         # Everything is checked and allocated: from here on the step completes. Interrupts
-        # (Ctrl-C) arriving meanwhile are delivered when it has (see deferred_signals).
+        # (Ctrl-C) arriving meanwhile are delivered when it has (see _signals).
         with deferred_signals():
-            for opts, ps, gs, ss, ts, rows in work:
-                update(self.algorithm, opts, ps, gs, ss, ts, backend=self.backend,
-                       multi_tensor=self.multi_tensor, scale=scale, rows=rows)
+            for run in work:
+                run(scale)
             for i in stepped:
                 dicts[i]["step"] += 1
         return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
+
+    def _step_counts(self, plan: _Plan, stepped: list[int]) -> list[int]:
+        """The step counts of the stepped parameters (0 without state), checked."""
+        dicts = plan.dicts
+        steps = [dicts[i].get("step", 0) for i in stepped]
+        if steps and (set(map(type, steps)) != {int} or min(steps) < 0
+                      or max(steps) > MAX_STEP):
+            for k, i in enumerate(stepped):
+                t = steps[k]
+                if type(t) is not int or not 0 <= t <= MAX_STEP:
+                    steps[k] = _check_step(f"state[{i}]['step']", t)
+                    dicts[i]["step"] = steps[k]  # a NumPy integer from a user: now an int
+        return steps
+
+    def _work(self, plan: _Plan, options: list[dict[str, Any]], grads: list[Any],
+              addresses: np.ndarray, stepped: list[int], steps: list[int],
+              fresh: set[int]) -> list[Any]:
+        """One callable per launch: ``run(scale)`` updates a group's stepped tensors."""
+        names = ALGORITHMS[self.algorithm][1]
+        position = dict(zip(stepped, range(len(stepped))))
+        fast = (self.multi_tensor and self.backend in ("auto", "numba")
+                and not numba_disabled())
+        work = []
+        first = 0
+        for group, opts in zip(self.param_groups, options):
+            n = len(group["params"])
+            idx = [i for i in range(first, first + n) if grads[i] is not None]
+            first += n
+            if not idx:
+                continue
+            # A new momentum buffer starts as the gradient, whatever the step count.
+            ts = [1 if i in fresh else steps[position[i]] + 1 for i in idx]
+            if fast:
+                from . import _numba_backend
+
+                for dtype in dict.fromkeys(plan.dtypes[i] for i in idx):
+                    sel = [i for i in idx if plan.dtypes[i] == dtype] if len(
+                        set(plan.dtypes[i] for i in idx)) > 1 else idx
+                    take = np.array(sel, np.int64)
+                    table = np.empty((len(sel), 2 + len(names)), np.int64)
+                    table[:, 0] = plan.table[take, 0]
+                    table[:, 1] = addresses[take]
+                    table[:, 2:] = plan.table[take, 1:]
+                    sizes = tuple(plan.params[i].size for i in sel)
+                    tsel = ts if sel is idx else [ts[idx.index(i)] for i in sel]
+                    work.append(functools.partial(
+                        _launch, _numba_backend.multi_step_rows, self.algorithm, opts, names,
+                        dtype, sizes, table, np.array(tsel, np.int64)))
+            else:
+                work.append(functools.partial(
+                    _per_tensor, self.algorithm, opts, [plan.params[i] for i in idx],
+                    [grads[i] for i in idx], [plan.dicts[i] for i in idx], ts, self.backend,
+                    self.multi_tensor))
+        return work
 
     def _allocate_states(self, plan: _Plan, grads: list[Any],
                          options: list[dict[str, Any]]) -> set[int] | None:
@@ -424,8 +508,9 @@ class Optimizer:
             raise
         return fresh if created else None
 
-    def _check_grads(self, plan: _Plan, grads: Any) -> tuple[list[Any], list[int]]:
-        """The grads as a list, and their addresses (0 for None)."""
+    def _check_grads(self, plan: _Plan,
+                     grads: Any) -> tuple[list[Any], np.ndarray, list[int]]:
+        """The grads as a list, their addresses (0 for None) and the indices that have one."""
         params = plan.params
         if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
             raise TypeError(f"Invalid grads: {check._describe(grads)} (expected a list with "
@@ -433,29 +518,47 @@ class Optimizer:
         if len(grads) != len(params):
             raise ValueError(f"Invalid grads: {len(grads)} entries (expected {len(params)}, "
                              f"one per parameter in group order)")
+        grads = list(grads)
+        dtypes, shapes, strides = plan.dtypes, plan.shapes, plan.strides
         addresses = [0] * len(params)
-        spans = plan.spans
-        for i, (p, g) in enumerate(zip(params, grads)):
+        stepped = []
+        from_buffer, addressof = ctypes.c_char.from_buffer, ctypes.addressof
+        for i, g in enumerate(grads):
             if g is None:
                 continue
-            if type(g) is not np.ndarray and (not isinstance(g, np.ndarray)
-                                              or isinstance(g, np.ma.MaskedArray)):
-                raise TypeError(f"Invalid grads[{i}]: {check._describe(g)} (expected a "
-                                f"numpy.ndarray like params[{i}], or None)")
-            if g.dtype is not p.dtype and g.dtype != p.dtype:
-                raise TypeError(f"Invalid grads[{i}]: dtype {g.dtype} (expected {p.dtype}, "
-                                f"the dtype of params[{i}])")
-            if g.shape != p.shape:
-                raise ValueError(f"Invalid grads[{i}]: shape {g.shape} (expected {p.shape}, "
-                                 f"the shape of params[{i}])")
-            if not (g.flags.c_contiguous and p.flags.c_contiguous):
-                check.check_layout(f"grads[{i}]", g, f"params[{i}]", p)
-            lo = addresses[i] = base_address(g)
-            other = spans.find(lo, lo + g.nbytes)
-            if other is not None:
+            if type(g) is not np.ndarray or g.dtype is not dtypes[i] or \
+                    g.shape != shapes[i] or g.strides != strides[i]:
+                self._check_grad(i, params[i], g)
+            try:
+                addresses[i] = addressof(from_buffer(g))
+            except (TypeError, ValueError, BufferError):  # read-only, empty or not C order
+                addresses[i] = base_address(g)
+            stepped.append(i)
+        table = np.array(addresses, np.int64)
+        if stepped:
+            take = np.array(stepped, np.int64)
+            lo = table[take]
+            hit = plan.overlapping(lo, lo + plan.nbytes[take])
+            if hit >= 0:
+                i = stepped[hit]
+                other = plan.spans.find(int(lo[hit]), int(lo[hit] + plan.nbytes[i]))
                 raise ValueError(f"Invalid grads[{i}]: it overlaps {other} in memory "
                                  f"(expected a separate array)")
-        return list(grads), addresses
+        return grads, table, stepped
+
+    @staticmethod
+    def _check_grad(i: int, p: np.ndarray, g: Any) -> None:
+        if not isinstance(g, np.ndarray) or isinstance(g, np.ma.MaskedArray):
+            raise TypeError(f"Invalid grads[{i}]: {check._describe(g)} (expected a "
+                            f"numpy.ndarray like params[{i}], or None)")
+        if g.dtype != p.dtype:
+            raise TypeError(f"Invalid grads[{i}]: dtype {g.dtype} (expected {p.dtype}, "
+                            f"the dtype of params[{i}])")
+        if g.shape != p.shape:
+            raise ValueError(f"Invalid grads[{i}]: shape {g.shape} (expected {p.shape}, "
+                             f"the shape of params[{i}])")
+        if not (g.flags.c_contiguous and p.flags.c_contiguous):
+            check.check_layout(f"grads[{i}]", g, f"params[{i}]", p)
 
     # -- checkpoints --------------------------------------------------------------------------
 

@@ -98,11 +98,15 @@ def adagrad(param: Array, grad: Array, state_sum: Array, *, step: int, lr: float
 
 
 def _lerp_(start: Array, end: Array, weight: float) -> None:
-    """``start`` moves toward ``end`` in place by torch.lerp's formula, exact at weight 1."""
-    if weight < 0.5:
-        start += weight * (end - start)
+    """``start`` moves toward ``end`` in place by torch.lerp's formula, exact at weight 1.
+
+    As torch, the weight is rounded to the arrays' dtype first and ``1 - weight`` is computed
+    in that dtype."""
+    w = start.dtype.type(weight)
+    if w < 0.5:
+        start += w * (end - start)
     else:
-        start[...] = end - (end - start) * (1 - weight)
+        start[...] = end - (end - start) * (start.dtype.type(1) - w)
 
 
 def rmsprop(param: Array, grad: Array, square_avg: Array, momentum_buffer: Array | None = None,

@@ -19,8 +19,9 @@ import math
 
 # Moving averages follow torch.lerp(start, end, weight), written out where used (a rule may
 # only call math and itself): ``start + weight * (end - start)`` when weight < 0.5, else
-# ``end - (end - start) * (1 - weight)``, so weight 1 gives ``end`` exactly. The test
-# ``weight < one_minus_weight`` is torch's ``weight < 0.5`` without a literal.
+# ``end - (end - start) * (1 - weight)``, so weight 1 gives ``end`` exactly. ``1 - weight`` is
+# computed in the math dtype from the scalar ``one`` (as torch computes it from the weight);
+# ``weight < one - weight`` is torch's ``weight < 0.5`` without a literal.
 
 # ---------------------------------------------------------------------------------------------
 # SGD (heavy-ball momentum, dampening, Nesterov)
@@ -73,11 +74,11 @@ def adagrad(p, g, state_sum, clr, weight_decay, eps, maximize, use_weight_decay)
 
 
 def rmsprop_scalars(lr, alpha, eps, weight_decay, momentum):
-    return lr, alpha, 1.0 - alpha, eps, weight_decay, momentum
+    return lr, alpha, 1.0 - alpha, eps, weight_decay, momentum, 1.0
 
 
 def rmsprop(p, g, square_avg, buf, grad_avg, lr, alpha, one_minus_alpha, eps, weight_decay,
-            momentum, maximize, use_weight_decay, use_momentum, centered):
+            momentum, one, maximize, use_weight_decay, use_momentum, centered):
     if maximize:
         g = -g
     if use_weight_decay:
@@ -86,10 +87,11 @@ def rmsprop(p, g, square_avg, buf, grad_avg, lr, alpha, one_minus_alpha, eps, we
     square_avg = alpha * square_avg + one_minus_alpha * g * g
     if centered:
         diff = g - grad_avg  # torch.lerp (see the top of this module); alpha = 0: exactly g
-        if one_minus_alpha < alpha:
+        rest = one - one_minus_alpha
+        if one_minus_alpha < rest:
             grad_avg = grad_avg + one_minus_alpha * diff
         else:
-            grad_avg = g - diff * alpha
+            grad_avg = g - diff * rest
         avg = math.sqrt(square_avg - grad_avg * grad_avg) + eps
     else:
         avg = math.sqrt(square_avg) + eps
@@ -112,11 +114,11 @@ def adam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled):
     inv_bc2_sqrt = 1.0 / math.sqrt(bias_correction2)
     # AdamW multiplies the parameter by (1 - lr * wd); Adam adds wd * p to the gradient.
     decay = 1.0 - lr * weight_decay if decoupled else weight_decay
-    return 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, decay, beta1
+    return 1.0 - beta1, beta2, 1.0 - beta2, step_size, inv_bc2_sqrt, eps, decay, 1.0
 
 
 def adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2,
-         step_size, inv_bc2_sqrt, eps, decay, beta1, amsgrad, maximize, use_weight_decay,
+         step_size, inv_bc2_sqrt, eps, decay, one, amsgrad, maximize, use_weight_decay,
          decoupled):
     if maximize:
         g = -g
@@ -126,10 +128,11 @@ def adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, one_minus_beta1, beta2, one_
         else:
             g = g + decay * p
     diff = g - exp_avg  # torch.lerp (see the top of this module); beta1 = 0: exactly g
-    if one_minus_beta1 < beta1:
+    rest = one - one_minus_beta1
+    if one_minus_beta1 < rest:
         exp_avg = exp_avg + one_minus_beta1 * diff
     else:
-        exp_avg = g - diff * beta1
+        exp_avg = g - diff * rest
     # (1 - beta2) * g first, then * g, as torch's addcmul: finite for |g| up to ~1e20 in float32.
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
     if amsgrad:

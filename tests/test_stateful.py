@@ -212,7 +212,9 @@ def test_ctrl_c_mid_step_leaves_the_optimizer_exactly_after_the_step(monkeypatch
     interrupted, reference = _two_groups(), _two_groups()
     _run(interrupted, 2)
     _run(reference, 3)
-    real = optim.update
+    from fastopt import _numba_backend
+
+    real = _numba_backend.multi_step_rows
     calls = []
 
     def update_then_signal(*args, **kwargs):
@@ -221,7 +223,7 @@ def test_ctrl_c_mid_step_leaves_the_optimizer_exactly_after_the_step(monkeypatch
         if len(calls) == 1:
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(optim, "update", update_then_signal)
+    monkeypatch.setattr(_numba_backend, "multi_step_rows", update_then_signal)
     with pytest.raises(KeyboardInterrupt):
         interrupted.step(_grads(2))
     assert len(calls) == 2  # both groups ran before the interrupt was delivered
@@ -233,15 +235,17 @@ def test_a_users_signal_handler_still_runs_after_the_step(monkeypatch):
     seen = []
     previous = signal.signal(signal.SIGUSR1, lambda s, f: seen.append(s))
     try:
+        from fastopt import _numba_backend
+
         opt = _two_groups()
-        real = optim.update
+        real = _numba_backend.multi_step_rows
 
         def update_then_signal(*args, **kwargs):
             real(*args, **kwargs)
             signal.raise_signal(signal.SIGUSR1)
             assert seen == []  # deferred while the step writes
 
-        monkeypatch.setattr(optim, "update", update_then_signal)
+        monkeypatch.setattr(_numba_backend, "multi_step_rows", update_then_signal)
         opt.step(_grads(0))
         assert seen == [signal.SIGUSR1, signal.SIGUSR1]
     finally:

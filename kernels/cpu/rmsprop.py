@@ -24,11 +24,12 @@ def rmsprop_kernel(*, maximize, weight_decay, momentum, centered, parallel):
         rules_digest  # noqa: B018 (a cache key, see _common.RULES_DIGEST)
         t = param.dtype.type
         c0, c1, c2, c3, c4, c5 = t(s[0]), t(s[1]), t(s[2]), t(s[3]), t(s[4]), t(s[5])
+        c6 = t(s[6])
         for i in loop(param.size):
             buf = momentum_buffer[i] if momentum else param[i]
             gavg = grad_avg[i] if centered else param[i]
             p, sq, buf, gavg = _rmsprop(param[i], grad[i], square_avg[i], buf, gavg,
-                                        c0, c1, c2, c3, c4, c5,
+                                        c0, c1, c2, c3, c4, c5, c6,
                                         maximize, weight_decay, momentum, centered)
             param[i] = p
             square_avg[i] = sq

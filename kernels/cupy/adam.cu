@@ -6,13 +6,13 @@ template <typename M, bool AMSGRAD, bool MAXIMIZE, bool WEIGHT_DECAY, bool DECOU
 __device__ __forceinline__ void adam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq, M& max_exp_avg_sq,
                                           M one_minus_beta1, M beta2, M one_minus_beta2,
                                           M step_size, M inv_bc2_sqrt, M eps, M decay,
-                                          M beta1) {
+                                          M one) {
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) {
         if (DECOUPLED) p = p * decay;
         else g = g + decay * p;
     }
-    exp_avg = lerp(exp_avg, g, one_minus_beta1, beta1);
+    exp_avg = lerp(exp_avg, g, one_minus_beta1, one - one_minus_beta1);
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g;
     M denom;
     if (AMSGRAD) {
@@ -33,7 +33,7 @@ template <typename T, typename M, int VEC, bool AMSGRAD, bool MAXIMIZE, bool WEI
 __global__ void adam(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
                      T* __restrict__ exp_avg_sq, T* __restrict__ max_exp_avg_sq, long long n,
                      M one_minus_beta1, M beta2, M one_minus_beta2, M step_size, M inv_bc2_sqrt,
-                     M eps, M decay, M beta1) {
+                     M eps, M decay, M one) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -45,7 +45,7 @@ __global__ void adam(T* __restrict__ param, const T* __restrict__ grad, T* __res
             M vmax = AMSGRAD ? static_cast<M>(X.v[k]) : v;
             adam_rule<M, AMSGRAD, MAXIMIZE, WEIGHT_DECAY, DECOUPLED>(
                 p, static_cast<M>(G.v[k]), m, v, vmax, one_minus_beta1, beta2, one_minus_beta2,
-                step_size, inv_bc2_sqrt, eps, decay, beta1);
+                step_size, inv_bc2_sqrt, eps, decay, one);
             P.v[k] = static_cast<T>(p);
             E.v[k] = static_cast<T>(m);
             S.v[k] = static_cast<T>(v);

@@ -5,13 +5,13 @@
 template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY, bool MOMENTUM, bool CENTERED>
 __device__ __forceinline__ void rmsprop_rule(M& p, M g, M& square_avg, M& buf, M& grad_avg, M lr,
                                              M alpha, M one_minus_alpha, M eps, M weight_decay,
-                                             M momentum) {
+                                             M momentum, M one) {
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) g = g + weight_decay * p;
     square_avg = alpha * square_avg + one_minus_alpha * g * g;
     M avg;
     if (CENTERED) {
-        grad_avg = lerp(grad_avg, g, one_minus_alpha, alpha);
+        grad_avg = lerp(grad_avg, g, one_minus_alpha, one - one_minus_alpha);
         avg = root(square_avg - grad_avg * grad_avg) + eps;
     } else {
         avg = root(square_avg) + eps;
@@ -30,7 +30,7 @@ template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, boo
 __global__ void rmsprop(T* __restrict__ param, const T* __restrict__ grad,
                         T* __restrict__ square_avg, T* __restrict__ momentum_buffer,
                         T* __restrict__ grad_avg, long long n, M lr, M alpha,
-                        M one_minus_alpha, M eps, M weight_decay, M momentum) {
+                        M one_minus_alpha, M eps, M weight_decay, M momentum, M one) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), S = load<N>(square_avg, i), B, A;
@@ -43,7 +43,7 @@ __global__ void rmsprop(T* __restrict__ param, const T* __restrict__ grad,
             M gavg = CENTERED ? static_cast<M>(A.v[k]) : p;
             rmsprop_rule<M, MAXIMIZE, WEIGHT_DECAY, MOMENTUM, CENTERED>(
                 p, static_cast<M>(G.v[k]), s, buf, gavg, lr, alpha, one_minus_alpha, eps,
-                weight_decay, momentum);
+                weight_decay, momentum, one);
             P.v[k] = static_cast<T>(p);
             S.v[k] = static_cast<T>(s);
             if (MOMENTUM) B.v[k] = static_cast<T>(buf);
