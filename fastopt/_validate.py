@@ -33,18 +33,23 @@ def bumps_torch_versions(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         fn(*args, **kwargs)
-        written = [a for i, a in enumerate(args) if i != 1 and type(a) is not np.ndarray
-                   and a is not None]
-        written += [a for k, a in kwargs.items() if k != "grad" and hasattr(a, "_version")]
-        if written:
-            written = [a for a in written if type(a).__module__.startswith("torch")
-                       and hasattr(a, "_version")]
-            if written:
-                import torch
-
-                torch.autograd.graph.increment_version(written)
+        for a in args:  # the common case, NumPy arrays only, costs this loop
+            if type(a) is not np.ndarray and a is not None:
+                _bump([*args[:1], *args[2:], *[v for k, v in kwargs.items() if k != "grad"]])
+                return
+        if kwargs:
+            _bump([v for k, v in kwargs.items() if k != "grad"])
 
     return wrapper  # type: ignore[return-value]
+
+
+def _bump(values: list[Any]) -> None:
+    tensors = [a for a in values if type(a).__module__.startswith("torch")
+               and hasattr(a, "_version")]
+    if tensors:
+        import torch
+
+        torch.autograd.graph.increment_version(tensors)
 
 
 def _describe(a: Any) -> str:

@@ -153,50 +153,46 @@ def _step_count(t: Any, where: str) -> int:
                      f"whole number >= 0)")
 
 
-class _Batch:
-    """One parameter group's tensors to update, checked."""
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_STRIDED = torch.strided
 
-    def __init__(self, opts: dict[str, Any], multi: bool) -> None:
-        self.opts, self.multi = opts, multi
+
+class _Batch:
+    """One parameter group's tensors to update, checked, with their launch table.
+
+    ``rows[i]`` is ``[param, grad, *states in the algorithm's order]`` as addresses; a state
+    still to be allocated has address 0 until ``_Work.patch`` fills it in.
+    """
+
+    def __init__(self, opts: dict[str, Any], multi: bool, keys: list[tuple[str, str]]) -> None:
+        self.opts, self.multi, self.keys = opts, multi, keys
         self.params: list[torch.Tensor] = []
         self.grads: list[torch.Tensor] = []
         self.states: list[dict[str, Any]] = []
         self.steps: list[int] = []
-        self.keys: list[tuple[str, str]] = []
         self.rows: list[list[int]] = []
-
-    def add(self, p: torch.Tensor, g: torch.Tensor, row: list[int],
-            tensors: dict[str, torch.Tensor], step: int, state: dict[str, Any],
-            keys: list[tuple[str, str]]) -> None:
-        self.params.append(p)
-        self.grads.append(g)
-        self.states.append(state)
-        self.steps.append(step)
-        self.keys = keys
+        self.sizes: list[int] = []  # elements per tensor
+        self.dtype: Any = None
+        self.mixed = False  # more than one dtype
 
     def written(self) -> list[torch.Tensor]:
         return [*self.params, *[s[key] for s in self.states for _, key in self.keys]]
-
-    def fill_rows(self, names: tuple[str, ...]) -> None:
-        torch_keys = dict(self.keys)
-        self.rows = []
-        for p, g, s in zip(self.params, self.grads, self.states):
-            pa = p.data_ptr()
-            self.rows.append([pa, g.data_ptr(), *[s[torch_keys[n]].data_ptr()
-                                                  if n in torch_keys else pa for n in names]])
 
     def run(self, opt: "_Optimizer") -> None:
         names = ALGORITHMS[opt.algorithm][1]
         if self.multi and opt.backend != "numpy" and not numba_disabled():
             from . import _numba_backend
 
-            by_dtype: dict[torch.dtype, list[int]] = {}
-            for i, p in enumerate(self.params):
-                by_dtype.setdefault(p.dtype, []).append(i)
-            for dtype, idx in by_dtype.items():
+            if not self.mixed:
+                _numba_backend.multi_step_rows(
+                    opt.algorithm, self.opts, names, np.dtype(_NUMPY[self.dtype]),
+                    tuple(self.sizes), self.rows, self.steps, 1.0)
+                return
+            for dtype in {p.dtype for p in self.params}:
+                idx = [i for i, p in enumerate(self.params) if p.dtype is dtype]
                 _numba_backend.multi_step_rows(
                     opt.algorithm, self.opts, names, np.dtype(_NUMPY[dtype]),
-                    tuple(self.params[i].numel() for i in idx), [self.rows[i] for i in idx],
+                    tuple(self.sizes[i] for i in idx), [self.rows[i] for i in idx],
                     [self.steps[i] for i in idx], 1.0)
             return
         torch_keys = dict(self.keys)
@@ -206,75 +202,70 @@ class _Batch:
                 for s in self.states], self.steps, backend=opt.backend, multi_tensor=False)
 
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+def _describe_tensor(group: int, index: int, what: str | None) -> str:
+    param = f"param_groups[{group}]['params'][{index}]"
+    if what is None:
+        return param
+    return f"the gradient of {param}" if what == "grad" else f"state {what!r} of {param}"
 
 
 class _Work:
-    """A step's plan: the batches, and what to allocate, re-lay out and count."""
+    """A step's plan: the batches, the byte ranges to check for overlap, and what to
+    allocate, re-lay out and count."""
 
     def __init__(self) -> None:
         self.batches: list[_Batch] = []
-        self.allocate: list[tuple[dict[str, Any], str, torch.Tensor, dict[str, Any], str]] = []
-        self.relayout: list[tuple[dict[str, Any], str, torch.Tensor]] = []
-        self.steps: list[tuple[dict[str, Any], Any, int]] = []
+        # (state dict, key, param, group, name, batch, row, column): states to create.
+        self.allocate: list[tuple[Any, ...]] = []
+        # (state dict, key, param, batch, row, column): states to copy to the param's layout.
+        self.relayout: list[tuple[Any, ...]] = []
+        # (state dict, step tensor or None, count, address for the one-call increment or 0,
+        # the tensor's autograd version).
+        self.steps: list[tuple[dict[str, Any], Any, int, int, int]] = []
         self.keep: list[torch.Tensor] = []  # temporaries that must live through the step
+        self.lo: list[int] = []  # byte ranges of every tensor read or written, for overlaps
+        self.size: list[int] = []
+        # Per stepped parameter with bytes: (group, index, its state keys in ``lo`` order);
+        # its entries in ``lo`` are the parameter, the gradient, then those states.
+        self.owners: list[tuple[int, int, tuple[str, ...]]] = []
+        self.checked: dict[int, Any] = {}  # the validated parameters, for the next step
 
-    def check_overlaps(self, opt: "_Optimizer") -> None:
+    def check_overlaps(self) -> None:
         """No two of the tensors a step reads or writes may share memory (a state that is a
-        view of its parameter, a gradient that is a slice of another parameter, ...)."""
-        lo, size, label = [], [], []
-        for bi, b in enumerate(self.batches):
-            for k, (p, g, s) in enumerate(zip(b.params, b.grads, b.states)):
-                n = p.numel() * p.element_size()
-                if not n:
-                    continue
-                for what, t in (("a parameter", p), ("a gradient", g),
-                                *[(f"state {key!r}", s.get(key)) for _, key in b.keys]):
-                    if t is not None:
-                        lo.append(t.data_ptr())
-                        size.append(n)
-                        label.append((what, bi, k))
-        if len(lo) < 2:
+        view of its parameter, a gradient that is another parameter, ...)."""
+        if len(self.lo) < 2:
             return
-        starts = np.array(lo, np.int64)
+        starts = np.array(self.lo, np.int64)
         order = np.argsort(starts, kind="stable")
-        ends = starts[order] + np.array(size, np.int64)[order]
-        clash = np.nonzero(starts[order][1:] < ends[:-1])[0]
+        sorted_starts = starts[order]
+        ends = sorted_starts + np.array(self.size, np.int64)[order]
+        clash = np.flatnonzero(sorted_starts[1:] < ends[:-1])
         if clash.size:
-            a, b = label[order[clash[0]]], label[order[clash[0] + 1]]
-            raise ValueError(f"fastopt.torch: {b[0]} of the {b[2] + 1}th stepped parameter of "
-                             f"group {b[1]} overlaps {a[0]} of the {a[2] + 1}th of group "
-                             f"{a[1]} in memory (expected separate tensors)")
-
-    def fill_rows(self, names: tuple[str, ...]) -> None:
-        for b in self.batches:
-            b.fill_rows(names)
+            where = [(gi, k, what) for gi, k, keys in self.owners
+                     for what in (None, "grad", *keys)]
+            a, b = (_describe_tensor(*where[order[clash[0] + i]]) for i in (1, 0))
+            raise ValueError(f"fastopt.torch: {a} overlaps {b} in memory (expected separate "
+                             f"tensors)")
 
     def advance_steps(self, opt: "_Optimizer") -> None:
         written: list[torch.Tensor] = []
         for b in self.batches:
             written += b.written()
-        steps = [t for _, t, _ in self.steps]
         fast: dict[torch.dtype, list[int]] = {}
-        slow = []
-        if not numba_disabled():
-            for t in steps:
-                if t.dtype in _NUMPY and t.is_cpu and t.numel() == 1:
-                    fast.setdefault(t.dtype, []).append(t.data_ptr())
-                else:
-                    slow.append(t)
-        else:
-            slow = steps
+        cache = opt._step_cache = {}
+        for state, t, count, address, version in self.steps:
+            if address:
+                fast.setdefault(t.dtype, []).append(address)
+                written.append(t)
+            else:
+                t += 1
+            cache[id(t)] = (t, version + 1, count + 1, address)  # both ways: one bump
         if fast:
             from . import _numba_backend
 
             for dtype, addresses in fast.items():
                 _numba_backend.add_to_scalars(np.dtype(_NUMPY[dtype]), addresses, 1.0)
-            written += [t for t in steps if t.dtype in fast and t.is_cpu and t.numel() == 1]
-        for t in slow:
-            t += 1
         torch.autograd.graph.increment_version(written)
-        opt._step_cache = {t: (t._version, count + 1) for _, t, count in self.steps}
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -291,8 +282,12 @@ class _Optimizer(torch.optim.Optimizer):
                              "for one call per tensor: pass one of them")
         self.backend = backend
         self.multi_tensor = bool(multi_tensor)
-        # Each step tensor's int value, valid while its autograd version is the one recorded.
-        self._step_cache: dict[torch.Tensor, tuple[int, int]] = {}
+        # id(step tensor) -> (the tensor, its autograd version, its count, its address for the
+        # one-call increment or 0): valid while the tensor is the same and its version too.
+        self._step_cache: dict[int, tuple[Any, int, int, int]] = {}
+        # id(param) -> what a step validated about it and its states (see _plan_step).
+        self._checked: dict[int, Any] = {}
+        self._keys_interned: dict[Any, Any] = {}
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
                         differentiable=differentiable)
         _group_options(self.algorithm, defaults)
@@ -325,90 +320,159 @@ class _Optimizer(torch.optim.Optimizer):
     def _plan_step(self) -> "_Work | None":
         names = ALGORITHMS[self.algorithm][1]
         has_step = self.algorithm in _HAS_STEP
+        fast_steps = not numba_disabled()
         work = _Work()
-        step_cache = self._step_cache
-        new_cache: dict[torch.Tensor, tuple[int, int]] = {}
+        lo, size, owners = work.lo, work.size, work.owners
+        cache = self._step_cache
+        known = self._checked
+        seen: dict[int, Any] = {}
+        state_of = self.state
+        f32, f64 = torch.float32, torch.float64
         for gi, group in enumerate(self.param_groups):
             opts = _group_options(self.algorithm, group)
             active = active_states(self.algorithm, opts)
             keys = [(n, _TORCH_NAME.get(n, n)) for n in active]
-            batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor)
+            keys_t = self._keys_for(tuple(keys))
+            column = {n: 2 + names.index(n) for n in active}
+            batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor, keys)
+            rows = batch.rows
             for k, p in enumerate(group["params"]):
                 g = p.grad
                 if g is None:
                     continue
-                where = f"param_groups[{gi}]['params'][{k}]"
-                dtype, shape = p.dtype, p.shape
+                dtype = p.dtype
                 contiguous = p.is_contiguous()
-                if (dtype is not torch.float32 and dtype is not torch.float64) or not p.is_cpu \
-                        or (not contiguous and not _dense(p)):
-                    _check_param(p, where)
-                if g.dtype is not dtype or g.shape != shape or g.is_sparse or not g.is_cpu:
-                    _check_grad(p, g, where)
+                if (dtype is not f32 and dtype is not f64) or not p.is_cpu or (
+                        not contiguous and not _dense(p)):
+                    _check_param(p, f"param_groups[{gi}]['params'][{k}]")
+                shape = p.shape
+                if g.dtype is not dtype or g.shape != shape or g.layout is not _STRIDED or \
+                        not g.is_cpu:
+                    _check_grad(p, g, f"param_groups[{gi}]['params'][{k}]")
                 if not (contiguous and g.is_contiguous()) and g.stride() != p.stride():
                     g = torch.empty_like(p).copy_(g)  # the parameter's layout, for this step
                     work.keep.append(g)
-                state = self.state[p]
-                row = [p.data_ptr(), g.data_ptr()]
-                tensors: dict[str, torch.Tensor] = {}
+                state = state_of[p]
+                pa = p.data_ptr()
+                ga = g.data_ptr()
+                r = len(rows)
                 fresh = False
-                for n, key in keys:
-                    t = state.get(key)
-                    if t is None:
-                        work.allocate.append((state, key, p, group, n))
-                        fresh = fresh or n == "momentum_buffer"
-                        continue
-                    if type(t) is not torch.Tensor or t.dtype is not dtype or \
-                            t.shape != shape or not t.is_cpu:
-                        _check_state(p, t, key, where)
-                    if not (contiguous and t.is_contiguous()) and t.stride() != p.stride():
-                        work.relayout.append((state, key, p))
-                    tensors[n] = t
+                # The states validated at an earlier step, if nothing about them changed: the
+                # same state dict, tensors and storage, the parameter's storage, shape and
+                # layout (a cache checked by identity and address, never trusted blindly).
+                e = known.get(id(p))
+                if e is not None and (e[0] is not p or e[1] is not state or e[2] != pa or
+                                      e[3] != shape or e[4] is not keys_t or
+                                      e[5] is not contiguous):
+                    e = None
+                if e is not None:
+                    for key, t, a, c in e[6]:
+                        if state.get(key) is not t or t.data_ptr() != a or \
+                                t.is_contiguous() is not c:
+                            e = None
+                            break
+                if e is not None:
+                    row = [pa, ga, *e[7]]
+                    numel = e[12]
+                    if e[8]:
+                        lo += (pa, ga)
+                        lo += e[9]
+                        size += e[10]
+                        owners.append((gi, k, e[11]))
+                    seen[id(p)] = e
+                else:
+                    nbytes = p.nbytes
+                    numel = p.numel()
+                    row = [pa, ga, *([pa] * len(names))]
+                    checked = []
+                    for n, key in keys:
+                        t = state.get(key)
+                        if t is None:
+                            work.allocate.append((state, key, p, group, n, batch, r,
+                                                  column[n]))
+                            fresh = fresh or n == "momentum_buffer"
+                            continue
+                        if type(t) is not torch.Tensor or t.dtype is not dtype or \
+                                t.shape != shape or not t.is_cpu or t.layout is not _STRIDED:
+                            _check_state(p, t, key, f"param_groups[{gi}]['params'][{k}]")
+                        if not (contiguous and t.is_contiguous()) and t.stride() != p.stride():
+                            work.relayout.append((state, key, p, batch, r, column[n]))
+                        row[column[n]] = t.data_ptr()
+                        checked.append((key, t, row[column[n]], t.is_contiguous()))
+                    addresses = tuple(a for _, _, a, _ in checked)
+                    held = tuple(key for key, _, _, _ in checked)
+                    if nbytes:
+                        lo += (pa, ga)
+                        lo += addresses
+                        size += (nbytes,) * (2 + len(checked))
+                        owners.append((gi, k, held))
+                    if len(checked) == len(keys) and not work.relayout:
+                        seen[id(p)] = (p, state, pa, shape, keys_t, contiguous, tuple(checked),
+                                       tuple(row[2:]), nbytes, addresses,
+                                       (nbytes,) * (2 + len(checked)), held, numel)
                 if has_step:
                     t_step = state.get("step")
-                    cached = step_cache.get(t_step) if type(t_step) is torch.Tensor else None
-                    if cached is not None and cached[0] == t_step._version:
-                        count = cached[1]
+                    hit = cache.get(id(t_step))
+                    version = t_step._version if type(t_step) is torch.Tensor else 0
+                    if hit is not None and hit[0] is t_step and hit[1] == version:
+                        count, address = hit[2], hit[3]
                     else:
-                        count = _step_count(t_step, where)
+                        count = _step_count(t_step, f"param_groups[{gi}]['params'][{k}]")
+                        address = (t_step.data_ptr() if fast_steps and type(t_step) is
+                                   torch.Tensor and t_step.dtype in _NUMPY and t_step.is_cpu
+                                   and t_step.numel() == 1 else 0)
                     if count > MAX_STEP:
-                        raise ValueError(f"fastopt.torch: the step count of {where} is "
-                                         f"{count} (expected at most 2**63 - 2: the kernels "
-                                         f"count steps in int64)")
-                    if type(t_step) is torch.Tensor:
-                        new_cache[t_step] = (t_step._version, count)
-                    work.steps.append((state, t_step, count))
-                    t = count + 1
+                        raise ValueError(f"fastopt.torch: the step count of "
+                                         f"param_groups[{gi}]['params'][{k}] is {count} "
+                                         f"(expected at most 2**63 - 2: the kernels count steps "
+                                         f"in int64)")
+                    work.steps.append((state, t_step, count, address, version))
+                    batch.steps.append(count + 1)
                 else:
-                    t = 1 if fresh else 2  # SGD: only "is this the buffer's first step" matters
-                batch.add(p, g, row, tensors, t, state, keys)
+                    # SGD: only "is this the buffer's first step" matters
+                    batch.steps.append(1 if fresh else 2)
+                batch.params.append(p)
+                batch.sizes.append(numel)
+                if dtype is not batch.dtype:
+                    batch.mixed = batch.dtype is not None
+                    batch.dtype = dtype
+                batch.grads.append(g)
+                batch.states.append(state)
+                rows.append(row)
             if batch.params:
                 work.batches.append(batch)
-        self._step_cache = new_cache
         if not work.batches:
             return None
-        work.check_overlaps(self)
+        work.check_overlaps()
+        work.checked = seen
         return work
+
+    def _keys_for(self, keys: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """One object per distinct state-key tuple, so cache entries compare by identity."""
+        interned: tuple[tuple[str, str], ...] = self._keys_interned.setdefault(keys, keys)
+        return interned
 
     def _commit(self, work: "_Work") -> None:
         """Allocate, then write; all or nothing before the writes start."""
         done: list[tuple[dict[str, Any], str, Any]] = []
         try:
-            for state, key, p, group, n in work.allocate:
+            for state, key, p, group, n, batch, r, c in work.allocate:
                 done.append((state, key, state.get(key, _ABSENT)))
                 t = self._init_state(p, group, n)
                 if t.stride() != p.stride() and t.numel() > 1:
                     t = torch.empty_like(p).copy_(t)  # rows pair elements by memory order
                 state[key] = t
-            for state, key, p in work.relayout:
+                batch.rows[r][c] = t.data_ptr()
+            for state, key, p, batch, r, c in work.relayout:
                 done.append((state, key, state[key]))
-                state[key] = torch.empty_like(p).copy_(state[key])
-            for k, (state, t_step, count) in enumerate(work.steps):
+                t = state[key] = torch.empty_like(p).copy_(state[key])
+                batch.rows[r][c] = t.data_ptr()
+            for k, (state, t_step, count, address, _) in enumerate(work.steps):
                 if type(t_step) is not torch.Tensor:
                     done.append((state, "step", state.get("step", _ABSENT)))
-                    state["step"] = torch.tensor(float(count))  # torch's float32 scalar
-                    work.steps[k] = (state, state["step"], count)
-            work.fill_rows(ALGORITHMS[self.algorithm][1])
+                    t = state["step"] = torch.tensor(float(count))  # torch's float32 scalar
+                    work.steps[k] = (state, t, count, 0 if numba_disabled() else t.data_ptr(),
+                                     t._version)
         except BaseException:
             for state, key, old in reversed(done):
                 if old is _ABSENT:
@@ -416,6 +480,7 @@ class _Optimizer(torch.optim.Optimizer):
                 else:
                     state[key] = old
             raise
+        self._checked = work.checked if not (work.allocate or work.relayout) else {}
         with deferred_signals():
             for batch in work.batches:
                 batch.run(self)
