@@ -54,3 +54,16 @@ def base_address(a: np.ndarray) -> int:
         if s < 0 and n > 1:
             address += s * (n - 1)
     return address
+
+
+def zeros_like(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """A new array of ``a``'s shape and dtype with exactly ``a``'s strides when ``a`` is dense
+    (negative strides included; ``np.zeros_like`` would make those positive), else C order."""
+    out = np.full_like(a, fill)  # order "K": the same strides for dense, positive ones
+    if out.strides == a.strides or flat(a) is None:
+        return out
+    block = np.full(a.size, fill, a.dtype)
+    offset = -sum(s * (n - 1) for s, n in zip(a.strides, a.shape) if s < 0 and n > 1)
+    view: np.ndarray = np.ndarray(a.shape, a.dtype, buffer=block, offset=offset,
+                                  strides=a.strides)
+    return view

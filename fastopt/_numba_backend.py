@@ -282,6 +282,13 @@ def multi_step_rows(algorithm: str, options: dict[str, Any], state_names: tuple[
          hyper, float(scale))
 
 
+def read_scalars(dtype: np.dtype[Any], addresses: list[int]) -> np.ndarray:
+    """The scalars of ``dtype`` at ``addresses``, as float64, in one call."""
+    out = np.empty(len(addresses), np.float64)
+    multi.read_scalars_kernel(dtype.type)(np.array(addresses, np.int64), out)
+    return out
+
+
 def add_to_scalars(dtype: np.dtype[Any], addresses: list[int], value: float) -> None:
     """Add ``value`` to the scalar of ``dtype`` at each address, in one call."""
     multi.add_to_scalars_kernel(dtype.type)(np.array(addresses, np.int64), value)

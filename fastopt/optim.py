@@ -39,7 +39,7 @@ import numpy as np
 from . import _validate as check
 from ._algorithms import ALGORITHMS, active_states
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
-from ._layout import base_address, flat, same_strides
+from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Optimizer",
@@ -142,6 +142,14 @@ def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
 
 _NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
 
+_DTYPE, _SHAPE, _STRIDES = (operator.attrgetter(k) for k in ("dtype", "shape", "strides"))
+
+
+def _geometry(params: list[np.ndarray], arrays: dict[str, list[Any]]) -> list[Any]:
+    """Every planned array's dtype, shape and strides, as lists (compared at each step)."""
+    every = [*params, *[a for column in arrays.values() for a in column if a is not None]]
+    return [list(map(_DTYPE, every)), list(map(_SHAPE, every)), list(map(_STRIDES, every))]
+
 
 class _Plan:
     """The arrays a step works on, validated, with their addresses.
@@ -152,7 +160,7 @@ class _Plan:
     """
 
     __slots__ = ("state", "params", "dicts", "arrays", "rows", "spans", "table", "dtypes",
-                 "shapes", "strides", "nbytes", "starts", "ends", "complete")
+                 "shapes", "strides", "nbytes", "starts", "ends", "complete", "geometry")
 
     def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
         names = ALGORITHMS[opt.algorithm][1]
@@ -205,6 +213,7 @@ class _Plan:
         self.starts = np.array(spans.starts, np.int64)
         self.ends = np.array(spans.ends, np.int64)
         self.complete: dict[tuple[str, ...], bool] = {}
+        self.geometry = _geometry(params, self.arrays)
 
     def has_states(self, active: tuple[str, ...]) -> bool:
         """Whether every parameter has a step count and every state in ``active``."""
@@ -227,7 +236,8 @@ class _Plan:
         return int(hit[0]) if hit.size else -1
 
     def current(self, opt: "Optimizer", params: list[np.ndarray]) -> bool:
-        """Whether ``opt`` still has exactly the arrays this plan was built from."""
+        """Whether ``opt`` still has exactly the arrays this plan was built from, with the
+        dtype, shape and strides they had (NumPy lets those change in place)."""
         state = opt.state
         if state is not self.state or len(params) != len(self.params):
             return False
@@ -239,7 +249,7 @@ class _Plan:
         for n, arrays in self.arrays.items():
             if not all(map(operator.is_, map(operator.methodcaller("get", n), dicts), arrays)):
                 return False
-        return True
+        return self.geometry == _geometry(self.params, self.arrays)
 
 
 class _Spans:
@@ -340,7 +350,7 @@ class Optimizer:
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        return np.zeros_like(p)
+        return zeros_like(p)
 
     # -- the update ---------------------------------------------------------------------------
 
@@ -404,10 +414,10 @@ class Optimizer:
         scale = inv_scale * coef
         fresh: set[int] = set()
         if not all(plan.has_states(active_states(self.algorithm, o)) for o in options):
-            created = self._allocate_states(plan, grads, options)
-            if created is not None:
-                fresh = created
-                plan = self._plan = _Plan(self, params)
+            allocated = self._allocate_states(plan, grads, options, params)
+            if allocated is not None:
+                fresh, plan = allocated
+                self._plan = plan
         work = self._work(plan, options, grads, addresses, stepped, steps, fresh)
         dicts = plan.dicts
         # Everything is checked and allocated: from here on the step completes. Interrupts
@@ -415,8 +425,8 @@ class Optimizer:
         with deferred_signals():
             for run in work:
                 run(scale)
-            for i in stepped:
-                dicts[i]["step"] += 1
+            for i, t in zip(stepped, steps):
+                dicts[i]["step"] = t + 1
         return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
 
     def _step_counts(self, plan: _Plan, stepped: list[int]) -> list[int]:
@@ -473,11 +483,12 @@ class Optimizer:
                     self.multi_tensor))
         return work
 
-    def _allocate_states(self, plan: _Plan, grads: list[Any],
-                         options: list[dict[str, Any]]) -> set[int] | None:
+    def _allocate_states(self, plan: _Plan, grads: list[Any], options: list[dict[str, Any]],
+                         params: list[np.ndarray]) -> tuple[set[int], _Plan] | None:
         """Create the state a step needs and lacks (zeros, torch's initialisation). Returns
-        None when nothing was created, else the indices whose momentum buffer is new. All or
-        nothing: on any error (memory) the state is left as it was."""
+        None when nothing was created, else the indices whose momentum buffer is new and the
+        plan with the new arrays. All or nothing: on any error (memory, a check of the new
+        plan) the state is left as it was."""
         created: list[tuple[int, str | None]] = []  # (index, key); None: the whole dict
         fresh: set[int] = set()
         index = 0
@@ -499,6 +510,9 @@ class Optimizer:
                             if n == "momentum_buffer":
                                 fresh.add(index)
                     index += 1
+            if not created:
+                return None
+            return fresh, _Plan(self, params)
         except BaseException:
             for i, key in reversed(created):
                 if key is None:
@@ -506,7 +520,6 @@ class Optimizer:
                 else:
                     del self.state[i][key]
             raise
-        return fresh if created else None
 
     def _check_grads(self, plan: _Plan,
                      grads: Any) -> tuple[list[Any], np.ndarray, list[int]]:
@@ -647,7 +660,7 @@ class Optimizer:
                             else type(v).__name__)
                     raise bad(f"state[{i}][{key!r}] is {what} (expected {p.dtype} {p.shape}, "
                               f"like params[{i}])")
-                new[key] = np.empty_like(p)  # the parameter's memory layout
+                new[key] = zeros_like(p)  # the parameter's memory layout
                 new[key][...] = v
             missing = [n for n in needed if n not in new]
             if missing:
@@ -815,7 +828,7 @@ class Adagrad(Optimizer):
         return super()._options(group)
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        return np.full_like(p, group["initial_accumulator_value"])
+        return zeros_like(p, float(group["initial_accumulator_value"]))
 
 
 class Adadelta(Optimizer):

@@ -219,9 +219,9 @@ class _Work:
         self.allocate: list[tuple[Any, ...]] = []
         # (state dict, key, param, batch, row, column): states to copy to the param's layout.
         self.relayout: list[tuple[Any, ...]] = []
-        # (state dict, step tensor or None, count, address for the one-call increment or 0,
-        # the tensor's autograd version).
-        self.steps: list[tuple[dict[str, Any], Any, int, int, int]] = []
+        # (state dict, step tensor or None, count (-1: still to read), address of a float
+        # scalar step tensor or 0, group, index, batch, position in the batch's steps).
+        self.steps: list[tuple[Any, ...]] = []
         self.keep: list[torch.Tensor] = []  # temporaries that must live through the step
         self.lo: list[int] = []  # byte ranges of every tensor read or written, for overlaps
         self.size: list[int] = []
@@ -231,41 +231,88 @@ class _Work:
         self.checked: dict[int, Any] = {}  # the validated parameters, for the next step
 
     def check_overlaps(self) -> None:
-        """No two of the tensors a step reads or writes may share memory (a state that is a
-        view of its parameter, a gradient that is another parameter, ...)."""
+        """No tensor a step writes (parameters, states) may share memory with another tensor
+        of the step (a state that is a view of its parameter, a gradient that is another
+        parameter, ...). Gradients are only read: two parameters may share one gradient."""
         if len(self.lo) < 2:
             return
         starts = np.array(self.lo, np.int64)
-        order = np.argsort(starts, kind="stable")
-        sorted_starts = starts[order]
-        ends = sorted_starts + np.array(self.size, np.int64)[order]
-        clash = np.flatnonzero(sorted_starts[1:] < ends[:-1])
+        ends = starts + np.array(self.size, np.int64)
+        per_owner = np.array([2 + len(keys) for _, _, keys in self.owners], np.int64)
+        is_grad = np.zeros(starts.size, bool)
+        is_grad[np.cumsum(per_owner) - per_owner + 1] = True
+        written = np.flatnonzero(~is_grad)
+        order = written[np.argsort(starts[written], kind="stable")]
+        clash = np.flatnonzero(starts[order][1:] < ends[order][:-1])
         if clash.size:
-            where = [(gi, k, what) for gi, k, keys in self.owners
-                     for what in (None, "grad", *keys)]
-            a, b = (_describe_tensor(*where[order[clash[0] + i]]) for i in (1, 0))
-            raise ValueError(f"fastopt.torch: {a} overlaps {b} in memory (expected separate "
-                             f"tensors)")
+            self._overlap(int(order[clash[0] + 1]), int(order[clash[0]]))
+        grads = np.flatnonzero(is_grad)
+        k = np.searchsorted(starts[order], starts[grads], side="right")
+        below = (k > 0) & (ends[order][np.maximum(k - 1, 0)] > starts[grads])
+        above = (k < order.size) & (starts[order][np.minimum(k, order.size - 1)] <
+                                    ends[grads])
+        hit = np.flatnonzero(below | above)
+        if hit.size:
+            j = int(k[hit[0]])
+            other = order[j - 1] if below[hit[0]] else order[j]
+            self._overlap(int(grads[hit[0]]), int(other))
 
-    def advance_steps(self, opt: "_Optimizer") -> None:
+    def _overlap(self, a: int, b: int) -> None:
+        where = [(gi, k, what) for gi, k, keys in self.owners for what in (None, "grad", *keys)]
+        raise ValueError(f"fastopt.torch: {_describe_tensor(*where[a])} overlaps "
+                         f"{_describe_tensor(*where[b])} in memory (expected separate tensors)")
+
+    def read_steps(self) -> None:
+        """Read every float scalar step tensor in one call per dtype, and check the counts."""
+        pending: dict[torch.dtype, list[int]] = {}
+        for j, entry in enumerate(self.steps):
+            if entry[3]:
+                pending.setdefault(entry[1].dtype, []).append(j)
+        if not pending:
+            return
+        from . import _numba_backend
+
+        for dtype, js in pending.items():
+            values = _numba_backend.read_scalars(np.dtype(_NUMPY[dtype]),
+                                                 [self.steps[j][3] for j in js])
+            # Below 2.0**63 as floats: the largest such float, 2**63 - 1024, fits MAX_STEP.
+            ok = np.isfinite(values) & (values >= 0) & (values == np.floor(values)) & (
+                values < 2.0**63)
+            if not ok.all():
+                bad = int(np.flatnonzero(~ok)[0])
+                _, _, _, _, gi, k, _, _ = self.steps[js[bad]]
+                raise ValueError(f"fastopt.torch: the step count of "
+                                 f"param_groups[{gi}]['params'][{k}] is {values[bad]!r} "
+                                 f"(expected a whole number from 0 to 2**63 - 2: the kernels "
+                                 f"count steps in int64)")
+            for j, v in zip(js, values.tolist()):
+                state, t, _, address, gi, k, batch, pos = self.steps[j]
+                count = int(v)
+                self.steps[j] = (state, t, count, address, gi, k, batch, pos)
+                batch.steps[pos] = count + 1
+
+    def advance_steps(self) -> None:
         written: list[torch.Tensor] = []
         for b in self.batches:
             written += b.written()
         fast: dict[torch.dtype, list[int]] = {}
-        cache = opt._step_cache = {}
-        for state, t, count, address, version in self.steps:
+        for entry in self.steps:
+            t, address = entry[1], entry[3]
             if address:
                 fast.setdefault(t.dtype, []).append(address)
                 written.append(t)
             else:
                 t += 1
-            cache[id(t)] = (t, version + 1, count + 1, address)  # both ways: one bump
         if fast:
             from . import _numba_backend
 
             for dtype, addresses in fast.items():
                 _numba_backend.add_to_scalars(np.dtype(_NUMPY[dtype]), addresses, 1.0)
-        torch.autograd.graph.increment_version(written)
+        try:
+            torch.autograd.graph.increment_version(written)
+        except RuntimeError:  # inference tensors (made under torch.inference_mode) have none
+            torch.autograd.graph.increment_version(
+                [t for t in written if not t.is_inference()])
 
 
 class _Optimizer(torch.optim.Optimizer):
@@ -282,9 +329,6 @@ class _Optimizer(torch.optim.Optimizer):
                              "for one call per tensor: pass one of them")
         self.backend = backend
         self.multi_tensor = bool(multi_tensor)
-        # id(step tensor) -> (the tensor, its autograd version, its count, its address for the
-        # one-call increment or 0): valid while the tensor is the same and its version too.
-        self._step_cache: dict[int, tuple[Any, int, int, int]] = {}
         # id(param) -> what a step validated about it and its states (see _plan_step).
         self._checked: dict[int, Any] = {}
         self._keys_interned: dict[Any, Any] = {}
@@ -323,7 +367,6 @@ class _Optimizer(torch.optim.Optimizer):
         fast_steps = not numba_disabled()
         work = _Work()
         lo, size, owners = work.lo, work.size, work.owners
-        cache = self._step_cache
         known = self._checked
         seen: dict[int, Any] = {}
         state_of = self.state
@@ -363,12 +406,15 @@ class _Optimizer(torch.optim.Optimizer):
                 e = known.get(id(p))
                 if e is not None and (e[0] is not p or e[1] is not state or e[2] != pa or
                                       e[3] != shape or e[4] is not keys_t or
-                                      e[5] is not contiguous):
+                                      e[5] is not contiguous or e[13] is not dtype or
+                                      (not contiguous and p.stride() != e[14])):
                     e = None
                 if e is not None:
+                    # `.data =` can give a state tensor another shape, dtype or layout in place.
                     for key, t, a, c in e[6]:
                         if state.get(key) is not t or t.data_ptr() != a or \
-                                t.is_contiguous() is not c:
+                                t.is_contiguous() is not c or t.dtype is not dtype or \
+                                t.shape != shape or (not c and t.stride() != e[14]):
                             e = None
                             break
                 if e is not None:
@@ -409,24 +455,26 @@ class _Optimizer(torch.optim.Optimizer):
                     if len(checked) == len(keys) and not work.relayout:
                         seen[id(p)] = (p, state, pa, shape, keys_t, contiguous, tuple(checked),
                                        tuple(row[2:]), nbytes, addresses,
-                                       (nbytes,) * (2 + len(checked)), held, numel)
+                                       (nbytes,) * (2 + len(checked)), held, numel, dtype,
+                                       None if contiguous else p.stride())
                 if has_step:
+                    # Step counts are read from memory at every step (one call for all of
+                    # them below): a cache could miss a change made through `.data`.
                     t_step = state.get("step")
-                    hit = cache.get(id(t_step))
-                    version = t_step._version if type(t_step) is torch.Tensor else 0
-                    if hit is not None and hit[0] is t_step and hit[1] == version:
-                        count, address = hit[2], hit[3]
+                    if fast_steps and type(t_step) is torch.Tensor and \
+                            t_step.dtype in _NUMPY and t_step.is_cpu and t_step.numel() == 1:
+                        address = t_step.data_ptr()
+                        count = -1  # read below
                     else:
+                        address = 0
                         count = _step_count(t_step, f"param_groups[{gi}]['params'][{k}]")
-                        address = (t_step.data_ptr() if fast_steps and type(t_step) is
-                                   torch.Tensor and t_step.dtype in _NUMPY and t_step.is_cpu
-                                   and t_step.numel() == 1 else 0)
-                    if count > MAX_STEP:
-                        raise ValueError(f"fastopt.torch: the step count of "
-                                         f"param_groups[{gi}]['params'][{k}] is {count} "
-                                         f"(expected at most 2**63 - 2: the kernels count steps "
-                                         f"in int64)")
-                    work.steps.append((state, t_step, count, address, version))
+                        if count > MAX_STEP:
+                            raise ValueError(f"fastopt.torch: the step count of "
+                                             f"param_groups[{gi}]['params'][{k}] is {count} "
+                                             f"(expected at most 2**63 - 2: the kernels count "
+                                             f"steps in int64)")
+                    work.steps.append((state, t_step, count, address, gi, k, batch,
+                                       len(batch.steps)))
                     batch.steps.append(count + 1)
                 else:
                     # SGD: only "is this the buffer's first step" matters
@@ -443,6 +491,7 @@ class _Optimizer(torch.optim.Optimizer):
                 work.batches.append(batch)
         if not work.batches:
             return None
+        work.read_steps()
         work.check_overlaps()
         work.checked = seen
         return work
@@ -467,12 +516,12 @@ class _Optimizer(torch.optim.Optimizer):
                 done.append((state, key, state[key]))
                 t = state[key] = torch.empty_like(p).copy_(state[key])
                 batch.rows[r][c] = t.data_ptr()
-            for k, (state, t_step, count, address, _) in enumerate(work.steps):
+            for j, (state, t_step, count, _, gi, k, batch, pos) in enumerate(work.steps):
                 if type(t_step) is not torch.Tensor:
                     done.append((state, "step", state.get("step", _ABSENT)))
                     t = state["step"] = torch.tensor(float(count))  # torch's float32 scalar
-                    work.steps[k] = (state, t, count, 0 if numba_disabled() else t.data_ptr(),
-                                     t._version)
+                    work.steps[j] = (state, t, count, 0 if numba_disabled() else t.data_ptr(),
+                                     gi, k, batch, pos)
         except BaseException:
             for state, key, old in reversed(done):
                 if old is _ABSENT:
@@ -484,7 +533,7 @@ class _Optimizer(torch.optim.Optimizer):
         with deferred_signals():
             for batch in work.batches:
                 batch.run(self)
-            work.advance_steps(self)
+            work.advance_steps()
 
 
 _ABSENT = object()

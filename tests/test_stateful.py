@@ -357,3 +357,39 @@ def test_reduce_lr_on_plateau_takes_what_torch_takes(metric):
         sched.step("low")
     with pytest.raises(TypeError, match="Invalid metric"):
         sched.step(np.ones(2))
+
+
+def test_arrays_changed_in_place_are_checked_again():
+    """NumPy lets an array's dtype, shape and strides change in place: the next step sees it
+    (before: the plan's old dtype with the new size wrote past the arrays)."""
+    base = np.zeros(12)
+    p = base[:6]
+    opt = fastopt.SGD([p], lr=1.0, momentum=0.9)
+    opt.step([np.ones(6)])
+    p.dtype = np.float32  # now 12 float32 over the same 48 bytes
+    with pytest.raises(ValueError, match=r"state\[0\]\['momentum_buffer'\]: array of float64"):
+        opt.step([np.ones(12, np.float32)])
+    assert (base[6:] == 0).all()
+
+
+def test_a_removed_step_count_counts_as_zero():
+    a, b = np.ones(3, np.float32), np.ones(3, np.float32)
+    opt = fastopt.Adam([a, b], lr=0.1)
+    g = [np.ones(3, np.float32), np.ones(3, np.float32)]
+    opt.step(g)
+    opt.step(g)
+    del opt.state[1]["step"]
+    opt.step(g)
+    assert opt.state[0]["step"] == 3 and opt.state[1]["step"] == 1
+
+
+def test_negative_stride_parameters_step_like_contiguous_ones():
+    p = np.arange(1.0, 7.0, dtype=np.float32)[::-1]
+    q = np.ascontiguousarray(p)
+    for arrays in ([p], [q]):
+        opt = fastopt.Adam(arrays, lr=0.1)
+        for _ in range(3):
+            opt.step([np.full(6, 0.5, np.float32)[::-1] if arrays[0] is p
+                      else np.full(6, 0.5, np.float32)])
+    assert np.array_equal(p, q)
+    assert opt.state[0]["exp_avg"].strides == q.strides

@@ -314,3 +314,54 @@ def test_classes_work_under_numba_disable_jit():
                           timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK" in proc.stdout
+
+
+def test_step_counts_changed_behind_autograd_are_read_again():
+    """`.data` assignments and in-place ops on `.data` do not bump the version counter: the
+    step count is read from the tensor at every step, and its storage is the one written."""
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    ours, ref = ft.Adam([p], lr=0.1), torch.optim.Adam([q], lr=0.1)
+    for opt, t in ((ours, p), (ref, q)):
+        for _ in range(2):
+            t.grad = torch.full((3,), 0.5)
+            opt.step()
+        s = opt.state[t]["step"]
+        old = s.data
+        s.data = torch.tensor(100.0)
+        t.grad = torch.full((3,), 0.5)
+        opt.step()
+        assert old.item() == 2.0 and opt.state[t]["step"].item() == 101.0
+        opt.state[t]["step"].data.fill_(7.0)
+        opt.step()
+        assert opt.state[t]["step"].item() == 8.0
+    torch.testing.assert_close(p, q, rtol=2e-5, atol=1e-6)
+
+
+def test_a_state_reshaped_behind_autograd_is_checked_again():
+    p = torch.nn.Parameter(torch.ones(6))
+    opt = ft.Adam([p], lr=0.1)
+    p.grad = torch.ones(6)
+    opt.step()
+    m = opt.state[p]["exp_avg"]
+    m.data = m.data[:2]  # same address, smaller
+    with pytest.raises(ValueError, match=r"has shape \[2\], but its parameter has shape \[6\]"):
+        opt.step()
+
+
+def test_step_under_inference_mode_works_as_with_torch_optim():
+    for make in (torch.optim.Adam, ft.Adam):
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = make([p], lr=0.1)
+        with torch.inference_mode():
+            for _ in range(2):
+                p.grad = torch.full((3,), 0.5)
+                opt.step()
+        assert opt.state[p]["step"].item() == 2.0
+
+
+def test_two_parameters_may_share_one_gradient():
+    a, b = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4))
+    g = torch.full((4,), 0.5)
+    a.grad = b.grad = g
+    ft.SGD([a, b], lr=1.0).step()
+    assert torch.equal(a, torch.full((4,), 0.5)) and torch.equal(b, torch.full((4,), 0.5))

@@ -185,3 +185,16 @@ def add_to_scalars_kernel(dtype):
             x[0] += scalar(value)
 
     return compile_kernel(add_to_scalars, False)
+
+
+@kernel_factory
+def read_scalars_kernel(dtype):
+    """Return ``kernel(addresses, out)``: ``out[k]`` = the scalar of ``dtype`` at
+    ``addresses[k]``, as float64."""
+    scalar = np.dtype(dtype).type
+
+    def read_scalars(addresses, out):
+        for k in range(addresses.size):
+            out[k] = np.float64(numba.carray(_pointer(addresses[k], scalar), 1)[0])
+
+    return compile_kernel(read_scalars, False)
