@@ -142,13 +142,14 @@ def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
 
 _NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
 
-_DTYPE, _SHAPE, _STRIDES = (operator.attrgetter(k) for k in ("dtype", "shape", "strides"))
+_GEOMETRY = operator.attrgetter("dtype", "shape", "strides")
+_NOT_NONE = functools.partial(operator.is_not, None)
 
 
 def _geometry(params: list[np.ndarray], arrays: dict[str, list[Any]]) -> list[Any]:
-    """Every planned array's dtype, shape and strides, as lists (compared at each step)."""
-    every = [*params, *[a for column in arrays.values() for a in column if a is not None]]
-    return [list(map(_DTYPE, every)), list(map(_SHAPE, every)), list(map(_STRIDES, every))]
+    """Every planned array's (dtype, shape, strides), compared at each step: NumPy lets all
+    three change in place."""
+    return list(map(_GEOMETRY, filter(_NOT_NONE, itertools.chain(params, *arrays.values()))))
 
 
 class _Plan:
