@@ -375,34 +375,32 @@ def _per_tensor_adam(params: list[np.ndarray], grads: list[np.ndarray],
     return step
 
 
-def _torch_fused_adam(params: list[np.ndarray],
-                      grads: list[np.ndarray]) -> Callable[[], None] | None:
-    """torch.optim.Adam(fused=True).step over copies of the tensors, or None without torch."""
+def _torch_adam(params: list[np.ndarray], grads: list[np.ndarray],
+                fastopt_torch: bool = False) -> Callable[[], None] | None:
+    """The ``step`` of torch.optim.Adam(fused=True), or of fastopt.torch.Adam, over copies of
+    the tensors; None without torch."""
     try:
         import torch
+
+        from . import torch as ft
     except ImportError:
         return None
     tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
     for tp, g in zip(tparams, grads):
         tp.grad = torch.from_numpy(g.copy())
-    step: Callable[[], None] = torch.optim.Adam(tparams, fused=True).step
+    opt = ft.Adam(tparams) if fastopt_torch else torch.optim.Adam(tparams, fused=True)
+    step: Callable[[], None] = opt.step
     return step
+
+
+def _torch_fused_adam(params: list[np.ndarray],
+                      grads: list[np.ndarray]) -> Callable[[], None] | None:
+    return _torch_adam(params, grads)
 
 
 def _fastopt_torch_adam(params: list[np.ndarray],
                         grads: list[np.ndarray]) -> Callable[[], None] | None:
-    """fastopt.torch.Adam.step over copies of the tensors, or None without torch."""
-    try:
-        import torch
-
-        from . import torch as fastopt_torch
-    except ImportError:
-        return None
-    tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
-    for tp, g in zip(tparams, grads):
-        tp.grad = torch.from_numpy(g.copy())
-    step: Callable[[], None] = fastopt_torch.Adam(tparams).step
-    return step
+    return _torch_adam(params, grads, fastopt_torch=True)
 
 
 def _adam_kernel_only(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:

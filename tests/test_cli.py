@@ -268,3 +268,12 @@ def test_bench_records_name_the_torch_implementation():
                             max_seconds=0.05)
     assert [r["torch_impl"] for r in recs] == ["torch.optim.Adam fused",
                                                "torch.optim.RMSprop foreach"]
+
+
+def test_multi_tensor_benchmark_reports_bookkeeping_per_tensor():
+    rec = _bench.run_multi_tensor(_bench.many_small_shapes(16, 100), "tiny", rounds=1,
+                                  max_seconds=0.5)
+    assert {"per_tensor", "multi_tensor", "kernel_only"} <= rec["seconds"].keys()
+    assert rec["seconds"]["kernel_only"] > 0 and "multi_tensor" in rec["bookkeeping_us_per_tensor"]
+    if "torch_fused" in rec["seconds"]:
+        assert rec["fastopt_torch_vs_torch_fused"] > 0
