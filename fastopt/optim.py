@@ -324,6 +324,14 @@ class Optimizer:
         for g in groups:
             self.add_param_group(g)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The plan holds raw addresses: a copy (deepcopy, pickle) must never reuse them.
+        return {k: v for k, v in self.__dict__.items() if k != "_plan"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._plan = None
+
     # -- parameters ---------------------------------------------------------------------------
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

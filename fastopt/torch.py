@@ -337,6 +337,18 @@ class _Optimizer(torch.optim.Optimizer):
         _group_options(self.algorithm, defaults)
         super().__init__(params, defaults)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim pickles (and deep-copies) defaults, state and param_groups only.
+        state: dict[str, Any] = super().__getstate__()
+        return {**state, "backend": self.backend, "multi_tensor": self.multi_tensor}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.backend = state.get("backend", "auto")
+        self.multi_tensor = state.get("multi_tensor", True)
+        self._checked = {}  # caches start empty: nothing of the pickled process is trusted
+        self._keys_interned = {}
+
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
         return torch.zeros_like(p)  # the parameter's memory layout
 

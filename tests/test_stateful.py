@@ -393,3 +393,21 @@ def test_negative_stride_parameters_step_like_contiguous_ones():
                       else np.full(6, 0.5, np.float32)])
     assert np.array_equal(p, q)
     assert opt.state[0]["exp_avg"].strides == q.strides
+
+
+def test_deepcopy_and_pickle_never_reuse_the_originals_addresses():
+    """The plan holds raw addresses: a copied optimizer must step its own arrays (before the
+    fix, a deepcopy wrote into the original's)."""
+    import copy
+    import pickle
+
+    w = np.ones(5, np.float32)
+    opt = fastopt.Adam([w], lr=0.1)
+    opt.step([np.ones(5, np.float32)])
+    before = w.copy()
+    for other in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        mine = other.param_groups[0]["params"][0]
+        other.step([np.ones(5, np.float32)])
+        assert np.array_equal(w, before), "the original was written"
+        assert not np.array_equal(mine, before)
+        assert other.state[0]["step"] == 2 and opt.state[0]["step"] == 1

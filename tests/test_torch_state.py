@@ -365,3 +365,28 @@ def test_two_parameters_may_share_one_gradient():
     a.grad = b.grad = g
     ft.SGD([a, b], lr=1.0).step()
     assert torch.equal(a, torch.full((4,), 0.5)) and torch.equal(b, torch.full((4,), 0.5))
+
+
+def test_deepcopy_and_pickle_of_an_optimizer_keep_working():
+    import io
+
+    lin = torch.nn.Linear(3, 2)
+    opt = ft.Adam(lin.parameters(), lr=0.1, multi_tensor=False)
+    lin(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    copied = copy.deepcopy(opt)
+    buf = io.BytesIO()
+    torch.save(opt, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for o in (opt, copied, loaded):
+        for p, q in zip(opt.param_groups[0]["params"], o.param_groups[0]["params"]):
+            if q is not p:
+                q.grad = p.grad.clone()  # pickling a Parameter drops its grad
+        o.step()
+        assert o.multi_tensor is False
+    for o in (copied, loaded):
+        for p, q in zip(opt.param_groups[0]["params"], o.param_groups[0]["params"]):
+            assert q is not p
+            torch.testing.assert_close(p, q)
+            assert opt.state[p]["step"].item() == o.state[q]["step"].item() == 2
