@@ -116,7 +116,7 @@ def available_backends() -> dict[str, str | None]:
 
 
 def _auto(param: Any) -> str:
-    if type(param) is np.ndarray:
+    if isinstance(param, np.ndarray):  # np.memmap included
         return "numba"
     return "cupy" if _device.is_cupy(param) else "numba-cuda"
 
@@ -126,7 +126,7 @@ def get(backend: str, param: Any) -> ModuleType:
 
     ``param`` has been validated: a NumPy array, or a device array of the GPU path.
     """
-    host = type(param) is np.ndarray
+    host = type(param) is np.ndarray or isinstance(param, np.ndarray)
     if host:  # the hot path: one lookup by name, as fast as before the GPU backends
         mod = _host_loaded.get(backend)
         if mod is not None:

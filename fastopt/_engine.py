@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _backends
 from ._algorithms import ALGORITHMS, active_states
+from ._layout import zeros_like
 
 # torch.nn.utils.clip_grad_norm_ divides max_norm by (norm + 1e-6); so does fastopt.
 CLIP_EPS = 1e-6
@@ -112,6 +113,10 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
     active = active_states(algorithm, options)
     for p, g, s, t in zip(params, grads, states, steps):
         if scale != 1.0:
-            g = g * p.dtype.type(scale)
+            # Into an array of the gradient's own layout (``g * s`` would give a NumPy scalar
+            # for a 0-d gradient and positive strides for a negative-stride one).
+            scaled = zeros_like(g)
+            np.multiply(g, p.dtype.type(scale), out=scaled)
+            g = scaled
         fn(p, g, *[s[n] if n in active else None for n in names], step=t, backend=backend,
            **options)

@@ -71,6 +71,14 @@ def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
                 f"in place outside autograd; use torch.optim for {flag}=True")
     if group.get("fused") and group.get("foreach"):
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    # torch's Adam takes decoupled_weight_decay (then it is AdamW); a checkpoint may carry it.
+    decoupled = group.get("decoupled_weight_decay", algorithm == "adamw")
+    if algorithm in ("adam", "adamw") and bool(decoupled) != (algorithm == "adamw"):
+        raise ValueError(
+            f"fastopt.torch: decoupled_weight_decay={decoupled!r} in a parameter group of "
+            f"{'AdamW' if algorithm == 'adamw' else 'Adam'}; use fastopt.torch."
+            f"{'Adam' if algorithm == 'adamw' else 'AdamW'} for "
+            f"{'L2' if algorithm == 'adamw' else 'decoupled'} weight decay")
     numbers = {k: _as_number(k, v) for k, v in group.items() if k != "params"}
     return check_options(algorithm, functional_options(algorithm, numbers))
 
@@ -344,8 +352,9 @@ class _Optimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self.backend = state.get("backend", "auto")
-        self.multi_tensor = state.get("multi_tensor", True)
+        # torch's load_state_dict also calls __setstate__, with state and groups only.
+        self.backend = state.get("backend", getattr(self, "backend", "auto"))
+        self.multi_tensor = state.get("multi_tensor", getattr(self, "multi_tensor", True))
         self._checked = {}  # caches start empty: nothing of the pickled process is trusted
         self._keys_interned = {}
 
@@ -578,9 +587,11 @@ class Adam(_Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 backend: str = "auto", multi_tensor: bool = True) -> None:
+                 decoupled_weight_decay: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize), backend,
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay), backend,
                          multi_tensor, foreach, fused, capturable, differentiable)
 
 
@@ -596,7 +607,8 @@ class AdamW(_Optimizer):
                  differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize), backend,
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      decoupled_weight_decay=True), backend,
                          multi_tensor, foreach, fused, capturable, differentiable)
 
 

@@ -411,3 +411,31 @@ def test_deepcopy_and_pickle_never_reuse_the_originals_addresses():
         assert np.array_equal(w, before), "the original was written"
         assert not np.array_equal(mine, before)
         assert other.state[0]["step"] == 2 and opt.state[0]["step"] == 1
+
+
+@pytest.mark.parametrize("backend,multi_tensor", [("numba", False), ("numpy", True)])
+def test_per_tensor_path_scales_0d_and_negative_stride_gradients(backend, multi_tensor):
+    """With a loss scale, the per-tensor path used to hand the functional API a NumPy scalar
+    (0-d) or a re-laid-out gradient and fail after writing earlier tensors."""
+    params = [np.ones(3), np.array(1.0), np.arange(1.0, 5.0)[::-1]]
+    ref = [np.ones(3), np.array(1.0), np.ascontiguousarray(np.arange(1.0, 5.0)[::-1])]
+    grads = [np.ones(3), np.array(2.0), np.full(4, 3.0)[::-1]]
+    a = fastopt.Adam(params, lr=0.1, backend=backend, multi_tensor=multi_tensor)
+    b = fastopt.Adam(ref, lr=0.1)
+    for _ in range(2):
+        a.step(grads, loss_scale=2.0)
+        b.step([np.ones(3), np.array(2.0), np.full(4, 3.0)], loss_scale=2.0)
+    for x, y in zip(params, ref):
+        np.testing.assert_allclose(x, y, rtol=1e-12)
+
+
+@pytest.mark.parametrize("multi_tensor", [True, False])
+def test_memmap_parameters_and_gradients_everywhere(tmp_path, multi_tensor):
+    m = np.memmap(tmp_path / "p.bin", np.float64, "w+", shape=(3,))
+    m[:] = 1.0
+    gm = np.memmap(tmp_path / "g.bin", np.float64, "w+", shape=(3,))
+    gm[:] = 0.5
+    a = np.ones(3)
+    opt = fastopt.Adam([{"params": [a]}, {"params": [m]}], lr=0.1, multi_tensor=multi_tensor)
+    opt.step([np.full(3, 0.5), gm], max_grad_norm=10.0, loss_scale=1.0)
+    np.testing.assert_array_equal(np.asarray(m), a)

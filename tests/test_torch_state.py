@@ -390,3 +390,27 @@ def test_deepcopy_and_pickle_of_an_optimizer_keep_working():
             assert q is not p
             torch.testing.assert_close(p, q)
             assert opt.state[p]["step"].item() == o.state[q]["step"].item() == 2
+
+
+def test_load_state_dict_keeps_the_backend_settings():
+    lin = torch.nn.Linear(3, 2)
+    opt = ft.Adam(lin.parameters(), backend="numpy", multi_tensor=False)
+    opt.load_state_dict(opt.state_dict())
+    assert (opt.backend, opt.multi_tensor) == ("numpy", False)
+
+
+def test_decoupled_weight_decay_from_torch_is_never_silently_ignored():
+    a, b = net(), net()
+    theirs = torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=0.5,
+                              decoupled_weight_decay=True)
+    train(b, theirs, 1)
+    ours = ft.Adam(a.parameters(), lr=1e-2)
+    ours.load_state_dict(copy.deepcopy(theirs.state_dict()))
+    a(torch.randn(4, 3, 6, 6)).sum().backward()
+    before = frozen(a, ours)
+    with pytest.raises(ValueError, match="use fastopt.torch.AdamW for decoupled weight decay"):
+        ours.step()
+    unchanged(a, ours, before)
+    assert ft.AdamW(a.parameters()).param_groups[0]["decoupled_weight_decay"] is True
+    with pytest.raises(ValueError, match="decoupled_weight_decay=True"):
+        ft.Adam(a.parameters(), decoupled_weight_decay=True)
