@@ -87,29 +87,15 @@ def numba_disabled() -> bool:
 
 def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
            grads: list[np.ndarray], states: list[dict[str, np.ndarray]], steps: list[int], *,
-           backend: str, multi_tensor: bool, scale: float = 1.0,
-           rows: list[list[int]] | None = None) -> None:
-    """Update ``params[i]`` in place with ``grads[i] * scale`` and ``states[i]``.
+           backend: str, scale: float = 1.0) -> None:
+    """Update ``params[i]`` in place with ``grads[i] * scale`` and ``states[i]``, one call of
+    the functional API per tensor (the reference backend, ``multi_tensor=False``, or under
+    NUMBA_DISABLE_JIT; one launch over many tensors is ``_numba_backend.multi_step_rows``).
 
-    ``steps[i]`` is the 1-based number of this update of tensor ``i``. Arrays validated,
-    C-contiguous, each state of its param's shape and dtype. ``rows`` (optional): each
-    tensor's array addresses, as ``_numba_backend.multi_step`` takes them.
+    ``steps[i]`` is the 1-based number of this update of tensor ``i``. Arrays validated, each
+    state of its param's shape, dtype and layout.
     """
-    if not params:
-        return
-    names = ALGORITHMS[algorithm][1]
-    mod = _backends.get(backend, params[0])
-    if multi_tensor and hasattr(mod, "multi_step") and not numba_disabled():
-        by_dtype: dict[np.dtype, list[int]] = {}
-        for i, p in enumerate(params):
-            by_dtype.setdefault(p.dtype, []).append(i)
-        for idx in by_dtype.values():
-            mod.multi_step(algorithm, options, names, [params[i] for i in idx],
-                           [grads[i] for i in idx], [states[i] for i in idx],
-                           [steps[i] for i in idx], scale,
-                           None if rows is None else [rows[i] for i in idx])
-        return
-    fn, _ = ALGORITHMS[algorithm]
+    fn, names = ALGORITHMS[algorithm]
     active = active_states(algorithm, options)
     for p, g, s, t in zip(params, grads, states, steps):
         if scale != 1.0:

@@ -242,34 +242,16 @@ def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return table
 
 
-def multi_step(algorithm: str, options: dict[str, Any], state_names: tuple[str, ...],
-               params: list[np.ndarray], grads: list[np.ndarray],
-               states: list[dict[str, np.ndarray]], steps: list[int], scale: float,
-               rows: list[list[int]] | None = None) -> None:
-    """Update every tensor in one launch: ``params[i]`` with ``grads[i] * scale``.
-
-    All arrays validated, of one dtype, each tensor's arrays of one dense layout.
-    ``states[i]`` maps the names in ``state_names`` (the algorithm's full list; absent ones
-    are unused) to arrays; ``steps[i]`` is the step number of this update of tensor ``i``.
-    ``rows``, when the caller has them, are the arrays' addresses: ``[param, grad, *states in
-    state_names order]`` per tensor (the lowest address of each block), the param's address
-    standing in for an absent state.
-    """
-    if rows is None:
-        rows = []
-        for p, g, s in zip(params, grads, states):
-            pa = base_address(p)
-            rows.append([pa, base_address(g), *[base_address(s[n]) if n in s else pa
-                                                for n in state_names]])
-    multi_step_rows(algorithm, options, state_names, params[0].dtype,
-                    tuple(p.size for p in params), rows, steps, scale)
-
-
 def multi_step_rows(algorithm: str, options: dict[str, Any], state_names: tuple[str, ...],
-                    dtype: np.dtype[Any], sizes: tuple[int, ...], rows: list[list[int]],
-                    steps: list[int], scale: float) -> None:
-    """``multi_step`` on addresses alone: tensor ``i`` has ``sizes[i]`` elements of ``dtype``
-    in the blocks at ``rows[i]``. The caller keeps the memory alive and valid."""
+                    dtype: np.dtype[Any], sizes: tuple[int, ...],
+                    rows: np.ndarray | list[list[int]], steps: np.ndarray | list[int],
+                    scale: float) -> None:
+    """Update every tensor in one launch, from addresses: tensor ``i`` has ``sizes[i]``
+    elements of ``dtype`` in the dense blocks whose lowest addresses are ``rows[i]`` = ``[param,
+    grad, *states in state_names order]`` (the param's address standing in for an absent
+    state), all of one layout; its gradient is multiplied by ``scale``, ``steps[i]`` is the
+    step number of this update. Nothing is validated: the caller keeps the memory alive and
+    valid."""
     total = sum(sizes)
     if total == 0:
         return

@@ -78,8 +78,6 @@ def _to_numpy(x: Any) -> Any:
         return x
     if _device.is_simulated(x):  # wraps a host array but stands for a device array
         return x
-    if isinstance(x, np.ma.MaskedArray):  # its buffer (DLPack's too) is the data, no mask
-        return x
     if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
         try:
             if x.__dlpack_device__()[0] == 1:  # kDLCPU

@@ -117,19 +117,6 @@ def _check_step(name: str, value: Any) -> int:
     return result
 
 
-def _launch(multi_step_rows: Any, algorithm: str, options: dict[str, Any],
-            names: tuple[str, ...], dtype: np.dtype[Any], sizes: tuple[int, ...],
-            table: np.ndarray, steps: np.ndarray, scale: float) -> None:
-    multi_step_rows(algorithm, options, names, dtype, sizes, table, steps, scale)
-
-
-def _per_tensor(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
-                grads: list[np.ndarray], dicts: list[dict[str, Any]], steps: list[int],
-                backend: str, multi_tensor: bool, scale: float) -> None:
-    update(algorithm, options, params, grads, dicts, steps, backend=backend,
-           multi_tensor=multi_tensor, scale=scale)
-
-
 def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
     """How many gradient elements are not finite once unscaled (``g * inv_scale`` in the
     gradient's dtype): finite gradients overflow when the loss scale is below 1."""
@@ -160,7 +147,7 @@ class _Plan:
     by identity (cheap, C-speed) and rebuilds it when anything was replaced, added or removed.
     """
 
-    __slots__ = ("state", "params", "dicts", "arrays", "rows", "spans", "table", "dtypes",
+    __slots__ = ("state", "params", "dicts", "arrays", "spans", "table", "dtypes",
                  "shapes", "strides", "nbytes", "starts", "ends", "complete", "geometry")
 
     def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
@@ -203,7 +190,6 @@ class _Plan:
         self.params = params
         self.dicts = dicts
         self.arrays = {n: [d.get(n) for d in dicts] for n in names}
-        self.rows = rows
         self.spans = spans
         # The same facts as arrays and lists, for the per-step checks and the launch.
         self.table = np.array(rows, np.int64).reshape(len(params), 1 + len(names))
@@ -389,7 +375,7 @@ class Optimizer:
         (all or nothing), then written: a rejected step changes nothing, and an interrupt
         (Ctrl-C) arriving while the step writes is raised once it is complete.
         """
-        params = [p for g in self.param_groups for p in g["params"]]
+        params = self._params()
         plan = self._plan
         if plan is None or not plan.current(self, params):
             self._plan = None
@@ -433,7 +419,7 @@ class Optimizer:
         # (Ctrl-C) arriving meanwhile are delivered when it has (see _signals).
         with deferred_signals():
             for run in work:
-                run(scale)
+                run(scale=scale)
             for i, t in zip(stepped, steps):
                 dicts[i]["step"] = t + 1
         return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
@@ -454,7 +440,7 @@ class Optimizer:
     def _work(self, plan: _Plan, options: list[dict[str, Any]], grads: list[Any],
               addresses: np.ndarray, stepped: list[int], steps: list[int],
               fresh: set[int]) -> list[Any]:
-        """One callable per launch: ``run(scale)`` updates a group's stepped tensors."""
+        """One callable per launch: ``run(scale=...)`` updates a group's stepped tensors."""
         names = ALGORITHMS[self.algorithm][1]
         position = dict(zip(stepped, range(len(stepped))))
         fast = (self.multi_tensor and self.backend in ("auto", "numba")
@@ -483,13 +469,13 @@ class Optimizer:
                     sizes = tuple(plan.params[i].size for i in sel)
                     tsel = ts if sel is idx else [ts[idx.index(i)] for i in sel]
                     work.append(functools.partial(
-                        _launch, _numba_backend.multi_step_rows, self.algorithm, opts, names,
-                        dtype, sizes, table, np.array(tsel, np.int64)))
+                        _numba_backend.multi_step_rows, self.algorithm, opts, names, dtype,
+                        sizes, table, np.array(tsel, np.int64)))
             else:
                 work.append(functools.partial(
-                    _per_tensor, self.algorithm, opts, [plan.params[i] for i in idx],
-                    [grads[i] for i in idx], [plan.dicts[i] for i in idx], ts, self.backend,
-                    self.multi_tensor))
+                    update, self.algorithm, opts, [plan.params[i] for i in idx],
+                    [grads[i] for i in idx], [plan.dicts[i] for i in idx], ts,
+                    backend=self.backend))
         return work
 
     def _allocate_states(self, plan: _Plan, grads: list[Any], options: list[dict[str, Any]],

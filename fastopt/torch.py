@@ -169,7 +169,7 @@ class _Batch:
     """One parameter group's tensors to update, checked, with their launch table.
 
     ``rows[i]`` is ``[param, grad, *states in the algorithm's order]`` as addresses; a state
-    still to be allocated has address 0 until ``_Work.patch`` fills it in.
+    still to be allocated stands as the parameter's address until ``_commit`` fills it in.
     """
 
     def __init__(self, opts: dict[str, Any], multi: bool, keys: list[tuple[str, str]]) -> None:
@@ -207,7 +207,7 @@ class _Batch:
         update(opt.algorithm, self.opts, [p.detach().numpy() for p in self.params],
                [g.detach().numpy() for g in self.grads],
                [{n: s[torch_keys[n]].detach().numpy() for n in torch_keys}
-                for s in self.states], self.steps, backend=opt.backend, multi_tensor=False)
+                for s in self.states], self.steps, backend=opt.backend)
 
 
 def _describe_tensor(group: int, index: int, what: str | None) -> str:

@@ -162,7 +162,7 @@ def test_foreach_and_fused_are_accepted_with_the_same_results(kw, monkeypatch):
     real_update, real_multi = ft.update, _numba_backend.multi_step_rows
 
     def per_tensor(*args, **kwargs):
-        calls.append("per-tensor" if not kwargs["multi_tensor"] else "multi")
+        calls.append("per-tensor")  # update is the one-call-per-tensor path
         return real_update(*args, **kwargs)
 
     def multi(*args, **kwargs):
