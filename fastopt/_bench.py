@@ -18,32 +18,15 @@ import numpy as np
 from . import _functional
 from ._algorithms import ALGORITHMS as ALGORITHMS
 from ._algorithms import active_states as active_states
+from ._specs import SPECS
 
 # The benchmarked configuration of each: the common one (SGD with momentum, as people train).
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    "sgd": {"lr": 0.01, "momentum": 0.9},
-    "adagrad": {},
-    "rmsprop": {},
-    "adam": {},
-    "adamw": {},
-    "adadelta": {},
-}
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {n: s.bench_options for n, s in SPECS.items()}
 # Every option set `fastopt check` runs: each flag of each algorithm on and off at least once.
 OPTION_SETS: dict[str, list[dict[str, Any]]] = {
-    "sgd": [{"lr": 0.1}, {"lr": 0.1, "momentum": 0.9, "dampening": 0.5},
-            {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
-            {"lr": 0.1, "weight_decay": 0.1, "maximize": True}],
-    "adagrad": [{}, {"lr_decay": 0.01, "weight_decay": 0.1, "maximize": True}],
-    "rmsprop": [{}, {"momentum": 0.9}, {"centered": True},
-                {"centered": True, "momentum": 0.5, "weight_decay": 0.05, "maximize": True}],
-    "adam": [{}, {"amsgrad": True}, {"weight_decay": 0.1, "maximize": True},
-             {"weight_decay": 0.05, "amsgrad": True, "maximize": True}],
-    "adamw": [{}, {"amsgrad": True}, {"weight_decay": 0.1, "maximize": True}],
-    "adadelta": [{}, {"weight_decay": 0.1, "maximize": True}],
-}
-TORCH_CLASSES = {"sgd": "SGD", "adagrad": "Adagrad", "rmsprop": "RMSprop", "adam": "Adam",
-                 "adamw": "AdamW", "adadelta": "Adadelta"}
-TORCH_FUSED = {"sgd", "adagrad", "adam", "adamw"}  # torch has fused CPU kernels for these
+    n: list(s.option_sets) for n, s in SPECS.items()}
+TORCH_CLASSES = {n: s.torch_class for n, s in SPECS.items() if s.torch_impl}
+TORCH_FUSED = {n for n, s in SPECS.items() if s.torch_impl == "fused"}
 
 
 def bytes_per_element(algorithm: str, options: dict[str, Any], dtype: Any) -> int:
@@ -408,16 +391,14 @@ def _adam_kernel_only(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
     built beforehand: what a step costs without any Python bookkeeping."""
     from . import _numba_backend as nb
     from ._layout import base_address
-    from .kernels.cpu import multi
-
+    spec = SPECS["adam"]
     options = opt._options(opt.param_groups[0])
     params = opt.param_groups[0]["params"]
-    names = ALGORITHMS["adam"][1]
-    single, key, takes_step, hyper = nb._serial_kernel("adam", options)
+    names = spec.state_names
     sizes = tuple(p.size for p in params)
     par = sum(sizes) >= nb.PARALLEL_MIN_SIZE
-    kernel = multi.multi_kernel(single, repr(key), 2 + len(names), takes_step,
-                                params[0].dtype.type, par)
+    kernel = nb.multi_kernel(spec, spec.flag_values(options), params[0].dtype, par)
+    hyper = tuple(float(options[a]) for a in spec.scalar_args)
     tensor, lo, hi = nb._chunks(sizes)
     rows = np.array([[base_address(p), base_address(g),
                       *[base_address(opt.state[i][n]) if n in opt.state[i] else base_address(p)

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import _backends
+from . import _backends, reference
 from ._bench import ALGORITHMS, OPTION_SETS, active_states
 
 # The tolerance of every backend against the reference, per dtype: (rtol, atol). A backend may
@@ -46,7 +46,7 @@ def _options_label(options: dict[str, Any]) -> str:
 def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any, size: int,
                steps: int = STEPS, seed: int = 0) -> CheckResult:
     fn, state_names = ALGORITHMS[algorithm]
-    ref_fn = getattr(_backends.load("numpy"), algorithm)
+    ref_fn = getattr(reference, algorithm)
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
     active = active_states(algorithm, options)

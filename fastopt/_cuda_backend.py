@@ -42,26 +42,19 @@ def _cast(dtype: Any, values: tuple[float, ...]) -> list[Any]:
     return [t(v) for v in values]
 
 
-_FACTORIES: dict[str, Callable[..., Any]] = {
-    "sgd": kernels.sgd_kernel, "adagrad": kernels.adagrad_kernel,
-    "rmsprop": kernels.rmsprop_kernel, "adam": kernels.adam_kernel,
-    "adadelta": kernels.adadelta_kernel,
-}
-
-
 def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
-            scalars: tuple[float, ...]) -> None:
+            scalars: tuple[float, ...], active: tuple[bool, ...]) -> None:
     key = (name, *flags.values())
     k = _kernels.get(key)
     if k is None:
-        k = _kernels[key] = _FACTORIES[name](**flags)
+        k = _kernels[key] = kernels.kernel(name, active, tuple(flags.items()), len(scalars))
     views = [_view(a) for a in arrays]
     blocks, threads = kernels.launch_config(views[0].size)
     k[blocks, threads](*views, *_cast(views[0].dtype, scalars))
 
 
-# The six algorithms: the shared plan (kernel, flags, arrays, scalars), then one launch.
-sgd, adagrad, rmsprop, adam, adamw, adadelta = plans.steps(_launch)
+# Every algorithm: the shared plan (kernel, flags, arrays, scalars), then one launch.
+update = plans.updater(_launch)
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:

@@ -57,7 +57,7 @@ def _as_cupy(a: Any) -> Any:
 
 
 def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple[float, ...],
-            extra: tuple[Any, ...] = ()) -> None:
+            active: tuple[bool, ...] = (), extra: tuple[Any, ...] = ()) -> None:
     arrs = [_as_cupy(a) for a in arrays]
     p = arrs[0]
     n = p.size
@@ -78,14 +78,14 @@ def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple
                 (_blocks(device, -(-n // vec)),), (THREADS_PER_BLOCK,), args)
 
 
-# The six algorithms: the shared plan (kernel, flags, arrays, scalars), then one launch.
-sgd, adagrad, rmsprop, adam, adamw, adadelta = plans.steps(_launch)
+# Every algorithm: the shared plan (kernel, flags, arrays, scalars), then one launch.
+update = plans.updater(_launch)
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:
     """The same-traffic kernel over param, grad and up to three states (benchmarks only)."""
     pad = list(states) + [param] * (3 - len(states))
-    _launch("roofline", {}, [param, grad, *pad], (), (len(states),))
+    _launch("roofline", {}, [param, grad, *pad], (), (), (len(states),))
 
 
 def to_device(a: np.ndarray) -> Any:

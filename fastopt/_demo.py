@@ -19,18 +19,20 @@ from typing import Any, Callable
 import numpy as np
 
 from . import optim
+from ._specs import SPECS
 
 # name -> (optimizer class, default hyperparameters). Tuned once on digits; overridable.
-OPTIMIZERS: dict[str, tuple[type[optim.Optimizer], dict[str, Any]]] = {
-    "sgd": (optim.SGD, {"lr": 0.1}),
-    "momentum": (optim.SGD, {"lr": 0.02, "momentum": 0.9}),
-    "nesterov": (optim.SGD, {"lr": 0.02, "momentum": 0.9, "nesterov": True}),
-    "adagrad": (optim.Adagrad, {"lr": 0.05}),
-    "rmsprop": (optim.RMSprop, {"lr": 1e-3}),
-    "adam": (optim.Adam, {"lr": 1e-3}),
-    "adamw": (optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-2}),
-    "adadelta": (optim.Adadelta, {"lr": 1.0}),
+# Every algorithm with its spec's demo settings, and SGD's two momentum variants after SGD.
+_VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "sgd": [("momentum", {"lr": 0.02, "momentum": 0.9}),
+            ("nesterov", {"lr": 0.02, "momentum": 0.9, "nesterov": True})],
 }
+OPTIMIZERS: dict[str, tuple[type[optim.Optimizer], dict[str, Any]]] = {}
+for _name, _spec in SPECS.items():
+    _cls = getattr(optim, _spec.torch_class)
+    OPTIMIZERS[_name] = (_cls, dict(_spec.demo_options))
+    for _variant, _options in _VARIANTS.get(_name, []):
+        OPTIMIZERS[_variant] = (_cls, _options)
 SPLIT_SEED = 0  # the train/test split is fixed, whatever --seed says
 TEST_FRACTION = 0.2
 

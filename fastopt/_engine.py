@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from . import _backends
+from . import _generic
 from ._algorithms import ALGORITHMS, active_states
+from ._specs import SPECS
 from ._layout import zeros_like
 
 # torch.nn.utils.clip_grad_norm_ divides max_norm by (norm + 1e-6); so does fastopt.
@@ -43,19 +45,19 @@ class StepResult:
 
 
 def check_options(algorithm: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``options`` (functional-API names) exactly as the functional API does.
-
-    Runs the algorithm's public function on size-0 arrays with the reference backend: the same
-    checks and messages, no arithmetic. Returns the options with reals as floats.
-    """
-    fn, names = ALGORITHMS[algorithm]
-    try:
-        active = active_states(algorithm, options)
-    except TypeError:  # a non-numeric option: the function's own checks name it
-        active = ()
-    args = [np.empty(0), np.empty(0), *[np.empty(0) if n in active else None for n in names]]
-    fn(*args, step=1, backend="numpy", **options)
-    return {k: (float(v) if type(v) is int else v) for k, v in options.items()}
+    """Validate ``options`` (functional-API names; left out: the defaults) exactly as the
+    functional API does: the same checks and messages. Returns them all, reals as floats."""
+    spec = SPECS[algorithm]
+    unknown = [k for k in options if k not in spec.defaults() and k not in
+               {h.name for h in spec.hypers}]
+    if unknown:
+        raise TypeError(f"{spec.fn_name}() got an unexpected keyword argument {unknown[0]!r}")
+    values = {**spec.defaults(), **options}
+    missing = [h.name for h in spec.hypers if h.name not in values]
+    if missing:
+        raise TypeError(f"{spec.fn_name}() missing required keyword-only argument: "
+                        f"{missing[0]!r}")
+    return _generic.options(spec, tuple(values[h.name] for h in spec.hypers))
 
 
 def grad_stats(grads: list[np.ndarray], backend: str) -> tuple[float, int]:

@@ -19,8 +19,8 @@ import numpy as np
 
 from . import _layout
 from ._layout import base_address
-from .kernels import cpu
-from .kernels.cpu import multi
+from ._specs import Spec
+from .kernels.cpu import generic, multi
 
 PARALLEL_MIN_SIZE = 1 << 14
 
@@ -77,21 +77,15 @@ def _parallel_guard() -> contextlib.AbstractContextManager[Any]:
 _kernels: dict[tuple[Any, ...], Callable[..., None]] = {}
 
 
-def _kernel(key: tuple[Any, ...], factory: Callable[..., Callable[..., None]],
-            names: tuple[str, ...]) -> Callable[..., None]:
-    """The kernel for ``key`` = (algorithm, *flag values), built by ``factory`` on first use."""
+def kernel(spec: Spec, flags: tuple[bool, ...], parallel: bool) -> Callable[..., None]:
+    """The compiled kernel of ``spec`` for ``flags`` (in the spec's flag order)."""
+    key = (spec.rule, flags, parallel)
     k = _kernels.get(key)
     if k is None:
-        k = _kernels[key] = factory(**dict(zip(names, key[1:])))
+        k = _kernels[key] = generic.kernel(
+            spec.rule, spec.state_names, spec.active(flags),
+            tuple(zip(spec.flag_names, flags)), spec.scalar_args, parallel)
     return k
-
-
-# Flag names of each kernel factory, in the order of the lookup keys below.
-_SGD_FLAGS = ("momentum", "nesterov", "maximize", "weight_decay", "parallel")
-_ADAGRAD_FLAGS = ("maximize", "weight_decay", "parallel")
-_RMSPROP_FLAGS = ("maximize", "weight_decay", "momentum", "centered", "parallel")
-_ADAM_FLAGS = ("amsgrad", "maximize", "weight_decay", "decoupled", "parallel")
-_ADADELTA_FLAGS = ("maximize", "weight_decay", "parallel")
 
 
 def _run(kernel: Callable[..., None], parallel: bool, *args: Any) -> None:
@@ -111,123 +105,28 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return f
 
 
-def sgd(param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray | None = None, *,
-        step: int, lr: float, momentum: float, dampening: float, nesterov: bool,
-        weight_decay: float, maximize: bool) -> None:
-    n = param.size
-    par = n >= PARALLEL_MIN_SIZE
-    k = _kernels.get(key := ("sgd", momentum != 0, nesterov, maximize, weight_decay != 0, par))
+def _arguments(spec: Spec, step: int, options: dict[str, Any]) -> list[Any]:
+    """The kernel's arguments after the arrays: the step if it takes one, then the scalars
+    function's hyperparameters (Python floats: one compiled signature per dtype)."""
+    args: list[Any] = [step] if spec.takes_step else []
+    args += [float(options[a]) for a in spec.scalar_args]
+    return args
+
+
+def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
+           states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any]) -> None:
+    """One update of validated arrays; ``states`` in the spec's order, None where inactive."""
+    par = param.size >= PARALLEL_MIN_SIZE
+    k = _kernels.get((spec.rule, flags, par))
     if k is None:
-        k = _kernel(key, cpu.sgd_kernel, _SGD_FLAGS)
+        k = kernel(spec, flags, par)
     p = _flat(param)
-    buf = p if momentum_buffer is None else _flat(momentum_buffer)
-    _run(k, par, p, _flat(grad), buf, step, lr, momentum, dampening, weight_decay)
-
-
-def adagrad(param: np.ndarray, grad: np.ndarray, state_sum: np.ndarray, *, step: int,
-            lr: float, lr_decay: float, weight_decay: float, eps: float,
-            maximize: bool) -> None:
-    par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernels.get(key := ("adagrad", maximize, weight_decay != 0, par))
-    if k is None:
-        k = _kernel(key, cpu.adagrad_kernel, _ADAGRAD_FLAGS)
-    _run(k, par, _flat(param), _flat(grad), _flat(state_sum), step, lr, lr_decay,
-         weight_decay, eps)
-
-
-def rmsprop(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
-            momentum_buffer: np.ndarray | None = None, grad_avg: np.ndarray | None = None, *,
-            step: int, lr: float, alpha: float, eps: float, weight_decay: float,
-            momentum: float, centered: bool, maximize: bool) -> None:
-    par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernels.get(key := ("rmsprop", maximize, weight_decay != 0, momentum > 0, centered,
-                             par))
-    if k is None:
-        k = _kernel(key, cpu.rmsprop_kernel, _RMSPROP_FLAGS)
-    p = _flat(param)
-    buf = p if momentum_buffer is None else _flat(momentum_buffer)
-    gavg = p if grad_avg is None else _flat(grad_avg)
-    _run(k, par, p, _flat(grad), _flat(square_avg), buf, gavg, lr, alpha, eps, weight_decay,
-         momentum)
-
-
-def _adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
-          max_exp_avg_sq: np.ndarray | None, step: int, lr: float, beta1: float, beta2: float,
-          eps: float, weight_decay: float, amsgrad: bool, maximize: bool,
-          decoupled: bool) -> None:
-    par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernels.get(key := ("adam", amsgrad, maximize, weight_decay != 0, decoupled, par))
-    if k is None:
-        k = _kernel(key, cpu.adam_kernel, _ADAM_FLAGS)
-    v = _flat(exp_avg_sq)
-    vmax = v if max_exp_avg_sq is None else _flat(max_exp_avg_sq)
-    _run(k, par, _flat(param), _flat(grad), _flat(exp_avg), v, vmax, step, lr, beta1, beta2,
-         eps, weight_decay)
-
-
-def adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
-         max_exp_avg_sq: np.ndarray | None = None, *, step: int, lr: float, beta1: float,
-         beta2: float, eps: float, weight_decay: float, amsgrad: bool, maximize: bool) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, amsgrad, maximize, False)
-
-
-def adamw(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
-          max_exp_avg_sq: np.ndarray | None = None, *, step: int, lr: float, beta1: float,
-          beta2: float, eps: float, weight_decay: float, amsgrad: bool, maximize: bool) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps,
-          weight_decay, amsgrad, maximize, True)
-
-
-def adadelta(param: np.ndarray, grad: np.ndarray, square_avg: np.ndarray,
-             acc_delta: np.ndarray, *, step: int, lr: float, rho: float, eps: float,
-             weight_decay: float, maximize: bool) -> None:
-    par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernels.get(key := ("adadelta", maximize, weight_decay != 0, par))
-    if k is None:
-        k = _kernel(key, cpu.adadelta_kernel, _ADADELTA_FLAGS)
-    _run(k, par, _flat(param), _flat(grad), _flat(square_avg), _flat(acc_delta), lr, rho, eps,
-         weight_decay)
+    _run(k, par, p, _flat(grad), *[p if s is None else _flat(s) for s in states],
+         *_arguments(spec, step, options))
 
 
 # ---------------------------------------------------------------------------------------------
 # Multi-tensor steps: one launch over many arrays (kernels/cpu/multi.py).
-
-_FLAGS = {"sgd": _SGD_FLAGS, "adagrad": _ADAGRAD_FLAGS, "rmsprop": _RMSPROP_FLAGS,
-          "adam": _ADAM_FLAGS, "adadelta": _ADADELTA_FLAGS}
-_FACTORIES = {"sgd": cpu.sgd_kernel, "adagrad": cpu.adagrad_kernel,
-              "rmsprop": cpu.rmsprop_kernel, "adam": cpu.adam_kernel,
-              "adadelta": cpu.adadelta_kernel}
-
-
-def _serial_kernel(algorithm: str, o: dict[str, Any]) -> tuple[
-        Callable[..., None], tuple[Any, ...], bool, tuple[float, ...]]:
-    """The serial single-tensor kernel for ``o``, its configuration key, whether it takes a
-    step, its float arguments."""
-    wd = o["weight_decay"] != 0
-    if algorithm == "sgd":
-        key: tuple[Any, ...] = ("sgd", o["momentum"] != 0, o["nesterov"], o["maximize"], wd)
-        hyper: tuple[Any, ...]
-        takes_step, hyper = True, (o["lr"], o["momentum"], o["dampening"], o["weight_decay"])
-    elif algorithm == "adagrad":
-        key = ("adagrad", o["maximize"], wd)
-        takes_step, hyper = True, (o["lr"], o["lr_decay"], o["weight_decay"], o["eps"])
-    elif algorithm == "rmsprop":
-        key = ("rmsprop", o["maximize"], wd, o["momentum"] > 0, o["centered"])
-        takes_step = False
-        hyper = (o["lr"], o["alpha"], o["eps"], o["weight_decay"], o["momentum"])
-    elif algorithm in ("adam", "adamw"):
-        key = ("adam", o["amsgrad"], o["maximize"], wd, algorithm == "adamw")
-        takes_step = True
-        hyper = (o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"])
-    else:
-        key = ("adadelta", o["maximize"], wd)
-        takes_step, hyper = False, (o["lr"], o["rho"], o["eps"], o["weight_decay"])
-    key = (*key, False)
-    k = _kernels.get(key)
-    if k is None:
-        k = _kernel(key, _FACTORIES[key[0]], _FLAGS[key[0]])
-    return k, key, takes_step, tuple(float(h) for h in hyper)
 
 
 _chunk_tables: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -242,13 +141,12 @@ def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return table
 
 
-def multi_step_rows(algorithm: str, options: dict[str, Any], state_names: tuple[str, ...],
-                    dtype: np.dtype[Any], sizes: tuple[int, ...],
+def multi_step_rows(spec: Spec, options: dict[str, Any], dtype: np.dtype[Any], sizes: tuple[int, ...],
                     rows: np.ndarray | list[list[int]], steps: np.ndarray | list[int],
                     scale: float) -> None:
     """Update every tensor in one launch, from addresses: tensor ``i`` has ``sizes[i]``
     elements of ``dtype`` in the dense blocks whose lowest addresses are ``rows[i]`` = ``[param,
-    grad, *states in state_names order]`` (the param's address standing in for an absent
+    grad, *states in the spec's order]`` (the param's address standing in for an inactive
     state), all of one layout; its gradient is multiplied by ``scale``, ``steps[i]`` is the
     step number of this update. Nothing is validated: the caller keeps the memory alive and
     valid."""
@@ -256,12 +154,21 @@ def multi_step_rows(algorithm: str, options: dict[str, Any], state_names: tuple[
     if total == 0:
         return
     par = total >= PARALLEL_MIN_SIZE
-    single, key, takes_step, hyper = _serial_kernel(algorithm, options)
-    kernel = multi.multi_kernel(single, repr(key), 2 + len(state_names), takes_step,
-                                dtype.type, par)
+    k = multi_kernel(spec, spec.flag_values(options), dtype, par)
     tensor, lo, hi = _chunks(sizes)
-    _run(kernel, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
-         hyper, float(scale))
+    _run(k, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
+         tuple(_arguments(spec, 1, options)[int(spec.takes_step):]), float(scale))
+
+
+def multi_kernel(spec: Spec, flags: tuple[bool, ...], dtype: np.dtype[Any],
+                 parallel: bool) -> Callable[..., None]:
+    """The multi-tensor kernel of ``spec`` for ``flags``: its chunks run the serial
+    single-tensor kernel (``kernels.cpu.multi.multi_kernel``)."""
+    single = kernel(spec, flags, False)
+    key = f"{spec.rule}|{flags}"
+    k: Callable[..., None] = multi.multi_kernel(single, key, 2 + len(spec.states),
+                                                spec.takes_step, dtype.type, parallel)
+    return k
 
 
 def read_scalars(dtype: np.dtype[Any], addresses: list[int]) -> np.ndarray:

@@ -1,5 +1,16 @@
 """The ``numpy`` backend: the reference implementations behind the public API."""
 
-from .reference import adadelta, adagrad, adam, adamw, rmsprop, sgd
+from __future__ import annotations
 
-__all__ = ["adadelta", "adagrad", "adam", "adamw", "rmsprop", "sgd"]
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from ._specs import Spec
+
+
+def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
+           states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any]) -> None:
+    """``reference.<name>`` on validated arrays (``states`` in spec order, None if inactive)."""
+    getattr(reference, spec.name)(param, grad, *states, step=step, **options)

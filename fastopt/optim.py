@@ -37,7 +37,9 @@ from typing import Any, ClassVar, Iterable, Sequence
 import numpy as np
 
 from . import _validate as check
+from . import _generic
 from ._algorithms import ALGORITHMS, active_states
+from ._specs import SPECS
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
@@ -48,29 +50,25 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Optimizer"
 FORMAT_VERSION = 1
 _FORMAT = "fastopt.optimizer"
 
+# algorithm -> state name -> initial value (a number, or the group key holding it).
+_STATE_INIT = {a: {s.name: s.init for s in spec.states} for a, spec in SPECS.items()}
+
 
 def functional_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
-    """A parameter group's hyperparameters under the functional API's names."""
-    names = _GROUP_KEYS[algorithm]
-    out = {k: group[k] for k in names if k != "betas" and k != "initial_accumulator_value"}
-    if "betas" in names:
-        betas = group["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Invalid betas: {betas!r} (expected a pair (beta1, beta2))")
-        out["beta1"], out["beta2"] = betas
+    """A parameter group's hyperparameters under the functional API's names (torch's pairs,
+    such as ``betas``, split into their elements)."""
+    out: dict[str, Any] = {}
+    for h in SPECS[algorithm].hypers:
+        if h.torch is None:
+            out[h.name] = group[h.name]
+            continue
+        key, index = h.torch
+        pair = group[key]
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            names = [x.name for x in SPECS[algorithm].hypers if x.torch and x.torch[0] == key]
+            raise ValueError(f"Invalid {key}: {pair!r} (expected a pair ({', '.join(names)}))")
+        out[h.name] = pair[index]
     return out
-
-
-# Each algorithm's hyperparameters as torch.optim names them, in constructor order.
-_GROUP_KEYS: dict[str, tuple[str, ...]] = {
-    "sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
-    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
-    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
-    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
-    "adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
-                "maximize"),
-    "adadelta": ("lr", "rho", "eps", "weight_decay", "maximize"),
-}
 
 
 def _check_array(name: str, a: Any) -> np.ndarray:
@@ -342,10 +340,14 @@ class Optimizer:
         return [p for g in self.param_groups for p in g["params"]]
 
     def _options(self, group: dict[str, Any]) -> dict[str, Any]:
+        spec = SPECS[self.algorithm]
+        for h in spec.class_hypers:
+            _generic.hyper(h, group[h.name])
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        return zeros_like(p)
+        init = _STATE_INIT[self.algorithm][name]
+        return zeros_like(p, float(group[init]) if isinstance(init, str) else init)
 
     # -- the update ---------------------------------------------------------------------------
 
@@ -441,7 +443,8 @@ class Optimizer:
               addresses: np.ndarray, stepped: list[int], steps: list[int],
               fresh: set[int]) -> list[Any]:
         """One callable per launch: ``run(scale=...)`` updates a group's stepped tensors."""
-        names = ALGORITHMS[self.algorithm][1]
+        spec = SPECS[self.algorithm]
+        names = spec.state_names
         position = dict(zip(stepped, range(len(stepped))))
         fast = (self.multi_tensor and self.backend in ("auto", "numba")
                 and not numba_disabled())
@@ -469,8 +472,8 @@ class Optimizer:
                     sizes = tuple(plan.params[i].size for i in sel)
                     tsel = ts if sel is idx else [ts[idx.index(i)] for i in sel]
                     work.append(functools.partial(
-                        _numba_backend.multi_step_rows, self.algorithm, opts, names, dtype,
-                        sizes, table, np.array(tsel, np.int64)))
+                        _numba_backend.multi_step_rows, spec, opts, dtype, sizes, table,
+                        np.array(tsel, np.int64)))
             else:
                 work.append(functools.partial(
                     update, self.algorithm, opts, [plan.params[i] for i in idx],
@@ -486,6 +489,7 @@ class Optimizer:
         plan) the state is left as it was."""
         created: list[tuple[int, str | None]] = []  # (index, key); None: the whole dict
         fresh: set[int] = set()
+        fresh_names = {s.name for s in SPECS[self.algorithm].states if s.fresh}
         index = 0
         try:
             for group, opts in zip(self.param_groups, options):
@@ -502,7 +506,7 @@ class Optimizer:
                         for n in [n for n in active if d.get(n) is None]:
                             d[n] = self._new_state(n, p, group)
                             created.append((index, n))
-                            if n == "momentum_buffer":
+                            if n in fresh_names:
                                 fresh.add(index)
                     index += 1
             if not created:
@@ -817,13 +821,6 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)
-
-    def _options(self, group: dict[str, Any]) -> dict[str, Any]:
-        check.real("initial_accumulator_value", group["initial_accumulator_value"], 0.0)
-        return super()._options(group)
-
-    def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        return zeros_like(p, float(group["initial_accumulator_value"]))
 
 
 class Adadelta(Optimizer):

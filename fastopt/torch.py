@@ -36,7 +36,9 @@ from typing import Any, Callable, ClassVar, Iterable
 import numpy as np
 import torch
 
-from ._algorithms import ALGORITHMS, active_states
+from . import _generic
+from ._algorithms import active_states
+from ._specs import SPECS
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
@@ -45,8 +47,7 @@ from .optim import functional_options
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"]
 
 # torch.optim's state names where they differ from the functional API's.
-_TORCH_NAME = {"state_sum": "sum"}
-_HAS_STEP = {"adagrad", "rmsprop", "adam", "adamw", "adadelta"}  # SGD keeps no step in torch
+_TORCH_NAME = {s.name: s.torch_name for spec in SPECS.values() for s in spec.states}
 
 
 def _as_number(name: str, value: Any) -> Any:
@@ -72,16 +73,25 @@ def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
     if group.get("fused") and group.get("foreach"):
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
     # torch's Adam takes decoupled_weight_decay (then it is AdamW); a checkpoint may carry it.
-    decoupled = group.get("decoupled_weight_decay", algorithm == "adamw")
-    if algorithm in ("adam", "adamw") and bool(decoupled) != (algorithm == "adamw"):
-        raise ValueError(
-            f"fastopt.torch: decoupled_weight_decay={decoupled!r} in a parameter group of "
-            f"{'AdamW' if algorithm == 'adamw' else 'Adam'}; use fastopt.torch."
-            f"{'Adam' if algorithm == 'adamw' else 'AdamW'} for "
-            f"{'L2' if algorithm == 'adamw' else 'decoupled'} weight decay")
+    spec = SPECS[algorithm]
+    for key, fixed, _ in spec.torch_fixed:
+        value = group.get(key, fixed)
+        if value != fixed:
+            # The class whose fixed value this is (Adam <-> AdamW), named in the message.
+            other = [(s.torch_class, words) for s in SPECS.values() for k, v, words in
+                     s.torch_fixed if k == key and v == value]
+            instead = (f"; use fastopt.torch.{other[0][0]} for {other[0][1]}" if other
+                       else "")
+            raise ValueError(f"fastopt.torch: {key}={value!r} in a parameter group of "
+                             f"{spec.torch_class}{instead}")
+    for h in spec.class_hypers:
+        _generic.hyper(h, _as_number(h.name, group[h.name]))
     numbers = {k: _as_number(k, v) for k, v in group.items() if k != "params"}
     return check_options(algorithm, functional_options(algorithm, numbers))
 
+
+# algorithm -> state name -> initial value (a number, or the group key holding it).
+_STATE_INIT = {a: {s.name: s.init for s in spec.states} for a, spec in SPECS.items()}
 
 MAX_STEP = 2**63 - 2  # the kernels count steps in int64, and a step writes step + 1
 
@@ -187,21 +197,20 @@ class _Batch:
         return [*self.params, *[s[key] for s in self.states for _, key in self.keys]]
 
     def run(self, opt: "_Optimizer") -> None:
-        names = ALGORITHMS[opt.algorithm][1]
+        spec = SPECS[opt.algorithm]
         if self.multi and opt.backend != "numpy" and not numba_disabled():
             from . import _numba_backend
 
             if not self.mixed:
                 _numba_backend.multi_step_rows(
-                    opt.algorithm, self.opts, names, np.dtype(_NUMPY[self.dtype]),
-                    tuple(self.sizes), self.rows, self.steps, 1.0)
+                    spec, self.opts, np.dtype(_NUMPY[self.dtype]), tuple(self.sizes),
+                    self.rows, self.steps, 1.0)
                 return
             for dtype in {p.dtype for p in self.params}:
                 idx = [i for i, p in enumerate(self.params) if p.dtype is dtype]
                 _numba_backend.multi_step_rows(
-                    opt.algorithm, self.opts, names, np.dtype(_NUMPY[dtype]),
-                    tuple(self.sizes[i] for i in idx), [self.rows[i] for i in idx],
-                    [self.steps[i] for i in idx], 1.0)
+                    spec, self.opts, np.dtype(_NUMPY[dtype]), tuple(self.sizes[i] for i in idx),
+                    [self.rows[i] for i in idx], [self.steps[i] for i in idx], 1.0)
             return
         torch_keys = dict(self.keys)
         update(opt.algorithm, self.opts, [p.detach().numpy() for p in self.params],
@@ -359,7 +368,10 @@ class _Optimizer(torch.optim.Optimizer):
         self._keys_interned = {}
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
-        return torch.zeros_like(p)  # the parameter's memory layout
+        init = _STATE_INIT[self.algorithm][name]
+        if isinstance(init, str):  # a group key holding the value
+            init = float(_as_number(init, group[init]))
+        return torch.full_like(p, init)  # the parameter's memory layout
 
     @torch.compiler.disable  # type: ignore[untyped-decorator]
     @torch.no_grad()
@@ -383,8 +395,10 @@ class _Optimizer(torch.optim.Optimizer):
         return loss
 
     def _plan_step(self) -> "_Work | None":
-        names = ALGORITHMS[self.algorithm][1]
-        has_step = self.algorithm in _HAS_STEP
+        spec = SPECS[self.algorithm]
+        names = spec.state_names
+        fresh_names = {s.name for s in spec.states if s.fresh}
+        has_step = spec.torch_step
         fast_steps = not numba_disabled()
         work = _Work()
         lo, size, owners = work.lo, work.size, work.owners
@@ -457,7 +471,7 @@ class _Optimizer(torch.optim.Optimizer):
                         if t is None:
                             work.allocate.append((state, key, p, group, n, batch, r,
                                                   column[n]))
-                            fresh = fresh or n == "momentum_buffer"
+                            fresh = fresh or n in fresh_names
                             continue
                         if type(t) is not torch.Tensor or t.dtype is not dtype or \
                                 t.shape != shape or not t.is_cpu or t.layout is not _STRIDED:
@@ -640,17 +654,10 @@ class Adagrad(_Optimizer):
                  capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
-        if not initial_accumulator_value >= 0.0:
-            raise ValueError(f"Invalid initial_accumulator_value: "
-                             f"{initial_accumulator_value!r} (expected >= 0)")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable)
-
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
-        return torch.full_like(p, _as_number("initial_accumulator_value",
-                                             group["initial_accumulator_value"]))
 
 
 class Adadelta(_Optimizer):

@@ -1,6 +1,7 @@
 """The one table every generic test runs off: algorithms, their states and option sets.
 
-Adding an algorithm is one entry here (plus its rule, reference and kernels).
+Derived from the specs (fastopt/_specs.py): adding an algorithm adds its entry here by itself.
+What is written here is test-side data only: the messages of cross-hyperparameter checks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 import fastopt
 from fastopt import reference
+from fastopt._specs import REQUIRED, SPECS, Spec
 
 from fastopt._check import TOLERANCE  # noqa: E402 - the one place tolerances are written
 DTYPES = (np.float32, np.float64)
@@ -33,125 +35,55 @@ class Algorithm:
     # States whose contents the first step ignores (torch creates them at step 1).
     fresh_states: tuple[str, ...] = ()
     torch_name: str = ""
+    spec: Any = None
 
     def active_states(self, options: dict[str, Any]) -> tuple[str, ...]:
         return self.needs(options)
 
 
-def _sgd_needs(o: dict[str, Any]) -> tuple[str, ...]:
-    return ("momentum_buffer",) if o.get("momentum", 0) != 0 else ()
-
-
-def _rmsprop_needs(o: dict[str, Any]) -> tuple[str, ...]:
-    out = ["square_avg"]
-    if o.get("momentum", 0) > 0:
-        out.append("momentum_buffer")
-    if o.get("centered", False):
-        out.append("grad_avg")
+def _bad_options(spec: Spec) -> tuple[tuple[dict[str, Any], str], ...]:
+    """Out-of-range values of every real hyperparameter with a bound, and NaN, derived from
+    the spec, each with the message the API must give (the spec's own words)."""
+    required = {h.name: 0.1 for h in spec.hypers if h.default is REQUIRED}
+    out = []
+    for h in spec.hypers:
+        if h.flag:
+            continue
+        bad = [float("nan")]
+        if h.lo is not None:
+            bad.append(h.lo if h.lo_open else h.lo - 0.5)
+        if h.hi is not None:
+            bad.append(h.hi if h.hi_open else h.hi + 0.5)
+        for v in bad:
+            out.append(({**required, h.name: v},
+                        f"Invalid {h.name}: {v!r} (expected {h.expected})"))
     return tuple(out)
 
 
-def _adam_needs(o: dict[str, Any]) -> tuple[str, ...]:
-    return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if o.get("amsgrad") else ())
+# Messages of the algorithms' cross-hyperparameter checks (the spec's constraints).
+_CONSTRAINT_CASES: dict[str, tuple[tuple[dict[str, Any], str], ...]] = {
+    "sgd": (
+        ({"lr": 0.1, "nesterov": True}, "Invalid nesterov: True with momentum=0.0"),
+        ({"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True},
+         "expected momentum > 0 and dampening == 0"),
+    ),
+}
 
 
-_ADAM_OPTIONS = (
-    {},
-    {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
-    {"amsgrad": True},
-    {"weight_decay": 0.1},
-    {"maximize": True},
-    {"weight_decay": 0.05, "amsgrad": True, "maximize": True},
-)
-_ADAM_BAD = (
-    ({"beta1": 1.0}, "Invalid beta1: 1.0 (expected 0.0 <= beta1 < 1.0)"),
-    ({"beta2": -0.1}, "Invalid beta2: -0.1"),
-    ({"eps": -1e-8}, "Invalid eps: -1e-08"),
-    ({"weight_decay": float("inf")}, "Invalid weight_decay: inf"),
-)
+def _needs(spec: Spec) -> Callable[[dict[str, Any]], tuple[str, ...]]:
+    return lambda o: spec.active_states({**spec.defaults(), "lr": 0.1, **o})
 
-ALGORITHMS = (
+
+ALGORITHMS = tuple(
     Algorithm(
-        name="sgd", step_fn=fastopt.sgd_step, reference=reference.sgd,
-        states=("momentum_buffer",), needs=_sgd_needs, uses_step=True,
-        option_sets=(
-            {"lr": 0.1},
-            {"lr": 0.1, "momentum": 0.9},
-            {"lr": 0.05, "momentum": 0.9, "dampening": 0.5},
-            {"lr": 0.05, "momentum": 0.9, "nesterov": True},
-            {"lr": 0.1, "weight_decay": 0.01},
-            {"lr": 0.1, "maximize": True},
-            {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.1,
-             "maximize": True},
-        ),
-        bad_options=(
-            ({"lr": 0.1, "nesterov": True}, "Invalid nesterov: True with momentum=0.0"),
-            ({"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True},
-             "expected momentum > 0 and dampening == 0"),
-            ({"lr": 0.1, "momentum": -0.5}, "Invalid momentum: -0.5"),
-            ({"lr": -0.1}, "Invalid lr: -0.1 (expected 0.0 <= lr)"),
-        ),
-        fresh_states=("momentum_buffer",), torch_name="SGD",
-    ),
-    Algorithm(
-        name="adagrad", step_fn=fastopt.adagrad_step, reference=reference.adagrad,
-        states=("state_sum",), needs=lambda o: ("state_sum",), uses_step=True,
-        option_sets=(
-            {},
-            {"lr": 0.1, "lr_decay": 0.01},
-            {"weight_decay": 0.1},
-            {"maximize": True, "weight_decay": 0.05, "lr_decay": 0.05, "eps": 1e-6},
-        ),
-        bad_options=(
-            ({"lr_decay": -1.0}, "Invalid lr_decay: -1.0"),
-            ({"eps": float("nan")}, "Invalid eps: nan"),
-        ),
-        torch_name="Adagrad",
-    ),
-    Algorithm(
-        name="rmsprop", step_fn=fastopt.rmsprop_step, reference=reference.rmsprop,
-        states=("square_avg", "momentum_buffer", "grad_avg"), needs=_rmsprop_needs,
-        uses_step=False,
-        option_sets=(
-            {},
-            {"momentum": 0.9},
-            {"centered": True},
-            {"centered": True, "momentum": 0.5, "alpha": 0.9},
-            {"weight_decay": 0.1, "maximize": True, "eps": 1e-6},
-            {"centered": True, "momentum": 0.9, "weight_decay": 0.05, "maximize": True},
-        ),
-        bad_options=(
-            ({"alpha": 1.5}, "Invalid alpha: 1.5 (expected 0.0 <= alpha <= 1.0)"),
-            ({"momentum": float("-inf")}, "Invalid momentum: -inf"),
-        ),
-        torch_name="RMSprop",
-    ),
-    Algorithm(
-        name="adam", step_fn=fastopt.adam_step, reference=reference.adam,
-        states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), needs=_adam_needs,
-        uses_step=True, option_sets=_ADAM_OPTIONS, bad_options=_ADAM_BAD, torch_name="Adam",
-    ),
-    Algorithm(
-        name="adamw", step_fn=fastopt.adamw_step, reference=reference.adamw,
-        states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), needs=_adam_needs,
-        uses_step=True, option_sets=_ADAM_OPTIONS, bad_options=_ADAM_BAD, torch_name="AdamW",
-    ),
-    Algorithm(
-        name="adadelta", step_fn=fastopt.adadelta_step, reference=reference.adadelta,
-        states=("square_avg", "acc_delta"), needs=lambda o: ("square_avg", "acc_delta"),
-        uses_step=False,
-        option_sets=(
-            {},
-            {"lr": 0.5, "rho": 0.95, "eps": 1e-5},
-            {"weight_decay": 0.1},
-            {"maximize": True, "weight_decay": 0.05},
-        ),
-        bad_options=(
-            ({"rho": 1.01}, "Invalid rho: 1.01 (expected 0.0 <= rho <= 1.0)"),
-            ({"lr": float("nan")}, "Invalid lr: nan"),
-        ),
-        torch_name="Adadelta",
-    ),
+        name=name, step_fn=getattr(fastopt, spec.fn_name),
+        reference=getattr(reference, name), states=spec.state_names, needs=_needs(spec),
+        option_sets=spec.option_sets, uses_step=spec.step != "unused",
+        bad_options=_CONSTRAINT_CASES.get(name, ()) + _bad_options(spec),
+        fresh_states=tuple(s.name for s in spec.states if s.fresh),
+        torch_name=spec.torch_class if spec.torch_impl else "", spec=spec,
+    )
+    for name, spec in SPECS.items()
 )
 BY_NAME = {a.name: a for a in ALGORITHMS}
 

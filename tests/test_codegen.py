@@ -12,40 +12,33 @@ import pytest
 
 import fastopt
 
-from fastopt.kernels import cpu
+from fastopt import _numba_backend
+from fastopt._specs import SPECS
 
-FACTORIES = [
-    (cpu.sgd_kernel, dict(momentum=True, nesterov=True, maximize=True, weight_decay=True), 3),
-    (cpu.adagrad_kernel, dict(maximize=True, weight_decay=True), 3),
-    (cpu.rmsprop_kernel, dict(maximize=True, weight_decay=True, momentum=True, centered=True), 5),
-    (cpu.adam_kernel, dict(amsgrad=True, maximize=True, weight_decay=True, decoupled=False), 5),
-    (cpu.adam_kernel, dict(amsgrad=False, maximize=False, weight_decay=True, decoupled=True), 5),
-    (cpu.adadelta_kernel, dict(maximize=True, weight_decay=True), 4),
-]
-SCALARS = {cpu.sgd_kernel: (3, 0.1, 0.9, 0.0, 0.01), cpu.adagrad_kernel: (3, 0.1, 0.01, 0.01, 1e-10),
-           cpu.rmsprop_kernel: (0.01, 0.99, 1e-8, 0.01, 0.9),
-           cpu.adam_kernel: (3, 1e-3, 0.9, 0.999, 1e-8, 0.01),
-           cpu.adadelta_kernel: (1.0, 0.9, 1e-6, 0.01)}
+# Every algorithm with every flag on, and with every flag off (each kernel's two extremes).
+CONFIGS = [(spec, value) for spec in SPECS.values() for value in (True, False)]
 
 
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("factory,flags,n_arrays", FACTORIES,
-                         ids=lambda x: getattr(x, "__name__", None))
-def test_float32_kernel_has_no_float64_element_math(factory, flags, n_arrays, parallel):
+@pytest.mark.parametrize("spec,value", CONFIGS,
+                         ids=[f"{s.name}-flags={v}" for s, v in CONFIGS])
+def test_float32_kernel_has_no_float64_element_math(spec, value, parallel):
     """A Python literal in a float32 kernel would promote the element math to float64.
 
     The kernels are recompiled here without the disk cache (cached code cannot be inspected).
     Host-side scalars are float64 by design and truncated once before the loop: fptrunc is
     expected, fpext (float32 promoted to float64) never is.
     """
-    cached = factory(**flags, parallel=parallel)
+    flags = tuple(value for _ in spec.flags)
+    cached = _numba_backend.kernel(spec, flags, parallel)
     fresh = numba.njit(cached.py_func, parallel=parallel, error_model="numpy")
-    arrays = [np.ones(64, np.float32) for _ in range(n_arrays)]
-    fresh(*arrays, *SCALARS[factory])
+    arrays = [np.ones(64, np.float32) for _ in range(2 + len(spec.states))]
+    options = {**spec.defaults(), "lr": 0.1}
+    fresh(*arrays, *_numba_backend._arguments(spec, 3, options))
     llvm = "".join(fresh.inspect_llvm().values())
     assert "fptrunc double" in llvm  # the host scalars, truncated once
     assert "fpext" not in llvm
-    assert re.search(r"fdiv float|<\d+ x float>", llvm)  # the element math is float32
+    assert re.search(r"fdiv float|fmul float|<\d+ x float>", llvm)  # float32 element math
 
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")

@@ -7,14 +7,21 @@ from typing import Any
 import numpy as np
 
 
+from fastopt._specs import SPECS
+
 # fastopt keeps torch's state names, except Adagrad's "sum", which would shadow a builtin.
-TORCH_STATE_NAMES = {"state_sum": "sum"}
+TORCH_STATE_NAMES = {s.name: s.torch_name for spec in SPECS.values() for s in spec.states}
 
 
 def torch_kwargs(algo: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Functional-API options as torch's constructor takes them (pairs such as ``betas``)."""
     kw = dict(options)
-    if "beta1" in kw or "beta2" in kw:
-        kw["betas"] = (kw.pop("beta1", 0.9), kw.pop("beta2", 0.999))
+    pairs: dict[str, list[Any]] = {}
+    for h in SPECS[algo.name].hypers:
+        if h.torch is not None:
+            key, index = h.torch
+            pairs.setdefault(key, [None, None])[index] = kw.pop(h.name, h.default)
+    kw.update({key: tuple(v) for key, v in pairs.items()})
     return kw
 
 

@@ -20,6 +20,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ._common import compile_keyed, compile_kernel, kernel_factory, loop_for
+from .generic import define
 
 # A chunk is at most this many elements: small enough to spread a few large tensors over all
 # threads, large enough that the per-chunk overhead (a call, a few scalars) is negligible.
@@ -48,24 +49,23 @@ def chunk_table(sizes):
     return tensor, lo, hi
 
 
-def _caller(single, n_arrays, takes_step):
-    """An inlined adapter calling ``single`` with ``n_arrays`` arrays, a step, hyperparameters."""
-    options = dict(inline="always")
-    if n_arrays == 3 and takes_step:
-        def call(a, step, h):
-            single(a[0], a[1], a[2], step, *h)
-    elif n_arrays == 4 and not takes_step:
-        def call(a, step, h):
-            single(a[0], a[1], a[2], a[3], *h)
-    elif n_arrays == 5 and takes_step:
-        def call(a, step, h):
-            single(a[0], a[1], a[2], a[3], a[4], step, *h)
-    elif n_arrays == 5 and not takes_step:
-        def call(a, step, h):
-            single(a[0], a[1], a[2], a[3], a[4], *h)
-    else:
-        raise ValueError(f"no adapter for {n_arrays} arrays (takes_step={takes_step})")
-    return numba.njit(**options)(call)
+def _helpers(single, view, n_arrays, takes_step):
+    """Inlined helpers for ``n_arrays`` arrays: ``call(a, step, h)`` calls the single-tensor
+    kernel on the tuple of views ``a`` (then the step when it takes one, then the
+    hyperparameters ``h``), ``views(ad, k, o, n)`` builds that tuple for tensor ``k`` from the
+    address table, and ``swap_grad(a, g)`` replaces its gradient."""
+    idx = range(n_arrays)
+    step = "step, " if takes_step else ""
+    source = (
+        "def call(a, step, h):\n"
+        f"    single({', '.join(f'a[{j}]' for j in idx)}, {step}*h)\n"
+        "def views(ad, k, o, n):\n"
+        f"    return ({', '.join(f'view(ad, k, {j}, o, n)' for j in idx)},)\n"
+        "def swap_grad(a, g):\n"
+        f"    return ({', '.join('g' if j == 1 else f'a[{j}]' for j in idx)},)\n")
+    namespace = {"single": single, "view": view}
+    return tuple(numba.njit(inline="always")(define(source, name, namespace))
+                 for name in ("call", "views", "swap_grad"))
 
 
 @kernel_factory
@@ -83,7 +83,6 @@ def multi_kernel(single, single_key, n_arrays, takes_step, dtype, parallel):
     never written.
     """
     loop = loop_for(parallel)
-    call = _caller(single, n_arrays, takes_step)
     scalar = np.dtype(dtype).type
     itemsize = np.dtype(dtype).itemsize
 
@@ -91,30 +90,7 @@ def multi_kernel(single, single_key, n_arrays, takes_step, dtype, parallel):
         return numba.carray(_pointer(addresses[k, j] + offset, scalar), n)
 
     view = numba.njit(inline="always")(view)
-
-    # The tuple of array views of one chunk, and the same tuple with another gradient.
-    if n_arrays == 3:
-        def views(ad, k, o, n):
-            return (view(ad, k, 0, o, n), view(ad, k, 1, o, n), view(ad, k, 2, o, n))
-
-        def swap_grad(a, g):
-            return (a[0], g, a[2])
-    elif n_arrays == 4:
-        def views(ad, k, o, n):
-            return (view(ad, k, 0, o, n), view(ad, k, 1, o, n), view(ad, k, 2, o, n),
-                    view(ad, k, 3, o, n))
-
-        def swap_grad(a, g):
-            return (a[0], g, a[2], a[3])
-    else:
-        def views(ad, k, o, n):
-            return (view(ad, k, 0, o, n), view(ad, k, 1, o, n), view(ad, k, 2, o, n),
-                    view(ad, k, 3, o, n), view(ad, k, 4, o, n))
-
-        def swap_grad(a, g):
-            return (a[0], g, a[2], a[3], a[4])
-    views = numba.njit(inline="always")(views)
-    swap_grad = numba.njit(inline="always")(swap_grad)
+    call, views, swap_grad = _helpers(single, view, n_arrays, takes_step)
 
     def multi(addresses, tensor, lo, hi, steps, hyper, scale):
         s = scalar(scale)

@@ -16,14 +16,17 @@ import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Template flags of each kernel, in template-parameter order.
-FLAGS = {
-    "sgd": ("momentum", "nesterov", "maximize", "weight_decay"),
-    "adagrad": ("maximize", "weight_decay"),
-    "rmsprop": ("maximize", "weight_decay", "momentum", "centered"),
-    "adam": ("amsgrad", "maximize", "weight_decay", "decoupled"),
-    "adadelta": ("maximize", "weight_decay"),
-}
+
+
+def __getattr__(name):
+    # FLAGS: {rule: template flag names in template-parameter order}, from the specs (each
+    # spec's compile-time flags in its rule's order); computed on use, so this stays plain.
+    if name == "FLAGS":
+        from ..._specs import SPECS
+
+        return {s.rule: s.flag_names for s in SPECS.values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # numpy dtype name -> (storage type, math type, elements per 16-byte vector load)
 TYPES = {
@@ -70,7 +73,7 @@ def name_expression(name, dtype, vec, flags):
     ``flags`` maps every flag of ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``.
     """
     storage, math, _ = TYPES[dtype]
-    values = ", ".join(_bool(flags[f]) for f in FLAGS[name])
+    values = ", ".join(_bool(flags[f]) for f in __getattr__("FLAGS")[name])
     return f"{name}<{storage}, {math}, {vec}, {values}>"
 
 
@@ -82,6 +85,7 @@ def all_expressions(name, dtype):
     """Every instantiation the backend can request for one algorithm and dtype."""
     out = []
     for vec in (1, TYPES[dtype][2]):
-        for values in itertools.product((False, True), repeat=len(FLAGS[name])):
-            out.append(name_expression(name, dtype, vec, dict(zip(FLAGS[name], values))))
+        names = __getattr__("FLAGS")[name]
+        for values in itertools.product((False, True), repeat=len(names)):
+            out.append(name_expression(name, dtype, vec, dict(zip(names, values))))
     return out

@@ -1,0 +1,109 @@
+"""The one implementation behind every public ``*_step`` function, driven by the spec.
+
+``step(spec, param, grad, states, step, backend, values)`` checks every hyperparameter (the
+spec's ranges, in its order), the spec's constraints, ``step``, which states are given, and the
+arrays; then it dispatches to one backend's ``update(spec, flags, param, grad, states, step,
+options)``. Nothing is written before every check has passed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _backends
+from . import _validate as check
+from ._specs import Hyper, Spec
+
+# Per spec: the array names of each pattern of active states (tuples reused every call).
+_names: dict[tuple[str, tuple[bool, ...]], tuple[str, ...]] = {}
+
+
+def hyper_error(h: Hyper, value: Any) -> Exception:
+    """The error for a rejected hyperparameter value (called only when it is bad)."""
+    if h.flag:
+        return TypeError(f"Invalid {h.name}: {value!r} (expected True or False)")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return TypeError(f"Invalid {h.name}: {value!r} (expected a real number)")
+    try:
+        float(value)
+    except OverflowError:  # an int beyond float64's range, e.g. 10**400
+        return ValueError(f"Invalid {h.name}: {value!r} is beyond float64's range (expected "
+                          f"a finite {h.name})")
+    return ValueError(f"Invalid {h.name}: {value!r} (expected {h.expected})")
+
+
+def hyper(h: Hyper, v: Any) -> Any:
+    """One hyperparameter checked: a real as a Python float, a flag as a bool."""
+    if h.flag:
+        if v is True or v is False:
+            return v
+        if not isinstance(v, np.bool_):
+            raise hyper_error(h, v)
+        return bool(v)
+    if type(v) is not float:
+        if type(v) is not int and (isinstance(v, (bool, np.bool_))
+                                   or not isinstance(v, numbers.Real)):
+            raise hyper_error(h, v)
+        try:
+            v = float(v)
+        except OverflowError:
+            raise hyper_error(h, v) from None
+    if not (math.isfinite(v)
+            and (h.lo is None or (v > h.lo if h.lo_open else v >= h.lo))
+            and (h.hi is None or (v < h.hi if h.hi_open else v <= h.hi))):
+        raise hyper_error(h, v)
+    return v
+
+
+def options(spec: Spec, values: tuple[Any, ...]) -> dict[str, Any]:
+    """The hyperparameters checked (spec order), reals as Python floats, flags as bools."""
+    out = {h.name: hyper(h, v) for h, v in zip(spec.hypers, values)}
+    if spec.constraints is not None:
+        spec.constraints(out)
+    return out
+
+
+def _step(spec: Spec, value: Any, flags: tuple[bool, ...]) -> int:
+    if type(value) is int and value >= 1:
+        return value
+    if spec.step == "required":
+        return check.step(spec.fn_name, value, True)
+    if spec.step == "unused":
+        return check.step(spec.fn_name, value, False)
+    on = flags[spec.flag_names.index(spec.step)]
+    return check.step(f"{spec.fn_name} with {spec.step}", value, on)
+
+
+def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, backend: str,
+         values: tuple[Any, ...]) -> None:
+    """Validate, then update in place (see the module docstring)."""
+    opts = options(spec, values)
+    flags = spec.flag_values(opts)
+    t = _step(spec, step, flags)
+    active = spec.active(flags)
+    names = _names.get((spec.name, active))
+    if names is None:
+        names = _names[(spec.name, active)] = (
+            "param", "grad", *[s.name for s, on in zip(spec.states, active) if on])
+    given = []
+    for s, a, on in zip(spec.states, states, active):
+        if on:
+            if a is None and s.when is not None:  # a required one: arrays() names it
+                raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
+            given.append(a)
+        elif a is not None:
+            raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
+                             f"None unless {s.condition})")
+    arrays = check.arrays(names, (param, grad, *given))
+    mod = _backends.get(backend, arrays[0])
+    if arrays[0].size:
+        it = iter(arrays[2:])
+        full = tuple(next(it) if on else None for on in active)
+        mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
+
+
+Step = Callable[..., None]

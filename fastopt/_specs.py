@@ -1,0 +1,336 @@
+"""Every algorithm declared once: its states, hyperparameters, compile-time flags and names.
+
+A :class:`Spec` is data. Everything generic reads it: the functional API's validation and
+dispatch (:mod:`fastopt._generic`), the CPU and CUDA kernels built from the algorithm's rule
+(``kernels.rules.<rule>`` and ``<rule>_scalars``), the CuPy source (``kernels/cupy/<rule>.cu``)
+and its template flags, the optimizer classes and the fastopt.torch drop-ins (constructor names,
+state names, state_dict layout), the option sets of ``fastopt check`` / ``bench`` / ``demo``,
+and the test table.
+
+Kernel calling convention, derived from the spec: ``kernel(param, grad, *states, [step],
+*scalar_args)`` with every declared state in order (an inactive one may be any array of the
+dtype; the kernel does not touch it), ``step`` when the scalars function takes it, and
+``scalar_args`` the other arguments of ``rules.<rule>_scalars`` that are hyperparameters, in its
+order. Its compile-time flags, in the rule's order, are keyword arguments of the kernel factory.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .kernels import rules
+
+REQUIRED: Any = inspect.Parameter.empty  # a hyperparameter without a default
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter: a real number in a range, or a flag (True/False).
+
+    ``torch`` names torch.optim's constructor argument when it differs: ``("betas", 0)`` for the
+    first element of the ``betas`` pair.
+    """
+
+    name: str
+    default: Any = REQUIRED
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    flag: bool = False
+    torch: tuple[str, int] | None = None
+
+    @property
+    def expected(self) -> str:
+        """What a valid value is, in words (the tail of the error message)."""
+        lo = "" if self.lo is None else f"{self.lo} {'<' if self.lo_open else '<='} "
+        hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {self.hi}"
+        return f"{lo}{self.name}{hi}" if (lo or hi) else f"finite {self.name}"
+
+
+def real(name: str, default: Any = REQUIRED, lo: float | None = None, hi: float | None = None,
+         *, lo_open: bool = False, hi_open: bool = False,
+         torch: tuple[str, int] | None = None) -> Hyper:
+    return Hyper(name, default, lo, hi, lo_open, hi_open, False, torch)
+
+
+def flag(name: str, default: bool = False) -> Hyper:
+    return Hyper(name, default, flag=True)
+
+
+@dataclass(frozen=True)
+class State:
+    """One state array: its name in the functional API, torch's name for it, the flag that
+    activates it (None: always active), and how a class initialises it: a number, or the name
+    of a class hyperparameter holding one (Adagrad's ``initial_accumulator_value``)."""
+
+    name: str
+    when: str | None = None
+    torch: str | None = None
+    init: float | str = 0.0
+    # Step 1 overwrites it without reading (torch creates it then): tests fill it with NaN.
+    fresh: bool = False
+    # When the flag is on, in words (messages): "momentum != 0"; default "<when>=True".
+    when_text: str | None = None
+
+    @property
+    def condition(self) -> str:
+        return self.when_text or f"{self.when}=True"
+
+    @property
+    def torch_name(self) -> str:
+        return self.torch or self.name
+
+
+# Compile-time flags: a name (the rule's argument, in order) and how it follows from options.
+def option(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: bool(o[name])
+
+
+def nonzero(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: o[name] != 0
+
+
+def positive(name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: o[name] > 0
+
+
+def const(value: bool) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: value
+
+
+@dataclass(frozen=True, eq=False)
+class Spec:
+    """One algorithm. See the module docstring for what is derived from it."""
+
+    name: str  # adam -> adam_step, reference.adam, fastopt.Adam, fastopt.torch.Adam
+    rule: str  # kernels.rules.<rule> and <rule>_scalars; kernels/cupy/<rule>.cu
+    doc: str  # one line: what the algorithm is (class docstrings, `fastopt info`)
+    torch_class: str  # the class name (fastopt's and torch.optim's)
+    states: tuple[State, ...]
+    hypers: tuple[Hyper, ...]
+    flags: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...]
+    # "required", "unused" (accepted, checked, ignored) or a flag name: required when it is on.
+    step: str = "required"
+    # Hyperparameters the classes take that the update does not (they initialise states).
+    class_hypers: tuple[Hyper, ...] = ()
+    # Checks across hyperparameters: raise ValueError with a message naming them.
+    constraints: Callable[[dict[str, Any]], None] | None = None
+    # torch.optim keeps a 'step' per parameter in its state (SGD does not).
+    torch_step: bool = True
+    # torch.optim's fastest CPU implementation ("fused", "foreach"), None if torch lacks it.
+    torch_impl: str | None = "foreach"
+    # torch.optim group keys fastopt's torch class fixes, with what the value means:
+    # AdamW's ("decoupled_weight_decay", True, "decoupled weight decay").
+    torch_fixed: tuple[tuple[str, Any, str], ...] = ()
+    # Option sets (functional names) that tests and `fastopt check` sweep; bench/demo defaults.
+    option_sets: tuple[dict[str, Any], ...] = ({},)
+    bench_options: dict[str, Any] = field(default_factory=dict)
+    demo_options: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def fn_name(self) -> str:
+        return f"{self.name}_step"
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.flags)
+
+    @property
+    def scalars(self) -> Callable[..., tuple[float, ...]]:
+        fn: Callable[..., tuple[float, ...]] = getattr(rules, f"{self.rule}_scalars")
+        return fn
+
+    @property
+    def scalar_args(self) -> tuple[str, ...]:
+        """The hyperparameters the kernel takes after the arrays (and step), in order."""
+        return _scalar_args(self)
+
+    @property
+    def takes_step(self) -> bool:
+        return "step" in inspect.signature(self.scalars).parameters
+
+    def host_scalars(self, step: int, options: dict[str, Any],
+                     flags: tuple[bool, ...]) -> tuple[float, ...]:
+        """``rules.<rule>_scalars`` evaluated on the host, in float64 (the GPU backends)."""
+        names = self.flag_names
+        kwargs = {}
+        hypers = self.scalar_args
+        for a in inspect.signature(self.scalars).parameters:
+            kwargs[a] = (step if a == "step" else float(options[a]) if a in hypers
+                         else flags[names.index(a)])
+        return tuple(float(x) for x in self.scalars(**kwargs))
+
+    def flag_values(self, options: dict[str, Any]) -> tuple[bool, ...]:
+        return tuple(bool(f(options)) for _, f in self.flags)
+
+    def active(self, flags: tuple[bool, ...]) -> tuple[bool, ...]:
+        """Which states the flags activate, in state order."""
+        names = self.flag_names
+        return tuple(s.when is None or flags[names.index(s.when)] for s in self.states)
+
+    def active_states(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """The states the update uses with ``options`` (functional names), in order."""
+        on = self.active(self.flag_values(options))
+        return tuple(s.name for s, a in zip(self.states, on) if a)
+
+    def defaults(self) -> dict[str, Any]:
+        return {h.name: h.default for h in self.hypers if h.default is not REQUIRED}
+
+    def torch_keys(self) -> tuple[str, ...]:
+        """The group keys of the classes, torch's names, in constructor order."""
+        out: list[str] = []
+        for h in (*self.hypers, *self.class_hypers):
+            key = h.torch[0] if h.torch else h.name
+            if key not in out:
+                out.append(key)
+        return tuple(out)
+
+
+_SCALAR_ARGS: dict[str, tuple[str, ...]] = {}
+
+
+def _scalar_args(spec: Spec) -> tuple[str, ...]:
+    args = _SCALAR_ARGS.get(spec.rule)
+    if args is None:
+        names = {h.name for h in spec.hypers}
+        params = tuple(inspect.signature(spec.scalars).parameters)
+        unknown = [a for a in params if a != "step" and a not in names
+                   and a not in spec.flag_names]
+        if unknown:
+            raise TypeError(f"rules.{spec.rule}_scalars takes {unknown}: neither a "
+                            f"hyperparameter nor a flag of {spec.name}")
+        args = _SCALAR_ARGS[spec.rule] = tuple(a for a in params if a in names)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+_LR = real("lr", 1e-3, 0.0)
+_EPS = real("eps", 1e-8, 0.0)
+_WD = real("weight_decay", 0.0, 0.0)
+_MAXIMIZE = flag("maximize")
+_BETA1 = real("beta1", 0.9, 0.0, 1.0, hi_open=True, torch=("betas", 0))
+_BETA2 = real("beta2", 0.999, 0.0, 1.0, hi_open=True, torch=("betas", 1))
+
+
+def _sgd_constraints(o: dict[str, Any]) -> None:
+    if o["nesterov"] and (o["momentum"] == 0 or o["dampening"] != 0):
+        raise ValueError(f"Invalid nesterov: True with momentum={o['momentum']!r} and "
+                         f"dampening={o['dampening']!r} (expected momentum > 0 and "
+                         f"dampening == 0)")
+
+
+_ADAM_OPTIONS: tuple[dict[str, Any], ...] = (
+    {},
+    {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
+    {"amsgrad": True},
+    {"weight_decay": 0.1},
+    {"maximize": True},
+    {"weight_decay": 0.05, "amsgrad": True, "maximize": True},
+)
+
+
+def _adam(name: str, decoupled: bool, wd: float, doc: str, torch_class: str) -> Spec:
+    return Spec(
+        name=name, rule="adam", doc=doc, torch_class=torch_class,
+        states=(State("exp_avg"), State("exp_avg_sq"), State("max_exp_avg_sq", when="amsgrad")),
+        hypers=(_LR, _BETA1, _BETA2, _EPS, real("weight_decay", wd, 0.0), flag("amsgrad"),
+                _MAXIMIZE),
+        flags=(("amsgrad", option("amsgrad")), ("maximize", option("maximize")),
+               ("weight_decay", nonzero("weight_decay")), ("decoupled", const(decoupled))),
+        torch_fixed=(("decoupled_weight_decay", decoupled,
+                      "decoupled weight decay" if decoupled else "L2 weight decay"),),
+        torch_impl="fused",
+        option_sets=_ADAM_OPTIONS, demo_options={"lr": 1e-3},
+    )
+
+
+SPECS: dict[str, Spec] = {s.name: s for s in (
+    Spec(
+        name="sgd", rule="sgd", torch_impl="fused", torch_class="SGD",
+        doc="Stochastic gradient descent with optional heavy-ball or Nesterov momentum.",
+        states=(State("momentum_buffer", when="momentum", fresh=True, when_text="momentum != 0"),),
+        hypers=(real("lr", REQUIRED, 0.0), real("momentum", 0.0, 0.0), real("dampening", 0.0),
+                flag("nesterov"), _WD, _MAXIMIZE),
+        flags=(("momentum", nonzero("momentum")), ("nesterov", option("nesterov")),
+               ("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        step="momentum", constraints=_sgd_constraints, torch_step=False,
+        option_sets=(
+            {"lr": 0.1},
+            {"lr": 0.1, "momentum": 0.9},
+            {"lr": 0.05, "momentum": 0.9, "dampening": 0.5},
+            {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+            {"lr": 0.1, "weight_decay": 0.01},
+            {"lr": 0.1, "maximize": True},
+            {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.1,
+             "maximize": True},
+        ),
+        bench_options={"lr": 0.01, "momentum": 0.9}, demo_options={"lr": 0.1},
+    ),
+    Spec(
+        name="adagrad", rule="adagrad", torch_impl="fused", torch_class="Adagrad",
+        doc="Adagrad with optional learning-rate decay.",
+        states=(State("state_sum", torch="sum", init="initial_accumulator_value"),),
+        hypers=(real("lr", 1e-2, 0.0), real("lr_decay", 0.0, 0.0), _WD,
+                real("eps", 1e-10, 0.0), _MAXIMIZE),
+        class_hypers=(real("initial_accumulator_value", 0.0, 0.0),),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        option_sets=(
+            {},
+            {"lr": 0.1, "lr_decay": 0.01},
+            {"weight_decay": 0.1},
+            {"maximize": True, "weight_decay": 0.05, "lr_decay": 0.05, "eps": 1e-6},
+        ),
+        demo_options={"lr": 0.05},
+    ),
+    Spec(
+        name="rmsprop", rule="rmsprop", torch_class="RMSprop",
+        doc="RMSprop, optionally centered and with momentum.",
+        states=(State("square_avg"),
+                State("momentum_buffer", when="momentum", when_text="momentum > 0"),
+                State("grad_avg", when="centered")),
+        hypers=(real("lr", 1e-2, 0.0), real("alpha", 0.99, 0.0, 1.0), _EPS, _WD,
+                real("momentum", 0.0, 0.0), flag("centered"), _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay")),
+               ("momentum", positive("momentum")), ("centered", option("centered"))),
+        step="unused",
+        option_sets=(
+            {},
+            {"momentum": 0.9},
+            {"centered": True},
+            {"centered": True, "momentum": 0.5, "alpha": 0.9},
+            {"weight_decay": 0.1, "maximize": True, "eps": 1e-6},
+            {"centered": True, "momentum": 0.9, "weight_decay": 0.05, "maximize": True},
+        ),
+        demo_options={"lr": 1e-3},
+    ),
+    _adam("adam", False, 0.0, "Adam (L2 weight decay added to the gradient), optionally "
+          "AMSGrad.", "Adam"),
+    _adam("adamw", True, 1e-2, "Adam with decoupled weight decay (AdamW), optionally AMSGrad.",
+          "AdamW"),
+    Spec(
+        name="adadelta", rule="adadelta", torch_class="Adadelta", doc="Adadelta.",
+        states=(State("square_avg"), State("acc_delta")),
+        hypers=(real("lr", 1.0, 0.0), real("rho", 0.9, 0.0, 1.0), real("eps", 1e-6, 0.0), _WD,
+                _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        step="unused",
+        option_sets=(
+            {},
+            {"lr": 0.5, "rho": 0.95, "eps": 1e-5},
+            {"weight_decay": 0.1},
+            {"maximize": True, "weight_decay": 0.05},
+        ),
+        demo_options={"lr": 1.0},
+    ),
+)}

@@ -1,0 +1,101 @@
+"""The Numba CPU kernel of any algorithm, generated from its rule and its spec's shape.
+
+One generator serves every algorithm: given the rule's name (``rules.<rule>`` and
+``rules.<rule>_scalars``), the state names, which states are active and the compile-time flag
+values, it writes the kernel's Python source, compiles it with Numba and caches it on disk. The
+kernel is::
+
+    kernel(param, grad, *states, [step], *scalar_args)
+
+over 1-D contiguous arrays of one float dtype, in place: every state slot is passed (an inactive
+one may be any array of the dtype, it is not touched), ``step`` when the scalars function takes
+it, then the scalars function's hyperparameter arguments in its order. The scalars are computed
+once per call in float64, cast to the arrays' dtype, and the loop calls the rule on each element
+with the flags as constants, so a configuration's kernel carries only its own branches.
+
+Raw kernels: no validation. They can be called from the caller's own ``@numba.njit`` code.
+"""
+
+import functools
+import hashlib
+import inspect
+
+from .. import rules
+from ._common import compile_keyed, kernel_factory, loop_for
+from ._common import rule as compile_rule
+
+
+def define(source, name, namespace):
+    """Run generated ``source`` in ``namespace`` and return the function ``name``.
+
+    The code object is given this file's name, which Numba's on-disk cache needs to locate
+    (generated kernels are keyed by their configuration and source digest, see compile_keyed).
+    """
+    namespace.setdefault("__name__", __name__)
+    exec(compile(source, __file__, "exec"), namespace)
+    return namespace[name]
+
+
+def digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _literal(x):
+    return "True" if x else "False"
+
+
+def kernel_source(rule, states, active, flags, scalar_call, n_scalars, scalar_args,
+                  takes_step):
+    """The Python source of one configuration's kernel (see the module docstring)."""
+    args = ["param", "grad", *states, *(["step"] if takes_step else []), *scalar_args]
+    flag_values = dict(flags)
+    call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
+                     for kind, name in scalar_call)
+    cs = [f"c{k}" for k in range(n_scalars)]
+    values = ", ".join(f"{s}[i]" if on else "param[i]" for s, on in zip(states, active))
+    lines = [
+        f"def {rule}({', '.join(args)}):",
+        f"    s = _scalars({call})",
+        "    t = param.dtype.type",
+        *[f"    {c} = t(s[{k}])" for k, c in enumerate(cs)],
+        "    for i in loop(param.size):",
+        f"        r = _rule(param[i], grad[i], {values + ', ' if values else ''}"
+        f"{', '.join(cs + [_literal(v) for _, v in flags])})",
+        "        param[i] = r[0]",
+        *[f"        {s}[i] = r[{k + 1}]" for k, (s, on) in enumerate(zip(states, active)) if on],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def compiled_rule(name):
+    """``rules.<name>`` compiled for inlining into CPU kernels (once per process)."""
+    return compile_rule(getattr(rules, name))
+
+
+@kernel_factory
+def kernel(rule, states, active, flags, scalar_args, parallel):
+    """The compiled kernel of one configuration.
+
+    ``rule`` names ``rules.<rule>``; ``states`` the state slots in order, ``active`` which of
+    them the flags activate; ``flags`` is the tuple of (flag name, value) in the rule's order;
+    ``scalar_args`` the hyperparameter arguments of ``rules.<rule>_scalars`` in its order.
+    """
+    scalars_fn = getattr(rules, f"{rule}_scalars")
+    params = tuple(inspect.signature(scalars_fn).parameters)
+    # An argument is the step, a hyperparameter (scalar_args), or else a flag: a flag may share
+    # its hyperparameter's name (SGD's momentum), and then the scalars take the number.
+    scalar_call = tuple(("step" if p == "step" else "hyper" if p in scalar_args else "flag", p)
+                        for p in params)
+    probe = {p: (1 if kind == "step" else 0.5 if kind == "hyper" else False)
+             for kind, p in scalar_call}
+    n_scalars = len(scalars_fn(**probe))
+    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, scalar_args,
+                           "step" in params)
+    namespace = {
+        "_rule": compiled_rule(rule),
+        "_scalars": compiled_rule(f"{rule}_scalars"),
+        "loop": loop_for(parallel),
+    }
+    fn = define(source, rule, namespace)
+    return compile_keyed(fn, parallel, f"kernel|{rule}|{digest(source)}")

@@ -1,0 +1,43 @@
+"""The Numba-CUDA kernel of any algorithm, generated from its rule (as kernels.cpu.generic).
+
+``kernel(rule, active, flags, n_scalars)[blocks, threads](param, grad, *states, *scalars)``: a
+grid-stride loop calling the rule on each element, with every state slot passed (an inactive
+one may be any array of the dtype; it is not touched) and the scalars of
+``rules.<rule>_scalars`` computed on the host and cast to the arrays' dtype.
+"""
+
+import functools
+
+from .. import rules
+from ..cpu.generic import define
+from ._common import compile_kernel, kernel_factory, rule as compile_rule
+
+
+@functools.cache
+def compiled_rule(name):
+    return compile_rule(getattr(rules, name))
+
+
+def _literal(x):
+    return "True" if x else "False"
+
+
+@kernel_factory
+def kernel(rule, active, flags, n_scalars):
+    """The kernel of one configuration: ``active`` per state slot, ``flags`` the (name, value)
+    pairs in the rule's order, ``n_scalars`` how many scalars follow the arrays."""
+    states = [f"s{j}" for j in range(len(active))]
+    cs = [f"c{k}" for k in range(n_scalars)]
+    values = "".join(f"{s}[i], " if on else "param[i], " for s, on in zip(states, active))
+    source = "\n".join([
+        f"def {rule}({', '.join(['param', 'grad', *states, *cs])}):",
+        "    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):",
+        f"        r = _rule(param[i], grad[i], {values}"
+        f"{', '.join(cs + [_literal(v) for _, v in flags])})",
+        "        param[i] = r[0]",
+        *[f"        {s}[i] = r[{j + 1}]" for j, (s, on) in enumerate(zip(states, active)) if on],
+    ]) + "\n"
+    from numba import cuda
+
+    fn = define(source, rule, {"_rule": compiled_rule(rule), "cuda": cuda})
+    return compile_kernel(fn)
