@@ -25,12 +25,31 @@ def torch_kwargs(algo: Any, options: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def make_torch_optimizer(algo: Any, options: dict[str, Any], params: list[Any]) -> Any:
+# Oracles outside torch.optim: class name -> (module, class). Needed only to regenerate the
+# golden fixtures (tests/make_golden.py) and by live cross-checks, which skip without them.
+ORACLES: dict[str, tuple[str, str]] = {
+    "Lion": ("lion_pytorch", "Lion"),
+}
+
+
+def oracle_class(name: str) -> Any:
+    """torch.optim's class ``name``, or the oracle package's (the test skips without it)."""
+    import pytest
     import torch
 
-    cls = getattr(torch.optim, algo.torch_name)
-    # foreach=False: torch's documented single-tensor loop, the algorithm the reference follows.
-    return cls(params, foreach=False, **torch_kwargs(algo, options))
+    if name in ORACLES:
+        module, cls = ORACLES[name]
+        return getattr(pytest.importorskip(module), cls)
+    return getattr(torch.optim, name)
+
+
+def make_torch_optimizer(algo: Any, options: dict[str, Any], params: list[Any]) -> Any:
+    cls = oracle_class(algo.spec.torch_class)
+    kw = torch_kwargs(algo, options)
+    if algo.spec.torch_class not in ORACLES:
+        # foreach=False: torch's documented single-tensor loop, which the reference follows.
+        kw["foreach"] = False
+    return cls(params, **kw)
 
 
 def torch_state(algo: Any, options: dict[str, Any], opt: Any, p: Any) -> dict[str, np.ndarray]:
