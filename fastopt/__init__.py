@@ -13,11 +13,12 @@ from ._backends import available_backends
 from ._functional import adadelta_step
 from ._functional import adagrad_step
 from ._functional import adam_step
+from ._functional import adamax_step
 from ._functional import adamw_step
 from ._functional import rmsprop_step
 from ._functional import sgd_step
 from ._version import __version__
-from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop, StepResult
+from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Optimizer, RMSprop, StepResult
 from . import reference
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Optimizer",
     "RMSprop",
     "StepResult",
@@ -33,6 +35,7 @@ __all__ = [
     "adadelta_step",
     "adagrad_step",
     "adam_step",
+    "adamax_step",
     "adamw_step",
     "available_backends",
     "reference",

@@ -44,6 +44,7 @@ def declared(fn: F) -> F:
 
 _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
 _ADAM, _ADAMW, _ADADELTA = SPECS["adam"], SPECS["adamw"], SPECS["adadelta"]
+_ADAMAX = SPECS["adamax"]
 
 
 @declared
@@ -120,3 +121,13 @@ def adadelta_step(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *,
     """One Adadelta update (see reference.adadelta). ``step`` is checked but not used."""
     _step(_ADADELTA, param, grad, (square_avg, acc_delta), step, backend,
           (lr, rho, eps, weight_decay, maximize))
+
+
+@declared
+def adamax_step(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
+                lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0, maximize: bool = False,
+                backend: str = "auto") -> None:
+    """One Adamax update (see reference.adamax). ``step`` drives the bias correction."""
+    _step(_ADAMAX, param, grad, (exp_avg, exp_inf), step, backend,
+          (lr, beta1, beta2, eps, weight_decay, maximize))

@@ -333,4 +333,18 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         ),
         demo_options={"lr": 1.0},
     ),
+    Spec(
+        name="adamax", rule="adamax", torch_class="Adamax",
+        doc="Adamax: Adam with the infinity norm in place of the second moment.",
+        states=(State("exp_avg"), State("exp_inf")),
+        hypers=(real("lr", 2e-3, 0.0), _BETA1, _BETA2, _EPS, _WD, _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        option_sets=(
+            {},
+            {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
+            {"weight_decay": 0.1},
+            {"beta1": 0.0, "maximize": True, "weight_decay": 0.05},
+        ),
+        demo_options={"lr": 2e-3},
+    ),
 )}

@@ -44,7 +44,7 @@ from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disa
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Optimizer",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Optimizer",
            "StepResult", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -835,3 +835,16 @@ class Adadelta(Optimizer):
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)
 
+
+class Adamax(Optimizer):
+    """Adamax: Adam with the infinity norm in place of the second moment."""
+
+    algorithm = "adamax"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, *, maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)

@@ -260,3 +260,32 @@ def adadelta(param: Array, grad: Array, square_avg: Array, acc_delta: Array, *,
     acc_delta *= rho
     acc_delta += (1 - rho) * delta * delta
     param -= lr * delta
+
+
+def adamax(param: Array, grad: Array, exp_avg: Array, exp_inf: Array, *, step: int,
+           lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+           weight_decay: float = 0.0, maximize: bool = False) -> None:
+    r"""Adamax: Adam with the infinity norm in place of the second moment.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0 \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t \\
+        u_t &= \max(\beta_2 u_{t-1},\ |g_t| + \epsilon) \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1-\beta_1^t}\,\frac{m_t}{u_t}
+
+    with :math:`m` = ``exp_avg`` and :math:`u` = ``exp_inf``. ``eps`` sits inside the maximum
+    (so :math:`u \ge \epsilon`), as in torch.optim.Adamax; the maximum propagates NaN.
+
+    References:
+        Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015 (section 7);
+        torch.optim.Adamax.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    _lerp_(exp_avg, g, 1 - beta1)
+    np.maximum(exp_inf * beta2, np.abs(g) + eps, out=exp_inf)
+    clr = lr / (1 - math.pow(beta1, step))
+    param -= clr * (exp_avg / exp_inf)
+

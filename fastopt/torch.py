@@ -44,7 +44,7 @@ from ._layout import flat
 from ._signals import deferred_signals
 from .optim import functional_options
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax"]
 
 # torch.optim's state names where they differ from the functional API's.
 _TORCH_NAME = {s.name: s.torch_name for spec in SPECS.values() for s in spec.states}
@@ -671,5 +671,21 @@ class Adadelta(_Optimizer):
                  differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
+
+
+class Adamax(_Optimizer):
+    """torch.optim.Adamax's interface on fastopt's kernels."""
+
+    algorithm = "adamax"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False, capturable: bool = False,
+                 fused: bool | None = None, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable)

@@ -167,3 +167,38 @@ def adadelta(p, g, square_avg, acc_delta, lr, rho, one_minus_rho, eps, weight_de
     acc_delta = rho * acc_delta + one_minus_rho * delta * delta
     p = p - lr * delta
     return p, square_avg, acc_delta
+
+
+# ---------------------------------------------------------------------------------------------
+# Adamax (Adam with the infinity norm)
+
+
+def adamax_scalars(step, lr, beta1, beta2, eps, weight_decay):
+    clr = lr / (1.0 - math.pow(beta1, step))
+    return 1.0 - beta1, beta2, eps, weight_decay, clr, 1.0
+
+
+def adamax(p, g, exp_avg, exp_inf, one_minus_beta1, beta2, eps, weight_decay, clr, one,
+           maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    diff = g - exp_avg  # torch.lerp (see the top of this module)
+    rest = one - one_minus_beta1
+    if one_minus_beta1 < rest:
+        exp_avg = exp_avg + one_minus_beta1 * diff
+    else:
+        exp_avg = g - diff * rest
+    # NaN-propagating maximum of beta2 * u and |g| + eps, as torch.maximum.
+    decayed = beta2 * exp_inf
+    bound = abs(g) + eps
+    if decayed != decayed or bound != bound:
+        exp_inf = decayed + bound
+    elif decayed > bound:
+        exp_inf = decayed
+    else:
+        exp_inf = bound
+    p = p - clr * (exp_avg / exp_inf)
+    return p, exp_avg, exp_inf
+

@@ -1,0 +1,41 @@
+// Adamax for the CuPy backend. The math is kernels/rules.py `adamax`, line for line; the
+// coefficients are rules.adamax_scalars, computed on the host.
+#include "common.cuh"
+
+template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY>
+__device__ __forceinline__ void adamax_rule(M& p, M g, M& exp_avg, M& exp_inf,
+                                            M one_minus_beta1, M beta2, M eps, M weight_decay,
+                                            M clr, M one) {
+    if (MAXIMIZE) g = -g;
+    if (WEIGHT_DECAY) g = g + weight_decay * p;
+    exp_avg = lerp(exp_avg, g, one_minus_beta1, one - one_minus_beta1);
+    // NaN-propagating maximum, as torch.maximum.
+    M decayed = beta2 * exp_inf, bound = fabs(g) + eps;
+    if (decayed != decayed || bound != bound) exp_inf = decayed + bound;
+    else exp_inf = decayed > bound ? decayed : bound;
+    p = p - clr * (exp_avg / exp_inf);
+}
+
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+__global__ void adamax(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
+                       T* __restrict__ exp_inf, long long n, M one_minus_beta1, M beta2, M eps,
+                       M weight_decay, M clr, M one) {
+    grid_stride<VEC>(n, [&](long long i, auto width) {
+        constexpr int N = decltype(width)::value;
+        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
+        Pack<T, N> E = load<N>(exp_avg, i), U = load<N>(exp_inf, i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]), u = static_cast<M>(U.v[k]);
+            adamax_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), m, u,
+                                                   one_minus_beta1, beta2, eps, weight_decay,
+                                                   clr, one);
+            P.v[k] = static_cast<T>(p);
+            E.v[k] = static_cast<T>(m);
+            U.v[k] = static_cast<T>(u);
+        }
+        store<N>(param, i, P);
+        store<N>(exp_avg, i, E);
+        store<N>(exp_inf, i, U);
+    });
+}
