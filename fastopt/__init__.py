@@ -15,10 +15,12 @@ from ._functional import adagrad_step
 from ._functional import adam_step
 from ._functional import adamax_step
 from ._functional import adamw_step
+from ._functional import lion_step
 from ._functional import rmsprop_step
 from ._functional import sgd_step
 from ._version import __version__
-from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Optimizer, RMSprop, StepResult
+from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Optimizer, RMSprop
+from .optim import StepResult
 from . import reference
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lion",
     "Optimizer",
     "RMSprop",
     "StepResult",
@@ -38,6 +41,7 @@ __all__ = [
     "adamax_step",
     "adamw_step",
     "available_backends",
+    "lion_step",
     "reference",
     "rmsprop_step",
     "sgd_step",

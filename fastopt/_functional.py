@@ -44,7 +44,7 @@ def declared(fn: F) -> F:
 
 _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
 _ADAM, _ADAMW, _ADADELTA = SPECS["adam"], SPECS["adamw"], SPECS["adadelta"]
-_ADAMAX = SPECS["adamax"]
+_ADAMAX, _LION = SPECS["adamax"], SPECS["lion"]
 
 
 @declared
@@ -131,3 +131,12 @@ def adamax_step(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
     """One Adamax update (see reference.adamax). ``step`` drives the bias correction."""
     _step(_ADAMAX, param, grad, (exp_avg, exp_inf), step, backend,
           (lr, beta1, beta2, eps, weight_decay, maximize))
+
+
+@declared
+def lion_step(param: Any, grad: Any, exp_avg: Any, *, step: int | None = None, lr: float = 1e-4,
+              beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
+              maximize: bool = False, backend: str = "auto") -> None:
+    """One Lion update (see reference.lion). ``step`` is checked but not used."""
+    _step(_LION, param, grad, (exp_avg,), step, backend,
+          (lr, beta1, beta2, weight_decay, maximize))

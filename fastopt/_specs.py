@@ -347,4 +347,24 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         ),
         demo_options={"lr": 2e-3},
     ),
+    Spec(
+        name="lion", rule="lion", torch_class="Lion", torch_impl=None, torch_step=False,
+        doc="Lion: the sign of an interpolated momentum, with decoupled weight decay.",
+        states=(State("exp_avg"),),
+        # lion-pytorch's (and the paper's) defaults; DeepSpeed's FusedLion differs (1e-3,
+        # betas (0.9, 0.999)): see reference.lion.
+        hypers=(real("lr", 1e-4, 0.0), _BETA1,
+                real("beta2", 0.99, 0.0, 1.0, hi_open=True, torch=("betas", 1)), _WD,
+                _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        step="unused",
+        option_sets=(
+            {},
+            {"lr": 1e-3, "beta1": 0.95, "beta2": 0.98},
+            {"weight_decay": 0.1},
+            {"beta1": 0.0, "maximize": True, "weight_decay": 1.0},
+        ),
+        demo_options={"lr": 1e-3},  # Lion wants ~3-10x less than Adam; digits trains fast
+    ),
 )}
+

@@ -44,7 +44,8 @@ from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disa
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Optimizer",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion",
+           "Optimizer",
            "StepResult", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -846,5 +847,20 @@ class Adamax(Optimizer):
                  weight_decay: float = 0.0, *, maximize: bool = False, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class Lion(Optimizer):
+    """Lion: the sign of an interpolated momentum, with decoupled weight decay (lion-pytorch's
+    interface and defaults)."""
+
+    algorithm = "lion"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)

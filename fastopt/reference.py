@@ -289,3 +289,33 @@ def adamax(param: Array, grad: Array, exp_avg: Array, exp_inf: Array, *, step: i
     clr = lr / (1 - math.pow(beta1, step))
     param -= clr * (exp_avg / exp_inf)
 
+
+
+def lion(param: Array, grad: Array, exp_avg: Array, *, step: int | None = None,
+         lr: float = 1e-4, beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
+         maximize: bool = False) -> None:
+    r"""Lion: the sign of an interpolated momentum, with decoupled weight decay.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        \theta_t &\leftarrow (1 - \gamma\lambda)\,\theta_{t-1} \\
+        \theta_t &\leftarrow \theta_t - \gamma\,\operatorname{sign}(\beta_1 m_{t-1}
+                  + (1-\beta_1)\,g_t) \\
+        m_t &= \beta_2 m_{t-1} + (1-\beta_2)\,g_t
+
+    with :math:`m` = ``exp_avg`` and :math:`\operatorname{sign}(0) = 0`. Defaults are those of
+    the paper and lion-pytorch (``lr=1e-4``, ``betas=(0.9, 0.99)``, no weight decay); note
+    that DeepSpeed's FusedLion defaults to ``lr=1e-3, betas=(0.9, 0.999)``. ``step`` is
+    accepted for a uniform signature and not used.
+
+    References:
+        Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023;
+        lion-pytorch's ``Lion``.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    c = beta1 * exp_avg + (1 - beta1) * g
+    param -= lr * np.sign(c)
+    exp_avg *= beta2
+    exp_avg += (1 - beta2) * g

@@ -44,7 +44,7 @@ from ._layout import flat
 from ._signals import deferred_signals
 from .optim import functional_options
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion"]
 
 # torch.optim's state names where they differ from the functional API's.
 _TORCH_NAME = {s.name: s.torch_name for spec in SPECS.values() for s in spec.states}
@@ -366,6 +366,11 @@ class _Optimizer(torch.optim.Optimizer):
         self.multi_tensor = state.get("multi_tensor", getattr(self, "multi_tensor", True))
         self._checked = {}  # caches start empty: nothing of the pickled process is trusted
         self._keys_interned = {}
+        # A checkpoint from an older torch or another implementation (lion-pytorch has no
+        # maximize) may lack keys: they take this optimizer's defaults, as torch.optim does.
+        for group in self.param_groups:
+            for key, value in getattr(self, "defaults", {}).items():
+                group.setdefault(key, value)
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
         init = _STATE_INIT[self.algorithm][name]
@@ -689,3 +694,17 @@ class Adamax(_Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable)
+
+
+class Lion(_Optimizer):
+    """lion-pytorch's ``Lion`` interface (torch.optim has no Lion) on fastopt's kernels."""
+
+    algorithm = "lion"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
+                 maximize: bool = False, foreach: bool | None = None,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, None, False, False)

@@ -202,3 +202,30 @@ def adamax(p, g, exp_avg, exp_inf, one_minus_beta1, beta2, eps, weight_decay, cl
     p = p - clr * (exp_avg / exp_inf)
     return p, exp_avg, exp_inf
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Lion (sign of an interpolated momentum; decoupled weight decay)
+
+
+def lion_scalars(lr, beta1, beta2, weight_decay):
+    return lr, 1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2
+
+
+def lion(p, g, exp_avg, lr, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
+         maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        p = p * decay
+    c = beta1 * exp_avg + one_minus_beta1 * g
+    # sign(c), with sign(0) = 0 and NaN kept: (c > 0) - (c < 0) would turn NaN into 0.
+    if c > lr - lr:
+        update = lr
+    elif c < lr - lr:
+        update = -lr
+    else:
+        update = c * lr  # zero (of c's sign) or NaN
+    p = p - update
+    exp_avg = beta2 * exp_avg + one_minus_beta2 * g
+    return p, exp_avg

@@ -126,7 +126,7 @@ def test_mnist_missing_or_malformed_files_are_clear_errors(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--optimizers", "lion"], "unknown optimizer 'lion'"),
+    (["--optimizers", "nosuch"], "unknown optimizer 'nosuch'"),
     (["--set", "adam.lr"], "invalid 'adam.lr'"),
     (["--set", "adam.lr=-1", "--optimizers", "adam"], "adam: Invalid lr: -1.0"),
     (["--set", "adam.betas=0.9", "--optimizers", "adam"], "adam: Invalid betas"),

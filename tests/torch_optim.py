@@ -43,13 +43,31 @@ def oracle_class(name: str) -> Any:
     return getattr(torch.optim, name)
 
 
+class _Maximizing:
+    """An oracle without ``maximize`` run on negated gradients (restored after the step)."""
+
+    def __init__(self, opt: Any) -> None:
+        self.opt, self.state = opt, opt.state
+
+    def step(self) -> None:
+        grads = [p.grad for g in self.opt.param_groups for p in g["params"]
+                 if p.grad is not None]
+        for g in grads:
+            g.neg_()
+        self.opt.step()
+        for g in grads:
+            g.neg_()
+
+
 def make_torch_optimizer(algo: Any, options: dict[str, Any], params: list[Any]) -> Any:
     cls = oracle_class(algo.spec.torch_class)
     kw = torch_kwargs(algo, options)
     if algo.spec.torch_class not in ORACLES:
         # foreach=False: torch's documented single-tensor loop, which the reference follows.
-        kw["foreach"] = False
-    return cls(params, **kw)
+        return cls(params, foreach=False, **kw)
+    maximize = kw.pop("maximize", False)
+    opt = cls(params, **kw)
+    return _Maximizing(opt) if maximize else opt
 
 
 def torch_state(algo: Any, options: dict[str, Any], opt: Any, p: Any) -> dict[str, np.ndarray]:

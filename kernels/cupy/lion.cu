@@ -1,0 +1,36 @@
+// Lion for the CuPy backend. The math is kernels/rules.py `lion`, line for line; the
+// coefficients are rules.lion_scalars, computed on the host.
+#include "common.cuh"
+
+template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY>
+__device__ __forceinline__ void lion_rule(M& p, M g, M& exp_avg, M lr, M decay, M beta1,
+                                          M one_minus_beta1, M beta2, M one_minus_beta2) {
+    if (MAXIMIZE) g = -g;
+    if (WEIGHT_DECAY) p = p * decay;
+    M c = beta1 * exp_avg + one_minus_beta1 * g;
+    M zero = lr - lr;
+    // sign(c) with sign(0) = 0 and NaN kept.
+    M update = c > zero ? lr : (c < zero ? -lr : c * lr);
+    p = p - update;
+    exp_avg = beta2 * exp_avg + one_minus_beta2 * g;
+}
+
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+__global__ void lion(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
+                     long long n, M lr, M decay, M beta1, M one_minus_beta1, M beta2,
+                     M one_minus_beta2) {
+    grid_stride<VEC>(n, [&](long long i, auto width) {
+        constexpr int N = decltype(width)::value;
+        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), E = load<N>(exp_avg, i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]);
+            lion_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), m, lr, decay, beta1,
+                                                 one_minus_beta1, beta2, one_minus_beta2);
+            P.v[k] = static_cast<T>(p);
+            E.v[k] = static_cast<T>(m);
+        }
+        store<N>(param, i, P);
+        store<N>(exp_avg, i, E);
+    });
+}
