@@ -18,6 +18,8 @@ from . import _backends
 from . import _validate as check
 from ._specs import Hyper, Spec
 
+_INF = math.inf
+
 # Per spec: the array names of each pattern of active states (tuples reused every call).
 _names: dict[tuple[str, tuple[bool, ...]], tuple[str, ...]] = {}
 
@@ -61,7 +63,17 @@ def hyper(h: Hyper, v: Any) -> Any:
 
 def options(spec: Spec, values: tuple[Any, ...]) -> dict[str, Any]:
     """The hyperparameters checked (spec order), reals as Python floats, flags as bools."""
-    out = {h.name: hyper(h, v) for h, v in zip(spec.hypers, values)}
+    out = {}
+    for h, v in zip(spec.hypers, values):
+        # The common case inline (a float within its bounds, a bool); anything else, hyper().
+        if h.flag:
+            if v is not True and v is not False:
+                v = hyper(h, v)
+        elif type(v) is not float or not (-_INF < v < _INF) or (
+                h.lo is not None and not (v > h.lo if h.lo_open else v >= h.lo)) or (
+                h.hi is not None and not (v < h.hi if h.hi_open else v <= h.hi)):
+            v = hyper(h, v)
+        out[h.name] = v
     if spec.constraints is not None:
         spec.constraints(out)
     return out

@@ -16,6 +16,7 @@ order. Its compile-time flags, in the rule's order, are keyword arguments of the
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -132,29 +133,29 @@ class Spec:
 
     # -- derived -------------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def fn_name(self) -> str:
         return f"{self.name}_step"
 
-    @property
+    @functools.cached_property
     def state_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.states)
 
-    @property
+    @functools.cached_property
     def flag_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.flags)
 
-    @property
+    @functools.cached_property
     def scalars(self) -> Callable[..., tuple[float, ...]]:
         fn: Callable[..., tuple[float, ...]] = getattr(rules, f"{self.rule}_scalars")
         return fn
 
-    @property
+    @functools.cached_property
     def scalar_args(self) -> tuple[str, ...]:
         """The hyperparameters the kernel takes after the arrays (and step), in order."""
         return _scalar_args(self)
 
-    @property
+    @functools.cached_property
     def takes_step(self) -> bool:
         return "step" in inspect.signature(self.scalars).parameters
 
@@ -174,8 +175,16 @@ class Spec:
 
     def active(self, flags: tuple[bool, ...]) -> tuple[bool, ...]:
         """Which states the flags activate, in state order."""
-        names = self.flag_names
-        return tuple(s.when is None or flags[names.index(s.when)] for s in self.states)
+        out = self._active.get(flags)
+        if out is None:
+            names = self.flag_names
+            out = self._active[flags] = tuple(s.when is None or flags[names.index(s.when)]
+                                              for s in self.states)
+        return out
+
+    @functools.cached_property
+    def _active(self) -> dict[tuple[bool, ...], tuple[bool, ...]]:
+        return {}
 
     def active_states(self, options: dict[str, Any]) -> tuple[str, ...]:
         """The states the update uses with ``options`` (functional names), in order."""
