@@ -398,7 +398,7 @@ def _adam_kernel_only(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
     sizes = tuple(p.size for p in params)
     par = sum(sizes) >= nb.PARALLEL_MIN_SIZE
     kernel = nb.multi_kernel(spec, spec.flag_values(options), params[0].dtype, par)
-    hyper = tuple(float(options[a]) for a in spec.scalar_args)
+    hyper = tuple(nb._hyper_args(spec, options))
     tensor, lo, hi = nb._chunks(sizes)
     rows = np.array([[base_address(p), base_address(g),
                       *[base_address(opt.state[i][n]) if n in opt.state[i] else base_address(p)

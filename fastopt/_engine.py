@@ -48,13 +48,14 @@ def check_options(algorithm: str, options: dict[str, Any]) -> dict[str, Any]:
     """Validate ``options`` (functional-API names; left out: the defaults) exactly as the
     functional API does: the same checks and messages. Returns them all, reals as floats."""
     spec = SPECS[algorithm]
-    unknown = [k for k in options if k not in spec.defaults() and k not in
-               {h.name for h in spec.hypers}]
-    if unknown:
-        raise TypeError(f"{spec.fn_name}() got an unexpected keyword argument {unknown[0]!r}")
     values = {**spec.defaults(), **options}
-    missing = [h.name for h in spec.hypers if h.name not in values]
-    if missing:
+    if len(values) != len(spec.hypers):  # a name the spec lacks, or a required one left out
+        names = {h.name for h in spec.hypers}
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            raise TypeError(f"{spec.fn_name}() got an unexpected keyword argument "
+                            f"{unknown[0]!r}")
+        missing = [n for n in names if n not in values]
         raise TypeError(f"{spec.fn_name}() missing required keyword-only argument: "
                         f"{missing[0]!r}")
     return _generic.options(spec, tuple(values[h.name] for h in spec.hypers))

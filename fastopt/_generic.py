@@ -9,10 +9,7 @@ options)``. Nothing is written before every check has passed.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from . import _backends
 from . import _validate as check
@@ -24,48 +21,19 @@ _INF = math.inf
 _names: dict[tuple[str, tuple[bool, ...]], tuple[str, ...]] = {}
 
 
-def hyper_error(h: Hyper, value: Any) -> Exception:
-    """The error for a rejected hyperparameter value (called only when it is bad)."""
-    if h.flag:
-        return TypeError(f"Invalid {h.name}: {value!r} (expected True or False)")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        return TypeError(f"Invalid {h.name}: {value!r} (expected a real number)")
-    try:
-        float(value)
-    except OverflowError:  # an int beyond float64's range, e.g. 10**400
-        return ValueError(f"Invalid {h.name}: {value!r} is beyond float64's range (expected "
-                          f"a finite {h.name})")
-    return ValueError(f"Invalid {h.name}: {value!r} (expected {h.expected})")
-
-
 def hyper(h: Hyper, v: Any) -> Any:
     """One hyperparameter checked: a real as a Python float, a flag as a bool."""
     if h.flag:
-        if v is True or v is False:
-            return v
-        if not isinstance(v, np.bool_):
-            raise hyper_error(h, v)
-        return bool(v)
-    if type(v) is not float:
-        if type(v) is not int and (isinstance(v, (bool, np.bool_))
-                                   or not isinstance(v, numbers.Real)):
-            raise hyper_error(h, v)
-        try:
-            v = float(v)
-        except OverflowError:
-            raise hyper_error(h, v) from None
-    if not (math.isfinite(v)
-            and (h.lo is None or (v > h.lo if h.lo_open else v >= h.lo))
-            and (h.hi is None or (v < h.hi if h.hi_open else v <= h.hi))):
-        raise hyper_error(h, v)
-    return v
+        return check.flag(h.name, v)
+    return check.real(h.name, v, h.lo, h.hi, lo_open=h.lo_open, hi_open=h.hi_open)
 
 
 def options(spec: Spec, values: tuple[Any, ...]) -> dict[str, Any]:
     """The hyperparameters checked (spec order), reals as Python floats, flags as bools."""
     out = {}
     for h, v in zip(spec.hypers, values):
-        # The common case inline (a float within its bounds, a bool); anything else, hyper().
+        # The common case inline (a float within its bounds, a bool); anything else takes
+        # hyper(), which converts it or raises.
         if h.flag:
             if v is not True and v is not False:
                 v = hyper(h, v)
@@ -117,5 +85,3 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         full = tuple(next(it) if on else None for on in active)
         mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
 
-
-Step = Callable[..., None]

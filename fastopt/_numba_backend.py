@@ -84,7 +84,7 @@ def kernel(spec: Spec, flags: tuple[bool, ...], parallel: bool) -> Callable[...,
     if k is None:
         k = _kernels[key] = generic.kernel(
             spec.rule, spec.state_names, spec.active(flags),
-            tuple(zip(spec.flag_names, flags)), spec.scalar_args, parallel)
+            tuple(zip(spec.flag_names, flags)), spec.scalar_call, parallel)
     return k
 
 
@@ -105,12 +105,16 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return f
 
 
+def _hyper_args(spec: Spec, options: dict[str, Any]) -> list[float]:
+    """The kernel's hyperparameter arguments, after the arrays and the step (Python floats:
+    one compiled signature per dtype)."""
+    return [float(options[a]) for a in spec.scalar_args]
+
+
 def _arguments(spec: Spec, step: int, options: dict[str, Any]) -> list[Any]:
-    """The kernel's arguments after the arrays: the step if it takes one, then the scalars
-    function's hyperparameters (Python floats: one compiled signature per dtype)."""
-    args: list[Any] = [step] if spec.takes_step else []
-    args += [float(options[a]) for a in spec.scalar_args]
-    return args
+    """The kernel's arguments after the arrays: the step if it takes one, then the
+    hyperparameters."""
+    return [step, *_hyper_args(spec, options)] if spec.takes_step else _hyper_args(spec, options)
 
 
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
@@ -157,7 +161,7 @@ def multi_step_rows(spec: Spec, options: dict[str, Any], dtype: np.dtype[Any], s
     k = multi_kernel(spec, spec.flag_values(options), dtype, par)
     tensor, lo, hi = _chunks(sizes)
     _run(k, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
-         tuple(_arguments(spec, 1, options)[int(spec.takes_step):]), float(scale))
+         tuple(_hyper_args(spec, options)), float(scale))
 
 
 def multi_kernel(spec: Spec, flags: tuple[bool, ...], dtype: np.dtype[Any],

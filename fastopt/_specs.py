@@ -43,13 +43,6 @@ class Hyper:
     flag: bool = False
     torch: tuple[str, int] | None = None
 
-    @property
-    def expected(self) -> str:
-        """What a valid value is, in words (the tail of the error message)."""
-        lo = "" if self.lo is None else f"{self.lo} {'<' if self.lo_open else '<='} "
-        hi = "" if self.hi is None else f" {'<' if self.hi_open else '<='} {self.hi}"
-        return f"{lo}{self.name}{hi}" if (lo or hi) else f"finite {self.name}"
-
 
 def real(name: str, default: Any = REQUIRED, lo: float | None = None, hi: float | None = None,
          *, lo_open: bool = False, hi_open: bool = False,
@@ -151,24 +144,39 @@ class Spec:
         return fn
 
     @functools.cached_property
+    def scalar_call(self) -> tuple[tuple[str, str], ...]:
+        """How ``rules.<rule>_scalars`` is called: ("step"|"hyper"|"flag", name) for each of
+        its arguments. A flag may share its hyperparameter's name (SGD's momentum): the
+        scalars then take the number."""
+        names = {h.name for h in self.hypers}
+        out = []
+        for a in inspect.signature(self.scalars).parameters:
+            kind = "step" if a == "step" else "hyper" if a in names else "flag"
+            if kind == "flag" and a not in self.flag_names:
+                raise TypeError(f"rules.{self.rule}_scalars takes {a!r}: neither a "
+                                f"hyperparameter nor a flag of {self.name}")
+            out.append((kind, a))
+        return tuple(out)
+
+    @functools.cached_property
     def scalar_args(self) -> tuple[str, ...]:
         """The hyperparameters the kernel takes after the arrays (and step), in order."""
-        return _scalar_args(self)
+        return tuple(a for kind, a in self.scalar_call if kind == "hyper")
 
     @functools.cached_property
     def takes_step(self) -> bool:
-        return "step" in inspect.signature(self.scalars).parameters
+        return ("step", "step") in self.scalar_call
 
     def host_scalars(self, step: int, options: dict[str, Any],
                      flags: tuple[bool, ...]) -> tuple[float, ...]:
         """``rules.<rule>_scalars`` evaluated on the host, in float64 (the GPU backends)."""
         names = self.flag_names
-        kwargs = {}
-        hypers = self.scalar_args
-        for a in inspect.signature(self.scalars).parameters:
-            kwargs[a] = (step if a == "step" else float(options[a]) if a in hypers
-                         else flags[names.index(a)])
-        return tuple(float(x) for x in self.scalars(**kwargs))
+        args = [step if kind == "step" else float(options[a]) if kind == "hyper"
+                else flags[names.index(a)] for kind, a in self.scalar_call]
+        return tuple(float(x) for x in self.scalars(*args))
+
+    def state(self, name: str) -> State:
+        return self.states[self.state_names.index(name)]
 
     def flag_values(self, options: dict[str, Any]) -> tuple[bool, ...]:
         return tuple(bool(f(options)) for _, f in self.flags)
@@ -193,32 +201,6 @@ class Spec:
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hypers if h.default is not REQUIRED}
-
-    def torch_keys(self) -> tuple[str, ...]:
-        """The group keys of the classes, torch's names, in constructor order."""
-        out: list[str] = []
-        for h in (*self.hypers, *self.class_hypers):
-            key = h.torch[0] if h.torch else h.name
-            if key not in out:
-                out.append(key)
-        return tuple(out)
-
-
-_SCALAR_ARGS: dict[str, tuple[str, ...]] = {}
-
-
-def _scalar_args(spec: Spec) -> tuple[str, ...]:
-    args = _SCALAR_ARGS.get(spec.rule)
-    if args is None:
-        names = {h.name for h in spec.hypers}
-        params = tuple(inspect.signature(spec.scalars).parameters)
-        unknown = [a for a in params if a != "step" and a not in names
-                   and a not in spec.flag_names]
-        if unknown:
-            raise TypeError(f"rules.{spec.rule}_scalars takes {unknown}: neither a "
-                            f"hyperparameter nor a flag of {spec.name}")
-        args = _SCALAR_ARGS[spec.rule] = tuple(a for a in params if a in names)
-    return args
 
 
 # ---------------------------------------------------------------------------------------------

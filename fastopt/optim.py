@@ -51,9 +51,6 @@ __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "
 FORMAT_VERSION = 1
 _FORMAT = "fastopt.optimizer"
 
-# algorithm -> state name -> initial value (a number, or the group key holding it).
-_STATE_INIT = {a: {s.name: s.init for s in spec.states} for a, spec in SPECS.items()}
-
 
 def functional_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
     """A parameter group's hyperparameters under the functional API's names (torch's pairs,
@@ -347,7 +344,7 @@ class Optimizer:
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        init = _STATE_INIT[self.algorithm][name]
+        init = SPECS[self.algorithm].state(name).init
         return zeros_like(p, float(group[init]) if isinstance(init, str) else init)
 
     # -- the update ---------------------------------------------------------------------------

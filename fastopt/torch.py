@@ -46,8 +46,6 @@ from .optim import functional_options
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion"]
 
-# torch.optim's state names where they differ from the functional API's.
-_TORCH_NAME = {s.name: s.torch_name for spec in SPECS.values() for s in spec.states}
 
 
 def _as_number(name: str, value: Any) -> Any:
@@ -89,9 +87,6 @@ def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
     numbers = {k: _as_number(k, v) for k, v in group.items() if k != "params"}
     return check_options(algorithm, functional_options(algorithm, numbers))
 
-
-# algorithm -> state name -> initial value (a number, or the group key holding it).
-_STATE_INIT = {a: {s.name: s.init for s in spec.states} for a, spec in SPECS.items()}
 
 MAX_STEP = 2**63 - 2  # the kernels count steps in int64, and a step writes step + 1
 
@@ -373,7 +368,7 @@ class _Optimizer(torch.optim.Optimizer):
                 group.setdefault(key, value)
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
-        init = _STATE_INIT[self.algorithm][name]
+        init = SPECS[self.algorithm].state(name).init
         if isinstance(init, str):  # a group key holding the value
             init = float(_as_number(init, group[init]))
         return torch.full_like(p, init)  # the parameter's memory layout
@@ -414,7 +409,7 @@ class _Optimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             opts = _group_options(self.algorithm, group)
             active = active_states(self.algorithm, opts)
-            keys = [(n, _TORCH_NAME.get(n, n)) for n in active]
+            keys = [(n, spec.state(n).torch_name) for n in active]
             keys_t = self._keys_for(tuple(keys))
             column = {n: 2 + names.index(n) for n in active}
             batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor, keys)

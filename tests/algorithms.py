@@ -43,7 +43,7 @@ class Algorithm:
 
 def _bad_options(spec: Spec) -> tuple[tuple[dict[str, Any], str], ...]:
     """Out-of-range values of every real hyperparameter with a bound, and NaN, derived from
-    the spec, each with the message the API must give (the spec's own words)."""
+    the spec's ranges, each with the message the API must give."""
     required = {h.name: 0.1 for h in spec.hypers if h.default is REQUIRED}
     out = []
     for h in spec.hypers:
@@ -54,9 +54,11 @@ def _bad_options(spec: Spec) -> tuple[tuple[dict[str, Any], str], ...]:
             bad.append(h.lo if h.lo_open else h.lo - 0.5)
         if h.hi is not None:
             bad.append(h.hi if h.hi_open else h.hi + 0.5)
+        lo = "" if h.lo is None else f"{h.lo} {'<' if h.lo_open else '<='} "
+        hi = "" if h.hi is None else f" {'<' if h.hi_open else '<='} {h.hi}"
+        expected = f"{lo}{h.name}{hi}" if lo or hi else f"finite {h.name}"
         for v in bad:
-            out.append(({**required, h.name: v},
-                        f"Invalid {h.name}: {v!r} (expected {h.expected})"))
+            out.append(({**required, h.name: v}, f"Invalid {h.name}: {v!r} (expected {expected})"))
     return tuple(out)
 
 

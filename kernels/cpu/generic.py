@@ -18,7 +18,6 @@ Raw kernels: no validation. They can be called from the caller's own ``@numba.nj
 
 import functools
 import hashlib
-import inspect
 
 from .. import rules
 from ._common import compile_keyed, kernel_factory, loop_for
@@ -44,10 +43,9 @@ def _literal(x):
     return "True" if x else "False"
 
 
-def kernel_source(rule, states, active, flags, scalar_call, n_scalars, scalar_args,
-                  takes_step):
+def kernel_source(rule, states, active, flags, scalar_call, n_scalars):
     """The Python source of one configuration's kernel (see the module docstring)."""
-    args = ["param", "grad", *states, *(["step"] if takes_step else []), *scalar_args]
+    args = ["param", "grad", *states, *[name for kind, name in scalar_call if kind != "flag"]]
     flag_values = dict(flags)
     call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
                      for kind, name in scalar_call)
@@ -74,24 +72,19 @@ def compiled_rule(name):
 
 
 @kernel_factory
-def kernel(rule, states, active, flags, scalar_args, parallel):
+def kernel(rule, states, active, flags, scalar_call, parallel):
     """The compiled kernel of one configuration.
 
     ``rule`` names ``rules.<rule>``; ``states`` the state slots in order, ``active`` which of
     them the flags activate; ``flags`` is the tuple of (flag name, value) in the rule's order;
-    ``scalar_args`` the hyperparameter arguments of ``rules.<rule>_scalars`` in its order.
+    ``scalar_call`` says what each argument of ``rules.<rule>_scalars`` is, in its order:
+    ("step", "step"), ("hyper", name) (a kernel argument) or ("flag", name) (a constant).
     """
     scalars_fn = getattr(rules, f"{rule}_scalars")
-    params = tuple(inspect.signature(scalars_fn).parameters)
-    # An argument is the step, a hyperparameter (scalar_args), or else a flag: a flag may share
-    # its hyperparameter's name (SGD's momentum), and then the scalars take the number.
-    scalar_call = tuple(("step" if p == "step" else "hyper" if p in scalar_args else "flag", p)
-                        for p in params)
-    probe = {p: (1 if kind == "step" else 0.5 if kind == "hyper" else False)
-             for kind, p in scalar_call}
-    n_scalars = len(scalars_fn(**probe))
-    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, scalar_args,
-                           "step" in params)
+    probe = [1 if kind == "step" else 0.5 if kind == "hyper" else False
+             for kind, _ in scalar_call]
+    n_scalars = len(scalars_fn(*probe))
+    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars)
     namespace = {
         "_rule": compiled_rule(rule),
         "_scalars": compiled_rule(f"{rule}_scalars"),

@@ -64,7 +64,8 @@ def _helpers(single, view, n_arrays, takes_step):
         "def swap_grad(a, g):\n"
         f"    return ({', '.join('g' if j == 1 else f'a[{j}]' for j in idx)},)\n")
     namespace = {"single": single, "view": view}
-    return tuple(numba.njit(inline="always")(define(source, name, namespace))
+    define(source, "call", namespace)
+    return tuple(numba.njit(inline="always")(namespace[name])
                  for name in ("call", "views", "swap_grad"))
 
 
