@@ -15,15 +15,20 @@ from ._functional import adagrad_step
 from ._functional import adam_step
 from ._functional import adamax_step
 from ._functional import adamw_step
+from ._functional import asgd_step
 from ._functional import lion_step
+from ._functional import nadam_step
+from ._functional import radam_step
 from ._functional import rmsprop_step
+from ._functional import rprop_step
 from ._functional import sgd_step
 from ._version import __version__
-from .optim import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Optimizer, RMSprop
-from .optim import StepResult
+from .optim import ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer
+from .optim import RAdam, RMSprop, Rprop, StepResult
 from . import reference
 
 __all__ = [
+    "ASGD",
     "SGD",
     "Adadelta",
     "Adagrad",
@@ -31,8 +36,11 @@ __all__ = [
     "AdamW",
     "Adamax",
     "Lion",
+    "NAdam",
     "Optimizer",
+    "RAdam",
     "RMSprop",
+    "Rprop",
     "StepResult",
     "__version__",
     "adadelta_step",
@@ -40,9 +48,13 @@ __all__ = [
     "adam_step",
     "adamax_step",
     "adamw_step",
+    "asgd_step",
     "available_backends",
     "lion_step",
+    "nadam_step",
+    "radam_step",
     "reference",
     "rmsprop_step",
+    "rprop_step",
     "sgd_step",
 ]

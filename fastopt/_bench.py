@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -46,6 +46,8 @@ class Case:
     grad: np.ndarray
     states: dict[str, np.ndarray | None]
     step: int = 0
+    # Scalar states (NAdam's mu_product, ...), 0-d arrays updated in place.
+    scalars: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def make(cls, algorithm: str, size: int, dtype: Any = np.float32,
@@ -56,9 +58,12 @@ class Case:
         param = rng.standard_normal(size, dtype=np.float32).astype(dtype)
         grad = (rng.standard_normal(size, dtype=np.float32) * 1e-3).astype(dtype)
         active = active_states(algorithm, options)
-        states = {s: (np.zeros(size, dtype) if s in active else None)
+        spec = SPECS[algorithm]
+        states = {s: (np.full(size, spec.initial(s), dtype) if s in active else None)
                   for s in ALGORITHMS[algorithm][1]}
-        return cls(algorithm, size, dtype, options, param, grad, states)
+        opts = {**spec.defaults(), **options}
+        scalars = {s.name: np.array(s.initial(opts), dtype) for s in spec.scalar_states}
+        return cls(algorithm, size, dtype, options, param, grad, states, scalars=scalars)
 
     @property
     def nbytes(self) -> int:
@@ -77,7 +82,8 @@ class Case:
         def run() -> None:
             # The step count grows so bias corrections stay realistic; values stay bounded.
             self.step += 1
-            fn(self.param, self.grad, *states, step=self.step, backend=backend, **self.options)
+            fn(self.param, self.grad, *states, step=self.step, backend=backend, **self.scalars,
+               **self.options)
 
         return run
 
@@ -405,7 +411,7 @@ def _adam_kernel_only(opt: Any, grads: list[np.ndarray]) -> Callable[[], None]:
                         for n in names]] for i, (p, g) in enumerate(zip(params, grads))],
                     np.int64)
     steps = np.full(len(params), 2, np.int64)
-    return lambda: nb._run(kernel, par, rows, tensor, lo, hi, steps, hyper, 1.0)
+    return lambda: nb._run(kernel, par, rows, tensor, lo, hi, steps, nb._NO_SCALARS, hyper, 1.0)
 
 
 def run_model(backend: str, shapes: list[tuple[int, ...]], rounds: int = 5,

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import _backends, reference
+from . import _backends
+from ._specs import SPECS
 from ._bench import ALGORITHMS, OPTION_SETS, active_states
 
 # The tolerance of every backend against the reference, per dtype: (rtol, atol). A backend may
@@ -46,7 +47,7 @@ def _options_label(options: dict[str, Any]) -> str:
 def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any, size: int,
                steps: int = STEPS, seed: int = 0) -> CheckResult:
     fn, state_names = ALGORITHMS[algorithm]
-    ref_fn = getattr(reference, algorithm)
+    spec = SPECS[algorithm]
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(seed)
     active = active_states(algorithm, options)
@@ -54,8 +55,13 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
     dev = _backends.load(backend) if backend in _backends.GPU_BACKENDS else None
     runs: list[tuple[Any, list[Any]]] = []
     for _ in range(2):
-        states = [np.zeros(size, dtype) if s in active else None for s in state_names]
+        states = [np.full(size, spec.initial(s), dtype) if s in active else None
+                  for s in state_names]
         runs.append((param.copy(), states))
+    # Scalar states (NAdam's mu_product, ...), one set per run, in the parameters' dtype.
+    opts = {**spec.defaults(), **options}
+    scalars = [{s.name: np.array(s.initial(opts), dtype) for s in spec.scalar_states}
+               for _ in range(2)]
     # The backend under test works on device copies where it is a GPU backend.
     arrays = [runs[0][0], *runs[0][1]]
     if dev is not None:
@@ -63,8 +69,9 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
     for t in range(1, steps + 1):
         g = rng.standard_normal(size).astype(dtype)
         fn(arrays[0], g if dev is None else dev.to_device(g), *arrays[1:], step=t,
-           backend=backend, **options)
-        ref_fn(runs[1][0], g, *runs[1][1], step=t, **options)
+           backend=backend, **scalars[0], **options)
+        # The reference (fastopt.reference.<algorithm>) behind the same checks.
+        fn(runs[1][0], g, *runs[1][1], step=t, backend="numpy", **scalars[1], **options)
     if dev is not None:
         host = [None if a is None else dev.to_host(a) for a in arrays]
         runs[0] = (host[0], host[1:])

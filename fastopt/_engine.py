@@ -99,6 +99,7 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
     state of its param's shape, dtype and layout.
     """
     fn, names = ALGORITHMS[algorithm]
+    scalars = SPECS[algorithm].scalar_names  # 0-d arrays in the state dicts, updated in place
     active = active_states(algorithm, options)
     for p, g, s, t in zip(params, grads, states, steps):
         if scale != 1.0:
@@ -108,4 +109,4 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
             np.multiply(g, p.dtype.type(scale), out=scaled)
             g = scaled
         fn(p, g, *[s[n] if n in active else None for n in names], step=t, backend=backend,
-           **options)
+           **{n: s[n] for n in scalars}, **options)

@@ -27,8 +27,9 @@ def declared(fn: F) -> F:
     arrays = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
     keywords = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
     expected_arrays = ["param", "grad", *spec.state_names]
-    expected_keywords = {"step": REQUIRED if spec.step == "required" else None, **{h.name: h.default for h in spec.hypers},
-                         "backend": "auto"}
+    expected_keywords = {"step": REQUIRED if spec.step == "required" else None,
+                         **{name: None for name in spec.scalar_names},
+                         **{h.name: h.default for h in spec.hypers}, "backend": "auto"}
     if arrays != expected_arrays or list(keywords) != list(expected_keywords) or any(
             keywords[k] != v and not (v is REQUIRED and keywords[k] is REQUIRED)
             for k, v in expected_keywords.items()):
@@ -45,6 +46,7 @@ def declared(fn: F) -> F:
 _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
 _ADAM, _ADAMW, _ADADELTA = SPECS["adam"], SPECS["adamw"], SPECS["adadelta"]
 _ADAMAX, _LION = SPECS["adamax"], SPECS["lion"]
+_RADAM, _NADAM, _ASGD, _RPROP = SPECS["radam"], SPECS["nadam"], SPECS["asgd"], SPECS["rprop"]
 
 
 @declared
@@ -140,3 +142,58 @@ def lion_step(param: Any, grad: Any, exp_avg: Any, *, step: int | None = None, l
     """One Lion update (see reference.lion). ``step`` is checked but not used."""
     _step(_LION, param, grad, (exp_avg,), step, backend,
           (lr, beta1, beta2, weight_decay, maximize))
+
+
+@declared
+def radam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
+               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+               maximize: bool = False, backend: str = "auto") -> None:
+    """One RAdam update (see reference.radam); ``decoupled_weight_decay=True`` gives RAdamW."""
+    _step(_RADAM, param, grad, (exp_avg, exp_avg_sq), step, backend,
+          (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize))
+
+
+@declared
+def nadam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
+               mu_product: Any = None, lr: float = 2e-3, beta1: float = 0.9,
+               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+               momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
+               maximize: bool = False, backend: str = "auto") -> None:
+    """One NAdam update (see reference.nadam); ``decoupled_weight_decay=True`` gives NAdamW.
+
+    ``mu_product`` is the product of the momentum coefficients of the steps so far, as torch
+    keeps it: a host array of one float32 or float64 element (``numpy.ones((), np.float32)``
+    before step 1), multiplied by this step's coefficient in its own precision, in place. Left
+    out, it is derived from ``step`` in the parameter's dtype, assuming ``beta1`` and
+    ``momentum_decay`` never changed (exact then; pass the state when they are scheduled).
+    """
+    _step(_NADAM, param, grad, (exp_avg, exp_avg_sq), step, backend,
+          (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay,
+           maximize), (mu_product,))
+
+
+@declared
+def asgd_step(param: Any, grad: Any, ax: Any, *, step: int, eta: Any = None, mu: Any = None,
+              lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
+              weight_decay: float = 0.0, maximize: bool = False, backend: str = "auto") -> None:
+    """One ASGD update (see reference.asgd): ``ax`` is the running average of the parameter.
+
+    ``eta`` and ``mu`` are torch's scalar states, the step size and averaging weight this step
+    uses (``lr`` and 1 before step 1): host arrays of one float32 or float64 element, replaced
+    in place by the values for the next step. Left out, they are derived from ``step`` in the
+    parameter's dtype, assuming ``lr``, ``lambd``, ``alpha`` and ``t0`` never changed.
+    """
+    _step(_ASGD, param, grad, (ax,), step, backend,
+          (lr, lambd, alpha, t0, weight_decay, maximize), (eta, mu))
+
+
+@declared
+def rprop_step(param: Any, grad: Any, prev: Any, step_size: Any, *, step: int | None = None,
+               eta_minus: float = 0.5, eta_plus: float = 1.2, step_size_min: float = 1e-6,
+               step_size_max: float = 50.0, maximize: bool = False,
+               backend: str = "auto") -> None:
+    """One Rprop update (see reference.rprop). ``prev`` starts at 0 and ``step_size`` at the
+    learning rate (torch's ``lr``, default 1e-2); ``step`` is checked but not used."""
+    _step(_RPROP, param, grad, (prev, step_size), step, backend,
+          (eta_minus, eta_plus, step_size_min, step_size_max, maximize))

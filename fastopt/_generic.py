@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _backends
 from . import _validate as check
-from ._specs import Hyper, Spec
+from ._specs import Hyper, Scalar, Spec
 
 _INF = math.inf
 
@@ -59,8 +59,9 @@ def _step(spec: Spec, value: Any, flags: tuple[bool, ...]) -> int:
 
 
 def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, backend: str,
-         values: tuple[Any, ...]) -> None:
-    """Validate, then update in place (see the module docstring)."""
+         values: tuple[Any, ...], scalars: tuple[Any, ...] = ()) -> None:
+    """Validate, then update in place (see the module docstring). ``scalars``: the scalar
+    states (0-d arrays, or None to derive them from ``step``), in the spec's order."""
     opts = options(spec, values)
     flags = spec.flag_values(opts)
     t = _step(spec, step, flags)
@@ -80,8 +81,52 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
                              f"None unless {s.condition})")
     arrays = check.arrays(names, (param, grad, *given))
     mod = _backends.get(backend, arrays[0])
+    written: list[tuple[Any, float]] = []
+    if spec.scalar_states:
+        opts = dict(opts)
+        for sc, a in zip(spec.scalar_states, scalars):
+            if a is None:
+                old, new = derived(spec, sc, t, opts, arrays[0].dtype.type)
+            else:
+                a = check.scalar_state(sc.name, a, sc.lo, sc.hi)
+                kind = a.dtype.type
+                old = float(a.reshape(-1)[0])
+                new = float(kind(sc.update(old, t, opts, kind)))
+                written.append((a, new))
+            opts[sc.name] = new if sc.uses == "new" else old
     if arrays[0].size:
         it = iter(arrays[2:])
         full = tuple(next(it) if on else None for on in active)
         mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
+    for a, new in written:
+        a[...] = new
+
+
+# (spec, state, scalar type, options) -> (step, value after it): the last derived value, so a
+# training loop's step t + 1 costs one update.
+_derived: dict[tuple[Any, ...], tuple[int, float]] = {}
+MAX_REPLAY = 1 << 20  # about a second of Python
+
+
+def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> tuple[float, float]:
+    """A scalar state's values before and after step ``t`` when it is not given: replayed
+    from its initial value with these options at every step (exact, in its scalar type, when
+    the options did not change during training; pass the state to keep its true history)."""
+    if not s.recurrent:
+        old = s.initial(opts) if t == 1 else s.update(0.0, t - 1, opts, kind)
+        return float(kind(old)), float(kind(s.update(old, t, opts, kind)))
+    key = (spec.name, s.name, kind, tuple(opts.values()))
+    last = _derived.get(key)
+    k, value = (0, float(kind(s.initial(opts)))) if last is None or last[0] > t - 1 else last
+    if t - 1 - k > MAX_REPLAY:
+        raise ValueError(f"Invalid {s.name}: None at step {t} (deriving it would replay "
+                         f"{t - 1 - k} steps; pass the {s.name} array kept with the state)")
+    while k < t - 1:
+        k += 1
+        value = float(kind(s.update(value, k, opts, kind)))
+    new = float(kind(s.update(value, t, opts, kind)))
+    if len(_derived) > 256:
+        _derived.clear()
+    _derived[key] = (t, new)
+    return value, new
 

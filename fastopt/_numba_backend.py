@@ -112,9 +112,12 @@ def _hyper_args(spec: Spec, options: dict[str, Any]) -> list[float]:
 
 
 def _arguments(spec: Spec, step: int, options: dict[str, Any]) -> list[Any]:
-    """The kernel's arguments after the arrays: the step if it takes one, then the
-    hyperparameters."""
-    return [step, *_hyper_args(spec, options)] if spec.takes_step else _hyper_args(spec, options)
+    """The kernel's arguments after the arrays: the step if it takes one, the scalar states'
+    values (in ``options`` under their names), then the hyperparameters."""
+    head: list[Any] = [step] if spec.takes_step else []
+    if spec.scalar_states:
+        head += [float(options[n]) for n in spec.scalar_names]
+    return head + _hyper_args(spec, options)
 
 
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
@@ -147,21 +150,28 @@ def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def multi_step_rows(spec: Spec, options: dict[str, Any], dtype: np.dtype[Any], sizes: tuple[int, ...],
                     rows: np.ndarray | list[list[int]], steps: np.ndarray | list[int],
-                    scale: float) -> None:
+                    scale: float, scalars: np.ndarray | None = None) -> None:
     """Update every tensor in one launch, from addresses: tensor ``i`` has ``sizes[i]``
     elements of ``dtype`` in the dense blocks whose lowest addresses are ``rows[i]`` = ``[param,
     grad, *states in the spec's order]`` (the param's address standing in for an inactive
     state), all of one layout; its gradient is multiplied by ``scale``, ``steps[i]`` is the
     step number of this update. Nothing is validated: the caller keeps the memory alive and
-    valid."""
+    valid. ``scalars[i]`` holds tensor ``i``'s scalar states as the rule uses them (float64,
+    ``(n_tensors, n_scalar_states)``; see _specs.Scalar)."""
     total = sum(sizes)
     if total == 0:
         return
     par = total >= PARALLEL_MIN_SIZE
     k = multi_kernel(spec, spec.flag_values(options), dtype, par)
     tensor, lo, hi = _chunks(sizes)
+    if scalars is None:
+        scalars = _NO_SCALARS if not spec.scalar_states else None
+    assert scalars is not None, f"{spec.name} needs its scalar states"
     _run(k, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
-         tuple(_hyper_args(spec, options)), float(scale))
+         scalars, tuple(_hyper_args(spec, options)), float(scale))
+
+
+_NO_SCALARS = np.empty((0, 0), np.float64)
 
 
 def multi_kernel(spec: Spec, flags: tuple[bool, ...], dtype: np.dtype[Any],
@@ -171,7 +181,8 @@ def multi_kernel(spec: Spec, flags: tuple[bool, ...], dtype: np.dtype[Any],
     single = kernel(spec, flags, False)
     key = f"{spec.rule}|{flags}"
     k: Callable[..., None] = multi.multi_kernel(single, key, 2 + len(spec.states),
-                                                spec.takes_step, dtype.type, parallel)
+                                                spec.takes_step, len(spec.scalar_states),
+                                                dtype.type, parallel)
     return k
 
 

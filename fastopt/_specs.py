@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -78,6 +79,33 @@ class State:
         return self.torch or self.name
 
 
+@dataclass(frozen=True)
+class Scalar:
+    """A scalar state kept per parameter (torch keeps a 0-d tensor): NAdam's ``mu_product``,
+    ASGD's ``eta`` and ``mu``.
+
+    Each step replaces it with ``update(value, step, options, t)``, computed in the scalar type
+    ``t`` of the state (float32 as torch keeps it: ``t(a) * t(b)`` rounds as torch's in-place
+    multiply does). The rule's scalars function takes it by name: the value after this step's
+    update (``uses="new"``, NAdam) or before it (``uses="old"``, ASGD's eta of the previous
+    step). ``init`` is a number or the name of a hyperparameter holding it (ASGD: ``lr``).
+    The functional API takes it as a 0-d array updated in place, or derives it from ``step``.
+    """
+
+    name: str
+    init: float | str
+    update: Callable[[float, int, dict[str, Any], Any], float]
+    uses: str = "new"
+    # Whether the update reads the old value (NAdam's product) or depends on the step only.
+    recurrent: bool = True
+    # The values a valid state holds (closed bounds), checked before a step uses it.
+    lo: float = -math.inf
+    hi: float = math.inf
+
+    def initial(self, options: dict[str, Any]) -> float:
+        return float(options[self.init]) if isinstance(self.init, str) else float(self.init)
+
+
 # Compile-time flags: a name (the rule's argument, in order) and how it follows from options.
 def option(name: str) -> Callable[[dict[str, Any]], bool]:
     return lambda o: bool(o[name])
@@ -108,6 +136,8 @@ class Spec:
     flags: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...]
     # "required", "unused" (accepted, checked, ignored) or a flag name: required when it is on.
     step: str = "required"
+    # Scalar states (see Scalar), in the order of the scalars function's arguments.
+    scalar_states: tuple[Scalar, ...] = ()
     # Hyperparameters the classes take that the update does not (they initialise states).
     class_hypers: tuple[Hyper, ...] = ()
     # Checks across hyperparameters: raise ValueError with a message naming them.
@@ -149,13 +179,21 @@ class Spec:
         its arguments. A flag may share its hyperparameter's name (SGD's momentum): the
         scalars then take the number."""
         names = {h.name for h in self.hypers}
+        scalars = [s.name for s in self.scalar_states]
         out = []
         for a in inspect.signature(self.scalars).parameters:
-            kind = "step" if a == "step" else "hyper" if a in names else "flag"
+            kind = ("step" if a == "step" else "scalar" if a in scalars else
+                    "hyper" if a in names else "flag")
             if kind == "flag" and a not in self.flag_names:
                 raise TypeError(f"rules.{self.rule}_scalars takes {a!r}: neither a "
                                 f"hyperparameter nor a flag of {self.name}")
             out.append((kind, a))
+        # The kernels take the step, then the scalar states, then the hyperparameters.
+        kinds = [k for k, _ in out if k != "flag"]
+        first = ["step"] * kinds.count("step") + ["scalar"] * len(scalars)
+        if kinds[:len(first)] != first or [a for k, a in out if k == "scalar"] != scalars:
+            raise TypeError(f"rules.{self.rule}_scalars must take step, then the scalar states "
+                            f"{scalars} in order, before the hyperparameters")
         return tuple(out)
 
     @functools.cached_property
@@ -164,14 +202,19 @@ class Spec:
         return tuple(a for kind, a in self.scalar_call if kind == "hyper")
 
     @functools.cached_property
+    def scalar_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.scalar_states)
+
+    @functools.cached_property
     def takes_step(self) -> bool:
         return ("step", "step") in self.scalar_call
 
     def host_scalars(self, step: int, options: dict[str, Any],
                      flags: tuple[bool, ...]) -> tuple[float, ...]:
-        """``rules.<rule>_scalars`` evaluated on the host, in float64 (the GPU backends)."""
+        """``rules.<rule>_scalars`` evaluated on the host, in float64 (the GPU backends).
+        ``options`` holds the scalar states' values too, under their names."""
         names = self.flag_names
-        args = [step if kind == "step" else float(options[a]) if kind == "hyper"
+        args = [step if kind == "step" else float(options[a]) if kind != "flag"
                 else flags[names.index(a)] for kind, a in self.scalar_call]
         return tuple(float(x) for x in self.scalars(*args))
 
@@ -198,6 +241,17 @@ class Spec:
         """The states the update uses with ``options`` (functional names), in order."""
         on = self.active(self.flag_values(options))
         return tuple(s.name for s, a in zip(self.states, on) if a)
+
+    def initial(self, name: str, options: dict[str, Any] | None = None) -> float:
+        """The initial value of state ``name``: its number, or the class hyperparameter it
+        names, from ``options`` or else its default (Rprop's step_size starts at lr)."""
+        init = self.state(name).init
+        if not isinstance(init, str):
+            return float(init)
+        if options and init in options:
+            return float(options[init])
+        return float(next(h.default for h in (*self.class_hypers, *self.hypers)
+                          if h.name == init))
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hypers if h.default is not REQUIRED}
@@ -244,6 +298,38 @@ def _adam(name: str, decoupled: bool, wd: float, doc: str, torch_class: str) -> 
         torch_impl="fused",
         option_sets=_ADAM_OPTIONS, demo_options={"lr": 1e-3},
     )
+
+
+def nadam_mu(step: int, beta1: float, momentum_decay: float) -> float:
+    """NAdam's momentum coefficient of step ``step`` (as rules.nadam_scalars computes it)."""
+    return beta1 * (1.0 - 0.5 * math.pow(0.96, step * momentum_decay))
+
+
+def _nadam_mu_product(old: float, step: int, o: dict[str, Any], t: Any) -> float:
+    # torch: mu_product *= mu, a float32 tensor times a Python float (rounded to float32 first).
+    return float(t(old) * t(nadam_mu(step, o["beta1"], o["momentum_decay"])))
+
+
+def _asgd_eta(old: float, step: int, o: dict[str, Any], t: Any) -> float:
+    lr, lambd, alpha = o["lr"], o["lambd"], o["alpha"]
+    try:
+        return float(lr / math.pow(1.0 + lambd * lr * step, alpha))
+    except OverflowError:  # the denominator beyond float64: eta is 0
+        return 0.0
+
+
+def _asgd_mu(old: float, step: int, o: dict[str, Any], t: Any) -> float:
+    return 1.0 / max(1.0, step - float(o["t0"]))
+
+
+_DECOUPLED = flag("decoupled_weight_decay")
+_ADAM_LIKE_OPTIONS: tuple[dict[str, Any], ...] = (
+    {},
+    {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
+    {"weight_decay": 0.1},
+    {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    {"beta1": 0.0, "maximize": True, "weight_decay": 0.05},
+)
 
 
 SPECS: dict[str, Spec] = {s.name: s for s in (
@@ -356,6 +442,69 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
             {"beta1": 0.0, "maximize": True, "weight_decay": 1.0},
         ),
         demo_options={"lr": 1e-3},  # Lion wants ~3-10x less than Adam; digits trains fast
+    ),
+    Spec(
+        name="radam", rule="radam", torch_class="RAdam",
+        doc="RAdam: Adam with a rectified adaptive step, optionally with decoupled weight decay.",
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        hypers=(_LR, _BETA1, _BETA2, _EPS, _WD, _DECOUPLED, _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay")),
+               ("decoupled", option("decoupled_weight_decay"))),
+        option_sets=_ADAM_LIKE_OPTIONS + ({"beta2": 0.9},),
+        demo_options={"lr": 1e-2},
+    ),
+    Spec(
+        name="nadam", rule="nadam", torch_class="NAdam",
+        doc="NAdam: Adam with Nesterov momentum (torch's momentum schedule), optionally with "
+            "decoupled weight decay.",
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        scalar_states=(Scalar("mu_product", 1.0, _nadam_mu_product, lo=0.0, hi=1.0),),
+        hypers=(real("lr", 2e-3, 0.0), _BETA1, _BETA2, _EPS, _WD,
+                real("momentum_decay", 4e-3, 0.0), _DECOUPLED, _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay")),
+               ("decoupled", option("decoupled_weight_decay"))),
+        option_sets=_ADAM_LIKE_OPTIONS + ({"momentum_decay": 0.1},),
+        demo_options={"lr": 2e-3},
+    ),
+    Spec(
+        name="asgd", rule="asgd", torch_class="ASGD",
+        doc="Averaged SGD: SGD with a decaying step and a running average of the parameters.",
+        states=(State("ax"),),
+        scalar_states=(
+            Scalar("eta", "lr", _asgd_eta, uses="old", recurrent=False, lo=0.0),
+            Scalar("mu", 1.0, _asgd_mu, uses="old", recurrent=False, lo=0.0, hi=1.0),
+        ),
+        hypers=(real("lr", 1e-2, 0.0), real("lambd", 1e-4, 0.0), real("alpha", 0.75, 0.0),
+                real("t0", 1e6, 0.0), _WD, _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        option_sets=(
+            {},
+            {"lr": 0.05, "lambd": 1e-3, "alpha": 0.5, "t0": 2.0},
+            {"weight_decay": 0.1, "t0": 0.0},
+            {"maximize": True, "weight_decay": 0.05, "lambd": 0.01},
+        ),
+        demo_options={"lr": 0.05},
+    ),
+    Spec(
+        name="rprop", rule="rprop", torch_class="Rprop",
+        doc="Rprop: per-element step sizes that grow while the gradient keeps its sign.",
+        states=(State("prev"), State("step_size", init="lr")),
+        hypers=(real("eta_minus", 0.5, 0.0, 1.0, lo_open=True, hi_open=True,
+                     torch=("etas", 0)),
+                real("eta_plus", 1.2, 1.0, lo_open=True, torch=("etas", 1)),
+                real("step_size_min", 1e-6, 0.0, torch=("step_sizes", 0)),
+                real("step_size_max", 50.0, 0.0, torch=("step_sizes", 1)),
+                _MAXIMIZE),
+        class_hypers=(real("lr", 1e-2, 0.0),),
+        flags=(("maximize", option("maximize")),),
+        step="unused",
+        option_sets=(
+            {},
+            {"eta_minus": 0.3, "eta_plus": 1.5, "step_size_min": 1e-3, "step_size_max": 0.02},
+            {"maximize": True},
+        ),
+        # Rprop is a full-batch method: on minibatches a small maximum step keeps it stable.
+        demo_options={"lr": 1e-3, "step_sizes": (1e-6, 2e-3)},
     ),
 )}
 

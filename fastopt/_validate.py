@@ -286,3 +286,25 @@ def state_given(name: str, value: Any, needed: bool, why: str) -> None:
     if not needed and value is not None:
         raise ValueError(f"Invalid {name}: an array was given but is not used (expected None "
                          f"unless {why})")
+
+
+def scalar_state(name: str, value: Any, lo: float = -math.inf,
+                 hi: float = math.inf) -> np.ndarray:
+    """A scalar state (NAdam's ``mu_product``, ...): a writeable host array of one float32 or
+    float64 element (a 0-d NumPy array or CPU torch tensor, as torch keeps it), finite and
+    within [lo, hi]."""
+    a = _to_numpy(value)
+    if type(a) is not np.ndarray or a.dtype not in FLOAT_DTYPES or a.size != 1:
+        raise TypeError(f"Invalid {name}: {_describe(value)} (expected a host array of one "
+                        f"float32 or float64 element, e.g. numpy.ones((), numpy.float32), or "
+                        f"None to derive it from step)")
+    if not a.flags.writeable:
+        raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; it is "
+                         f"updated in place)")
+    x = float(a.reshape(-1)[0])
+    if not (math.isfinite(x) and lo <= x <= hi):
+        bounds = " ".join(f"{lo} <= {name} <= {hi}".split(" ")[2 if lo == -math.inf else 0:
+                                                                 None if hi < math.inf else 3])
+        raise ValueError(f"Invalid {name}: {x!r} (expected a finite value"
+                         f"{', ' + bounds if (lo, hi) != (-math.inf, math.inf) else ''})")
+    return a

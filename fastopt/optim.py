@@ -44,8 +44,8 @@ from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disa
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion",
-           "Optimizer",
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
+           "NAdam", "ASGD", "Rprop", "Optimizer",
            "StepResult", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -408,18 +408,23 @@ class Optimizer:
                     coef = math.nan
         scale = inv_scale * coef
         fresh: set[int] = set()
-        if not all(plan.has_states(active_states(self.algorithm, o)) for o in options):
+        scalar_names = SPECS[self.algorithm].scalar_names
+        if not all(plan.has_states(active_states(self.algorithm, o) + scalar_names)
+                   for o in options):
             allocated = self._allocate_states(plan, grads, options, params)
             if allocated is not None:
                 fresh, plan = allocated
                 self._plan = plan
-        work = self._work(plan, options, grads, addresses, stepped, steps, fresh)
+        writes: list[tuple[np.ndarray, float]] = []
+        work = self._work(plan, options, grads, addresses, stepped, steps, fresh, writes)
         dicts = plan.dicts
         # Everything is checked and allocated: from here on the step completes. Interrupts
         # (Ctrl-C) arriving meanwhile are delivered when it has (see _signals).
         with deferred_signals():
             for run in work:
                 run(scale=scale)
+            for a, value in writes:
+                a[...] = value
             for i, t in zip(stepped, steps):
                 dicts[i]["step"] = t + 1
         return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
@@ -439,8 +444,9 @@ class Optimizer:
 
     def _work(self, plan: _Plan, options: list[dict[str, Any]], grads: list[Any],
               addresses: np.ndarray, stepped: list[int], steps: list[int],
-              fresh: set[int]) -> list[Any]:
-        """One callable per launch: ``run(scale=...)`` updates a group's stepped tensors."""
+              fresh: set[int], writes: list[tuple[np.ndarray, float]]) -> list[Any]:
+        """One callable per launch: ``run(scale=...)`` updates a group's stepped tensors.
+        The scalar states' new values are appended to ``writes`` (made after the launches)."""
         spec = SPECS[self.algorithm]
         names = spec.state_names
         position = dict(zip(stepped, range(len(stepped))))
@@ -456,6 +462,8 @@ class Optimizer:
                 continue
             # A new momentum buffer starts as the gradient, whatever the step count.
             ts = [1 if i in fresh else steps[position[i]] + 1 for i in idx]
+            used = self._scalar_states(plan, idx, ts, opts, writes) if spec.scalar_states \
+                else None
             if fast:
                 from . import _numba_backend
 
@@ -469,15 +477,38 @@ class Optimizer:
                     table[:, 2:] = plan.table[take, 1:]
                     sizes = tuple(plan.params[i].size for i in sel)
                     tsel = ts if sel is idx else [ts[idx.index(i)] for i in sel]
+                    rows = None if used is None else used[[idx.index(i) for i in sel]]
                     work.append(functools.partial(
                         _numba_backend.multi_step_rows, spec, opts, dtype, sizes, table,
-                        np.array(tsel, np.int64)))
+                        np.array(tsel, np.int64), scalars=rows))
             else:
+                # The functional API updates the scalar states: it is handed copies holding
+                # the old values (the new ones are in ``writes``).
+                dicts = [plan.dicts[i] if used is None else {
+                    **plan.dicts[i], **{n: np.array(plan.dicts[i][n]).reshape(())
+                                        for n in spec.scalar_names}} for i in idx]
                 work.append(functools.partial(
                     update, self.algorithm, opts, [plan.params[i] for i in idx],
-                    [grads[i] for i in idx], [plan.dicts[i] for i in idx], ts,
-                    backend=self.backend))
+                    [grads[i] for i in idx], dicts, ts, backend=self.backend))
         return work
+
+    def _scalar_states(self, plan: _Plan, idx: list[int], ts: list[int],
+                       opts: dict[str, Any], writes: list[tuple[np.ndarray, float]]
+                       ) -> np.ndarray:
+        """Each stepped tensor's scalar states (see _specs.Scalar), checked: the values the
+        rule uses, one row per tensor; the new values are appended to ``writes``."""
+        spec = SPECS[self.algorithm]
+        used = np.empty((len(idx), len(spec.scalar_states)), np.float64)
+        for r, (i, t) in enumerate(zip(idx, ts)):
+            for c, s in enumerate(spec.scalar_states):
+                a = check.scalar_state(f"state[{i}][{s.name!r}]", plan.dicts[i][s.name],
+                                       s.lo, s.hi)
+                kind = a.dtype.type
+                old = float(a.reshape(-1)[0])
+                new = float(kind(s.update(old, t, opts, kind)))
+                used[r, c] = new if s.uses == "new" else old
+                writes.append((a, new))
+        return used
 
     def _allocate_states(self, plan: _Plan, grads: list[Any], options: list[dict[str, Any]],
                          params: list[np.ndarray]) -> tuple[set[int], _Plan] | None:
@@ -506,6 +537,10 @@ class Optimizer:
                             created.append((index, n))
                             if n in fresh_names:
                                 fresh.add(index)
+                        for s in SPECS[self.algorithm].scalar_states:
+                            if d.get(s.name) is None:  # 0-d, the parameter's dtype
+                                d[s.name] = np.array(s.initial(opts), p.dtype)
+                                created.append((index, s.name))
                     index += 1
             if not created:
                 return None
@@ -623,8 +658,9 @@ class Optimizer:
                 raise bad(f"group {k} does not hold parameters {first}..{first + n - 1}")
             first += n
             merged = {**mine, **{key: v for key, v in theirs.items() if key != "params"}}
-            if isinstance(merged.get("betas"), list):
-                merged["betas"] = tuple(merged["betas"])
+            for pair in {h.torch[0] for h in SPECS[self.algorithm].hypers if h.torch}:
+                if isinstance(merged.get(pair), list):  # JSON has no tuples
+                    merged[pair] = tuple(merged[pair])
             try:
                 opts = self._options(merged)
             except (TypeError, ValueError) as e:
@@ -646,12 +682,23 @@ class Optimizer:
                 raise bad(str(e)) from None
             p = params[i]
             new: dict[str, Any] = {"step": step}
-            needed = active_states(self.algorithm, checked[group_of[i]][1]) if step else ()
+            scalars = SPECS[self.algorithm].scalar_names
+            needed = (active_states(self.algorithm, checked[group_of[i]][1]) + scalars
+                      if step else ())
             for key, v in s.items():
                 if key == "step":
                     continue
+                if key in scalars:
+                    try:
+                        sc = SPECS[self.algorithm].scalar_states[scalars.index(key)]
+                        a = check.scalar_state(f"state[{i}][{key!r}]", v, sc.lo, sc.hi)
+                    except (TypeError, ValueError) as e:
+                        raise bad(str(e)) from None
+                    new[key] = np.array(a.reshape(-1)[0], p.dtype)
+                    continue
                 if key not in names:
-                    raise bad(f"state[{i}] has {key!r} (expected only {', '.join(names)})")
+                    raise bad(f"state[{i}] has {key!r} (expected only "
+                              f"{', '.join(names + scalars)})")
                 if (type(v) is not np.ndarray or v.dtype != p.dtype or v.shape != p.shape):
                     what = (f"array of {v.dtype} {v.shape}" if isinstance(v, np.ndarray)
                             else type(v).__name__)
@@ -859,5 +906,69 @@ class Lion(Optimizer):
                  maximize: bool = False, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class RAdam(Optimizer):
+    """RAdam: Adam with a rectified adaptive step (torch.optim.RAdam's interface);
+    ``decoupled_weight_decay=True`` gives RAdamW."""
+
+    algorithm = "radam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class NAdam(Optimizer):
+    """NAdam: Adam with Nesterov momentum (torch.optim.NAdam's interface, and its
+    ``mu_product`` state); ``decoupled_weight_decay=True`` gives NAdamW."""
+
+    algorithm = "nadam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class ASGD(Optimizer):
+    """Averaged SGD (torch.optim.ASGD's interface): ``state[i]['ax']`` holds the average of
+    parameter ``i``, to evaluate with."""
+
+    algorithm = "asgd"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4,
+                 alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
+                 maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
+                                      weight_decay=weight_decay, maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class Rprop(Optimizer):
+    """Rprop (torch.optim.Rprop's interface): ``lr`` is each element's initial step size."""
+
+    algorithm = "rprop"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2,
+                 etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)

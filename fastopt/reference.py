@@ -319,3 +319,157 @@ def lion(param: Array, grad: Array, exp_avg: Array, *, step: int | None = None,
     param -= lr * np.sign(c)
     exp_avg *= beta2
     exp_avg += (1 - beta2) * g
+
+
+def radam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: int,
+          lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+          weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+          maximize: bool = False) -> None:
+    r"""RAdam: Adam whose adaptive step is rectified, and skipped while its variance is not
+    yet tractable.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        \theta_{t-1} &\leftarrow (1-\gamma\lambda)\,\theta_{t-1} \text{ if decoupled, else }
+            g_t \leftarrow g_t + \lambda\,\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2 \\
+        \rho_\infty &= \frac{2}{1-\beta_2} - 1, \quad
+        \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t} \\
+        \theta_t &= \theta_{t-1} - \gamma\,\frac{m_t}{1-\beta_1^t}\,
+            \frac{\sqrt{1-\beta_2^t}}{\sqrt{v_t}+\epsilon}\,r_t \text{ if } \rho_t > 5
+            \text{, else } \theta_{t-1} - \gamma\,\frac{m_t}{1-\beta_1^t} \\
+        r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}}
+
+    ``eps`` is added to the uncorrected :math:`\sqrt{v_t}`, as in torch.optim.RAdam. With the
+    default betas the rectified step starts at step 6.
+
+    References:
+        Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020;
+        torch.optim.RAdam.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * param
+    _lerp_(exp_avg, g, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g
+    bias_correction1 = 1 - math.pow(beta1, step)
+    bias_correction2 = 1 - math.pow(beta2, step)
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * math.pow(beta2, step) / bias_correction2
+    update = exp_avg / bias_correction1 * lr
+    if rho_t > 5:
+        rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                         / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        # torch computes the number / tensor as the tensor's reciprocal times the number.
+        update = update * (1 / (np.sqrt(exp_avg_sq) + eps) * math.sqrt(bias_correction2)) * rect
+    param -= update
+
+
+def nadam(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: int,
+          mu_product: float, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999,
+          eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+          decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
+    r"""NAdam: Adam with Nesterov momentum and torch's momentum schedule.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        \theta_{t-1} &\leftarrow (1-\gamma\lambda)\,\theta_{t-1} \text{ if decoupled, else }
+            g_t \leftarrow g_t + \lambda\,\theta_{t-1} \\
+        \mu_t &= \beta_1\,(1 - \tfrac12\,0.96^{t\psi}), \quad
+        \Pi_t = \textstyle\prod_{i \le t} \mu_i \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2, \quad
+        d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon \\
+        \theta_t &= \theta_{t-1} - \gamma\,\frac{1-\mu_t}{1-\Pi_t}\,\frac{g_t}{d_t}
+                   - \gamma\,\frac{\mu_{t+1}}{1-\Pi_t\,\mu_{t+1}}\,\frac{m_t}{d_t}
+
+    with :math:`\psi` = ``momentum_decay``. ``mu_product`` is :math:`\Pi_t`, this step's
+    factor included: torch keeps it as a float32 scalar state, multiplied in float32 each step
+    (``fastopt.nadam_step`` takes and updates that state, or derives it).
+
+    References:
+        Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop;
+        torch.optim.NAdam.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            param *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * param
+    mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    _lerp_(exp_avg, g, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq / (1 - beta2**step)) + eps
+    param += (-lr * (1 - mu) / (1 - mu_product)) * g / denom
+    param += (-lr * mu_next / (1 - mu_product * mu_next)) * exp_avg / denom
+
+
+def asgd(param: Array, grad: Array, ax: Array, *, step: int, eta: float, mu: float,
+         lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
+         weight_decay: float = 0.0, maximize: bool = False) -> None:
+    r"""Averaged SGD (torch.optim.ASGD).
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize} \\
+        g_t &\leftarrow g_t + w\,\theta_{t-1} \text{ if } w \ne 0 \\
+        \theta_t &= (1 - \lambda\eta)\,\theta_{t-1} - \eta\,g_t \\
+        \bar\theta_t &= \bar\theta_{t-1} + \mu\,(\theta_t - \bar\theta_{t-1})
+            \text{ if } \mu \ne 1 \text{, else } \theta_t
+
+    with :math:`\bar\theta` = ``ax``. :math:`\eta` and :math:`\mu` are the scalar states the
+    previous step left (``lr`` and 1 at first); after step :math:`t` they become
+    :math:`\gamma / (1 + \lambda\gamma t)^\alpha` and :math:`1 / \max(1, t - t_0)` (torch
+    keeps both in float32). ``step`` is not used here: eta and mu carry it.
+
+    References:
+        Polyak and Juditsky, "Acceleration of Stochastic Approximation by Averaging", 1992;
+        torch.optim.ASGD.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    param *= 1 - lambd * eta
+    param += -eta * g
+    if mu != 1:
+        ax += (param - ax) * mu
+    else:
+        ax[...] = param
+
+
+def rprop(param: Array, grad: Array, prev: Array, step_size: Array, *, step: int | None = None,
+          eta_minus: float = 0.5, eta_plus: float = 1.2, step_size_min: float = 1e-6,
+          step_size_max: float = 50.0, maximize: bool = False) -> None:
+    r"""Rprop: per-element step sizes that grow while the gradient keeps its sign.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize}, \quad s = \operatorname{sign}(g_t\,g_{t-1}) \\
+        \Delta_t &= \operatorname{clamp}(\Delta_{t-1} \cdot (\eta_+ \text{ if } s > 0,
+            \ \eta_- \text{ if } s < 0, \ 1 \text{ else}),\ \Delta_{\min}, \Delta_{\max}) \\
+        g_t &\leftarrow 0 \text{ where } s < 0 \\
+        \theta_t &= \theta_{t-1} - \operatorname{sign}(g_t)\,\Delta_t, \quad
+        g_{t-1} \leftarrow g_t \text{ (``prev'')}
+
+    with :math:`\Delta` = ``step_size`` (a class initialises it to ``lr``). As torch.sign, the
+    sign of NaN is 0: a NaN gradient leaves the parameter and step size as they are and is
+    stored in ``prev`` (torch.optim.Rprop does the same). ``step`` is not used.
+
+    References:
+        Riedmiller and Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+        The RPROP Algorithm", 1993; torch.optim.Rprop.
+    """
+    g = np.array(_negate_if(grad, maximize), dtype=param.dtype)  # a copy, 0-d included
+    s = np.nan_to_num(np.sign(g * prev), nan=0.0)
+    factor = np.where(s > 0, eta_plus, np.where(s < 0, eta_minus, 1)).astype(param.dtype)
+    step_size *= factor
+    np.clip(step_size, step_size_min, step_size_max, out=step_size)
+    g[s < 0] = 0
+    param -= np.nan_to_num(np.sign(g), nan=0.0) * step_size
+    prev[...] = g

@@ -44,7 +44,8 @@ from ._layout import flat
 from ._signals import deferred_signals
 from .optim import functional_options
 
-__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
+           "NAdam", "ASGD", "Rprop"]
 
 
 
@@ -166,7 +167,7 @@ def _step_count(t: Any, where: str) -> int:
                      f"whole number >= 0)")
 
 
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_NUMPY: dict[torch.dtype, Any] = {torch.float32: np.float32, torch.float64: np.float64}
 _STRIDED = torch.strided
 
 
@@ -187,6 +188,10 @@ class _Batch:
         self.sizes: list[int] = []  # elements per tensor
         self.dtype: Any = None
         self.mixed = False  # more than one dtype
+        # Scalar states (NAdam's mu_product, ...): per tensor, the values the rule uses, and
+        # the old values as 0-d arrays (the per-tensor path hands them to the functional API).
+        self.scalars: np.ndarray | None = None
+        self.scalars_old: list[dict[str, np.ndarray]] = []
 
     def written(self) -> list[torch.Tensor]:
         return [*self.params, *[s[key] for s in self.states for _, key in self.keys]]
@@ -199,19 +204,21 @@ class _Batch:
             if not self.mixed:
                 _numba_backend.multi_step_rows(
                     spec, self.opts, np.dtype(_NUMPY[self.dtype]), tuple(self.sizes),
-                    self.rows, self.steps, 1.0)
+                    self.rows, self.steps, 1.0, self.scalars)
                 return
             for dtype in {p.dtype for p in self.params}:
                 idx = [i for i, p in enumerate(self.params) if p.dtype is dtype]
                 _numba_backend.multi_step_rows(
                     spec, self.opts, np.dtype(_NUMPY[dtype]), tuple(self.sizes[i] for i in idx),
-                    [self.rows[i] for i in idx], [self.steps[i] for i in idx], 1.0)
+                    [self.rows[i] for i in idx], [self.steps[i] for i in idx], 1.0,
+                    None if self.scalars is None else self.scalars[idx])
             return
         torch_keys = dict(self.keys)
         update(opt.algorithm, self.opts, [p.detach().numpy() for p in self.params],
                [g.detach().numpy() for g in self.grads],
-               [{n: s[torch_keys[n]].detach().numpy() for n in torch_keys}
-                for s in self.states], self.steps, backend=opt.backend)
+               [{**{n: s[torch_keys[n]].detach().numpy() for n in torch_keys},
+                 **(self.scalars_old[r] if self.scalars_old else {})}
+                for r, s in enumerate(self.states)], self.steps, backend=opt.backend)
 
 
 def _describe_tensor(group: int, index: int, what: str | None) -> str:
@@ -241,6 +248,48 @@ class _Work:
         # its entries in ``lo`` are the parameter, the gradient, then those states.
         self.owners: list[tuple[int, int, tuple[str, ...]]] = []
         self.checked: dict[int, Any] = {}  # the validated parameters, for the next step
+        # Scalar states: (state dict, key, initial value, dtype) to create; (state, key, new
+        # value) to write once the kernels have run.
+        self.scalar_allocate: list[tuple[dict[str, Any], str, float, torch.dtype]] = []
+        self.scalar_writes: list[tuple[dict[str, Any], str, float]] = []
+
+    def scalar_states(self, spec: Any) -> None:
+        """Check every stepped tensor's scalar states (see _specs.Scalar) and compute their
+        new values; the step counts must have been read."""
+        scalars = spec.scalar_states
+        default = _scalar_dtype()
+        for gi, batch in enumerate(self.batches):
+            used = np.empty((len(batch.params), len(scalars)), np.float64)
+            for r, (state, t) in enumerate(zip(batch.states, batch.steps)):
+                old_arrays = {}
+                for c, sc in enumerate(scalars):
+                    x = state.get(sc.name)
+                    if x is None:
+                        dtype = default
+                        old_value = float(_NUMPY[dtype](sc.initial(batch.opts)))
+                        self.scalar_allocate.append((state, sc.name, old_value, dtype))
+                    else:
+                        if type(x) is not torch.Tensor or x.numel() != 1 or \
+                                x.dtype not in _NUMPY or not x.is_cpu:
+                            what = (f"a tensor of shape {list(x.shape)}, {x.dtype} on "
+                                    f"{x.device}" if isinstance(x, torch.Tensor)
+                                    else type(x).__name__)
+                            raise ValueError(f"fastopt.torch: state {sc.name!r} of a parameter "
+                                             f"is {what} (expected a CPU float32 or float64 "
+                                             f"tensor of one element, as torch keeps it)")
+                        dtype = x.dtype
+                        old_value = float(x.item())
+                        if not (math.isfinite(old_value) and sc.lo <= old_value <= sc.hi):
+                            raise ValueError(f"fastopt.torch: state {sc.name!r} of a "
+                                             f"parameter is {old_value!r} (expected a finite value "
+                                             f"from {sc.lo} to {sc.hi})")
+                    kind = _NUMPY[dtype]
+                    new = float(kind(sc.update(old_value, t, batch.opts, kind)))
+                    used[r, c] = new if sc.uses == "new" else old_value
+                    old_arrays[sc.name] = np.array(old_value, kind)
+                    self.scalar_writes.append((state, sc.name, new))
+                batch.scalars_old.append(old_arrays)
+            batch.scalars = used
 
     def check_overlaps(self) -> None:
         """No tensor a step writes (parameters, states) may share memory with another tensor
@@ -320,6 +369,8 @@ class _Work:
 
             for dtype, addresses in fast.items():
                 _numba_backend.add_to_scalars(np.dtype(_NUMPY[dtype]), addresses, 1.0)
+        for state, key, value in self.scalar_writes:
+            state[key].fill_(value)  # an in-place op: bumps its version
         try:
             torch.autograd.graph.increment_version(written)
         except RuntimeError:  # inference tensors (made under torch.inference_mode) have none
@@ -527,6 +578,8 @@ class _Optimizer(torch.optim.Optimizer):
         if not work.batches:
             return None
         work.read_steps()
+        if spec.scalar_states:
+            work.scalar_states(spec)
         work.check_overlaps()
         work.checked = seen
         return work
@@ -557,6 +610,9 @@ class _Optimizer(torch.optim.Optimizer):
                     t = state["step"] = torch.tensor(float(count))  # torch's float32 scalar
                     work.steps[j] = (state, t, count, 0 if numba_disabled() else t.data_ptr(),
                                      gi, k, batch, pos)
+            for state, key, value, dtype in work.scalar_allocate:
+                done.append((state, key, state.get(key, _ABSENT)))
+                state[key] = torch.tensor(value, dtype=dtype)
         except BaseException:
             for state, key, old in reversed(done):
                 if old is _ABSENT:
@@ -572,6 +628,12 @@ class _Optimizer(torch.optim.Optimizer):
 
 
 _ABSENT = object()
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim keeps scalar states in: float64 when that is torch's default
+    dtype, else float32."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 class SGD(_Optimizer):
@@ -703,3 +765,72 @@ class Lion(_Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, None, False, False)
+
+
+class RAdam(_Optimizer):
+    """torch.optim.RAdam's interface on fastopt's kernels."""
+
+    algorithm = "radam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, None, capturable, differentiable)
+
+
+class NAdam(_Optimizer):
+    """torch.optim.NAdam's interface on fastopt's kernels (``mu_product`` kept as torch keeps
+    it: a float32 scalar tensor per parameter)."""
+
+    algorithm = "nadam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, None, capturable, differentiable)
+
+
+class ASGD(_Optimizer):
+    """torch.optim.ASGD's interface on fastopt's kernels (``eta`` and ``mu`` kept as torch
+    keeps them: float32 scalar tensors per parameter)."""
+
+    algorithm = "asgd"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4,
+                 alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0,
+                 foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False, *,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
+                                      weight_decay=weight_decay, maximize=maximize), backend,
+                         multi_tensor, foreach, None, capturable, differentiable)
+
+
+class Rprop(_Optimizer):
+    """torch.optim.Rprop's interface on fastopt's kernels."""
+
+    algorithm = "rprop"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2,
+                 etas: tuple[float, float] = (0.5, 1.2),
+                 step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
+                 foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, None, capturable, differentiable)

@@ -229,3 +229,150 @@ def lion(p, g, exp_avg, lr, decay, beta1, one_minus_beta1, beta2, one_minus_beta
     p = p - update
     exp_avg = beta2 * exp_avg + one_minus_beta2 * g
     return p, exp_avg
+
+
+# ---------------------------------------------------------------------------------------------
+# RAdam (rectified Adam; torch.optim.RAdam, optionally with decoupled weight decay)
+
+
+def radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled):
+    bias_correction1 = 1.0 - math.pow(beta1, step)
+    bias_correction2 = 1.0 - math.pow(beta2, step)
+    # The length of the approximated simple moving average, and its limit.
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step * math.pow(beta2, step) / bias_correction2
+    rectified = 1.0 if rho_t > 5.0 else 0.0
+    rect = 1.0
+    if rho_t > 5.0:
+        rect = math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                         / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+    decay = 1.0 - lr * weight_decay if decoupled else weight_decay
+    return (1.0 - beta1, beta2, 1.0 - beta2, bias_correction1, lr,
+            math.sqrt(bias_correction2), eps, rect, rectified, decay, 1.0)
+
+
+def radam(p, g, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2,
+          bias_correction1, lr, sqrt_bc2, eps, rect, rectified, decay, one,
+          maximize, use_weight_decay, decoupled):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        if decoupled:
+            p = p * decay
+        else:
+            g = g + decay * p
+    diff = g - exp_avg  # torch.lerp (see the top of this module)
+    rest = one - one_minus_beta1
+    if one_minus_beta1 < rest:
+        exp_avg = exp_avg + one_minus_beta1 * diff
+    else:
+        exp_avg = g - diff * rest
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
+    # torch's order: (m / bc1) * lr, then * (1 / (sqrt(v) + eps)) * sqrt(bc2) (torch divides
+    # a number by a tensor through its reciprocal), then * rect.
+    update = exp_avg / bias_correction1 * lr
+    if rectified:
+        update = update * (one / (math.sqrt(exp_avg_sq) + eps) * sqrt_bc2) * rect
+    p = p - update
+    return p, exp_avg, exp_avg_sq
+
+
+# ---------------------------------------------------------------------------------------------
+# NAdam (Nesterov Adam with torch's momentum schedule; optionally decoupled weight decay)
+
+
+def nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay, momentum_decay,
+                  decoupled):
+    # The momentum coefficients mu_t and mu_{t+1} (fastopt._specs.nadam_mu is mu_t for the
+    # scalar state); mu_product: the product of mu_1 .. mu_t, a scalar state.
+    mu = beta1 * (1.0 - 0.5 * math.pow(0.96, step * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * math.pow(0.96, (step + 1) * momentum_decay))
+    bias_correction2 = 1.0 - math.pow(beta2, step)
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    avg_coef = -lr * mu_next / (1.0 - mu_product * mu_next)
+    decay = 1.0 - lr * weight_decay if decoupled else weight_decay
+    return (1.0 - beta1, beta2, 1.0 - beta2, bias_correction2, eps, grad_coef, avg_coef, decay,
+            1.0)
+
+
+def nadam(p, g, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2,
+          bias_correction2, eps, grad_coef, avg_coef, decay, one,
+          maximize, use_weight_decay, decoupled):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        if decoupled:
+            p = p * decay
+        else:
+            g = g + decay * p
+    diff = g - exp_avg  # torch.lerp (see the top of this module)
+    rest = one - one_minus_beta1
+    if one_minus_beta1 < rest:
+        exp_avg = exp_avg + one_minus_beta1 * diff
+    else:
+        exp_avg = g - diff * rest
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
+    denom = math.sqrt(exp_avg_sq / bias_correction2) + eps
+    # Two addcdiv's, as torch: p + (value * t1) / t2.
+    p = p + grad_coef * g / denom
+    p = p + avg_coef * exp_avg / denom
+    return p, exp_avg, exp_avg_sq
+
+
+# ---------------------------------------------------------------------------------------------
+# ASGD (averaged SGD; torch.optim.ASGD)
+
+
+def asgd_scalars(eta, mu, lambd, weight_decay):
+    # eta and mu: the scalar states as the previous step left them (torch's order).
+    averaging = 1.0 if mu != 1.0 else 0.0
+    return 1.0 - lambd * eta, -eta, mu, averaging, weight_decay
+
+
+def asgd(p, g, ax, decay, neg_eta, mu, averaging, weight_decay, maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    p = p * decay
+    p = p + neg_eta * g
+    if averaging:
+        ax = ax + (p - ax) * mu
+    else:
+        ax = p
+    return p, ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Rprop (resilient backpropagation; torch.optim.Rprop)
+
+
+def rprop_scalars(eta_minus, eta_plus, step_size_min, step_size_max):
+    return eta_minus, eta_plus, step_size_min, step_size_max, 1.0
+
+
+def rprop(p, g, prev, step_size, eta_minus, eta_plus, step_size_min, step_size_max, one,
+          maximize):
+    if maximize:
+        g = -g
+    zero = one - one
+    # torch.sign: 0 for NaN as for zero.
+    s = g * prev
+    if s > zero:
+        step_size = step_size * eta_plus
+    elif s < zero:
+        step_size = step_size * eta_minus
+        g = zero  # a sign change: no step, and no sign to compare with next time
+    # torch.clamp: NaN stays NaN; min above max gives max.
+    if step_size < step_size_min:
+        step_size = step_size_min
+    if step_size > step_size_max:
+        step_size = step_size_max
+    if g > zero:
+        p = p - step_size
+    elif g < zero:
+        p = p + step_size
+    else:
+        p = p - zero * step_size  # torch: p - sign(g) * step_size, sign(g) = 0
+    prev = g
+    return p, prev, step_size

@@ -109,12 +109,16 @@ class Problem:
         self.dtype = np.dtype(dtype)
         self.param = self.rng.standard_normal(shape).astype(dtype)
         self.state: dict[str, np.ndarray | None] = {name: None for name in algo.states}
+        spec = algo.spec
         for name in algo.active_states(options):
             if name in algo.fresh_states:
                 # Contents must be ignored on step 1: NaN would show if they were read.
                 self.state[name] = np.full(shape, np.nan, dtype)
             else:
-                self.state[name] = np.zeros(shape, dtype)
+                self.state[name] = np.full(shape, spec.initial(name), dtype)
+        # Scalar states (NAdam's mu_product, ...): 0-d arrays the functions update in place.
+        opts = {**spec.defaults(), **options}
+        self.scalars = {s.name: np.array(s.initial(opts), dtype) for s in spec.scalar_states}
 
     def grad(self) -> np.ndarray:
         return self.rng.standard_normal(self.param.shape).astype(self.dtype)
@@ -124,6 +128,7 @@ class Problem:
         other.__dict__.update(self.__dict__)
         other.param = self.param.copy()
         other.state = {k: (None if v is None else v.copy()) for k, v in self.state.items()}
+        other.scalars = {k: v.copy() for k, v in self.scalars.items()}
         return other
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -133,10 +138,21 @@ class Problem:
 
     def step(self, grad: np.ndarray, step: int, backend: str) -> None:
         self.algo.step_fn(self.param, grad, *self.state.values(), step=step, backend=backend,
-                          **self.options)
+                          **self.scalars, **self.options)
 
     def step_reference(self, grad: np.ndarray, step: int) -> None:
-        self.algo.reference(self.param, grad, *self.state.values(), step=step, **self.options)
+        # The reference takes each scalar state's value as the rule uses it (see
+        # _specs.Scalar); it is advanced here, in its own dtype.
+        opts = {**self.algo.spec.defaults(), **self.options}
+        values = {}
+        for s in self.algo.spec.scalar_states:
+            a = self.scalars[s.name]
+            kind = a.dtype.type
+            new = kind(s.update(float(a), step, opts, kind))
+            values[s.name] = float(new) if s.uses == "new" else float(a)
+            a[...] = new
+        self.algo.reference(self.param, grad, *self.state.values(), step=step, **values,
+                            **self.options)
 
 
 def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
@@ -196,6 +212,14 @@ BOUNDARY_CASES: tuple[tuple[str, dict[str, Any], float], ...] = (
     ("adagrad", {}, 1e18),
     ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 1.0}, 1.0),
     ("sgd", {"lr": 1e-30, "momentum": 0.9, "nesterov": True}, 1e30),
+    ("radam", {"beta1": 0.0, "eps": 0.0}, 1.0),
+    ("radam", {"weight_decay": 0.1}, 1e19),
+    ("nadam", {"beta1": 0.0}, 1.0),
+    ("nadam", {"decoupled_weight_decay": True, "weight_decay": 0.1}, 1e19),
+    ("asgd", {"lambd": 0.0, "t0": 0.0}, 1.0),
+    ("asgd", {}, 1e30),
+    ("rprop", {}, 1e-30),  # g * prev underflows to 0 in float32: no sign information
+    ("rprop", {"step_size_min": 0.0}, 1e30),
 )
 
 

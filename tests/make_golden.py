@@ -5,7 +5,10 @@
 For every algorithm and option set of the test table, and every boundary case (hyperparameters
 at 0, extreme but finite gradients), float32 and float64, it runs torch.optim's
 single-tensor ("for-loop") implementation for STEPS steps from a seeded parameter and seeded
-gradients and records the parameter and the state after every step.
+gradients and records the parameter and the state after every step, and the scalar states
+(NAdam's mu_product, ASGD's eta and mu). float64 cases run with torch's default dtype set to
+float64, so torch keeps those scalar states in float64 too (fastopt keeps them in the
+parameters' dtype).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ def main() -> None:
             rng = np.random.default_rng(1234)
             param0 = rng.standard_normal(SIZE).astype(dtype)
             grads = (rng.standard_normal((STEPS, SIZE)) * scale).astype(dtype)
+            torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
             p = torch.nn.Parameter(torch.from_numpy(param0.copy()))
             opt = make_torch_optimizer(algo, options, [p])
-            params, states = [], []
+            params, states, scalars = [], [], []
             for t in range(STEPS):
                 p.grad = torch.from_numpy(grads[t].copy())
                 opt.step()
@@ -45,12 +49,15 @@ def main() -> None:
                 st = torch_state(algo, options, opt, p)
                 states.append(np.stack([st[n] for n in sorted(st)]) if st else
                               np.zeros((0, SIZE), dtype))
+                scalars.append([opt.state[p][n].item() for n in algo.spec.scalar_names])
+            torch.set_default_dtype(torch.float32)
             data[key + "|param0"] = param0
             data[key + "|grads"] = grads
             data[key + "|params"] = np.stack(params)
             data[key + "|states"] = np.stack(states)
+            data[key + "|scalars"] = np.array(scalars, np.float64).reshape(STEPS, -1)
     np.savez_compressed(OUT, torch_version=np.array(torch.__version__), **data)
-    print(f"wrote {len(data) // 4} trajectories to {OUT} (torch {torch.__version__})")
+    print(f"wrote {len(data) // 5} trajectories to {OUT} (torch {torch.__version__})")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def test_float32_kernel_has_no_float64_element_math(spec, value, parallel):
     cached = _numba_backend.kernel(spec, flags, parallel)
     fresh = numba.njit(cached.py_func, parallel=parallel, error_model="numpy")
     arrays = [np.ones(64, np.float32) for _ in range(2 + len(spec.states))]
-    options = {**spec.defaults(), "lr": 0.1}
+    # Scalar states (NAdam's mu_product, ASGD's eta and mu) are kernel arguments too.
+    options = {**spec.defaults(), "lr": 0.1, **{name: 0.5 for name in spec.scalar_names}}
     fresh(*arrays, *_numba_backend._arguments(spec, 3, options))
     llvm = "".join(fresh.inspect_llvm().values())
     assert "fptrunc double" in llvm  # the host scalars, truncated once

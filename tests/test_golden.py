@@ -37,12 +37,17 @@ def test_reference_matches_torch_trajectory(case, dtype):
     params, states = GOLDEN[key + "|params"], GOLDEN[key + "|states"]
     prob = Problem(algo, options, param0.shape, dtype)
     prob.param[...] = param0
+    scalars = GOLDEN[key + "|scalars"]
     active = sorted(algo.active_states(options))
     for t, g in enumerate(grads, start=1):
         prob.step_reference(g, t)
         expected = {"param": params[t - 1]}
         expected.update({name: states[t - 1][i] for i, name in enumerate(active)})
         assert_close(prob.arrays(), expected, f"step {t}", scaled=scale != 1.0)
+        # Scalar states (NAdam's mu_product, ...): torch's rounding, bit for bit.
+        np.testing.assert_array_equal(
+            [float(prob.scalars[n]) for n in algo.spec.scalar_names], scalars[t - 1],
+            err_msg=f"scalar states at step {t}")
 
 
 @pytest.mark.parametrize("case", cases(), ids=case_id)

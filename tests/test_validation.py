@@ -141,16 +141,24 @@ def test_non_contiguous_is_rejected(algo):
 @algos
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
 def test_bad_lr(algo, value):
+    # The learning rate, or the first real hyperparameter (Rprop's update takes no lr: it
+    # only initialises step_size); each has a lower bound of 0 or more.
+    name = _first_real(algo)
     args, kw = setup(algo)
-    kw["lr"] = value
-    expect_rejected(algo, args, kw, ValueError, re.escape(f"Invalid lr: {value!r}"))
+    kw[name] = value
+    expect_rejected(algo, args, kw, ValueError, re.escape(f"Invalid {name}: {value!r}"))
+
+
+def _first_real(algo):
+    return next(h.name for h in algo.spec.hypers if not h.flag)
 
 
 @algos
 def test_non_number_hyperparameter_is_a_type_error(algo):
+    name = _first_real(algo)
     args, kw = setup(algo)
-    kw["lr"] = "0.1"
-    expect_rejected(algo, args, kw, TypeError, re.escape("Invalid lr: '0.1'"))
+    kw[name] = "0.1"
+    expect_rejected(algo, args, kw, TypeError, re.escape(f"Invalid {name}: '0.1'"))
 
 
 @algos

@@ -5,11 +5,12 @@ One generator serves every algorithm: given the rule's name (``rules.<rule>`` an
 values, it writes the kernel's Python source, compiles it with Numba and caches it on disk. The
 kernel is::
 
-    kernel(param, grad, *states, [step], *scalar_args)
+    kernel(param, grad, *states, [step], *scalar_states, *scalar_args)
 
 over 1-D contiguous arrays of one float dtype, in place: every state slot is passed (an inactive
 one may be any array of the dtype, it is not touched), ``step`` when the scalars function takes
-it, then the scalars function's hyperparameter arguments in its order. The scalars are computed
+it, then its scalar states' values (NAdam's mu_product, see _specs.Scalar), then the scalars
+function's hyperparameter arguments in its order. The scalars are computed
 once per call in float64, cast to the arrays' dtype, and the loop calls the rule on each element
 with the flags as constants, so a configuration's kernel carries only its own branches.
 
@@ -81,7 +82,7 @@ def kernel(rule, states, active, flags, scalar_call, parallel):
     ("step", "step"), ("hyper", name) (a kernel argument) or ("flag", name) (a constant).
     """
     scalars_fn = getattr(rules, f"{rule}_scalars")
-    probe = [1 if kind == "step" else 0.5 if kind == "hyper" else False
+    probe = [1 if kind == "step" else False if kind == "flag" else 0.5
              for kind, _ in scalar_call]
     n_scalars = len(scalars_fn(*probe))
     source = kernel_source(rule, states, active, flags, scalar_call, n_scalars)

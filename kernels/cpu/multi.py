@@ -49,16 +49,18 @@ def chunk_table(sizes):
     return tensor, lo, hi
 
 
-def _helpers(single, view, n_arrays, takes_step):
-    """Inlined helpers for ``n_arrays`` arrays: ``call(a, step, h)`` calls the single-tensor
-    kernel on the tuple of views ``a`` (then the step when it takes one, then the
-    hyperparameters ``h``), ``views(ad, k, o, n)`` builds that tuple for tensor ``k`` from the
-    address table, and ``swap_grad(a, g)`` replaces its gradient."""
+def _helpers(single, view, n_arrays, takes_step, n_scalars):
+    """Inlined helpers for ``n_arrays`` arrays: ``call(a, step, sv, k, h)`` calls the
+    single-tensor kernel on the tuple of views ``a`` (then the step when it takes one, then
+    tensor ``k``'s ``n_scalars`` scalar states ``sv[k, :]``, then the hyperparameters ``h``),
+    ``views(ad, k, o, n)`` builds that tuple for tensor ``k`` from the address table, and
+    ``swap_grad(a, g)`` replaces its gradient."""
     idx = range(n_arrays)
     step = "step, " if takes_step else ""
+    scalars = "".join(f"sv[k, {j}], " for j in range(n_scalars))
     source = (
-        "def call(a, step, h):\n"
-        f"    single({', '.join(f'a[{j}]' for j in idx)}, {step}*h)\n"
+        "def call(a, step, sv, k, h):\n"
+        f"    single({', '.join(f'a[{j}]' for j in idx)}, {step}{scalars}*h)\n"
         "def views(ad, k, o, n):\n"
         f"    return ({', '.join(f'view(ad, k, {j}, o, n)' for j in idx)},)\n"
         "def swap_grad(a, g):\n"
@@ -70,15 +72,16 @@ def _helpers(single, view, n_arrays, takes_step):
 
 
 @kernel_factory
-def multi_kernel(single, single_key, n_arrays, takes_step, dtype, parallel):
-    """Return ``kernel(addresses, tensor, lo, hi, steps, hyper, scale)``.
+def multi_kernel(single, single_key, n_arrays, takes_step, n_scalars, dtype, parallel):
+    """Return ``kernel(addresses, tensor, lo, hi, steps, scalars, hyper, scale)``.
 
     ``single`` is the serial single-tensor kernel of one configuration (for example
     ``adam_kernel(..., parallel=False)``) and ``single_key`` a string naming its configuration
     (the on-disk cache key; see _common.compile_keyed), ``n_arrays`` the number of arrays it takes (param,
     grad, states; unused state slots may repeat the param's address), ``takes_step`` whether its
     arrays are followed by the step. ``addresses`` is an int64 ``(n_tensors, n_arrays)`` table,
-    ``steps`` an int64 array (each tensor's step), ``hyper`` the tuple of the kernel's remaining
+    ``steps`` an int64 array (each tensor's step), ``scalars`` a float64 ``(n_tensors,
+    n_scalars)`` table (each tensor's scalar states, see _specs.Scalar), ``hyper`` the tuple of the kernel's remaining
     float arguments. When ``scale != 1`` each gradient element is multiplied by ``scale`` (in
     ``dtype``) before the update, through a chunk-sized scratch buffer: the caller's gradient is
     never written.
@@ -91,9 +94,9 @@ def multi_kernel(single, single_key, n_arrays, takes_step, dtype, parallel):
         return numba.carray(_pointer(addresses[k, j] + offset, scalar), n)
 
     view = numba.njit(inline="always")(view)
-    call, views, swap_grad = _helpers(single, view, n_arrays, takes_step)
+    call, views, swap_grad = _helpers(single, view, n_arrays, takes_step, n_scalars)
 
-    def multi(addresses, tensor, lo, hi, steps, hyper, scale):
+    def multi(addresses, tensor, lo, hi, steps, scalars, hyper, scale):
         s = scalar(scale)
         for c in loop(tensor.size):
             k = tensor[c]
@@ -104,11 +107,11 @@ def multi_kernel(single, single_key, n_arrays, takes_step, dtype, parallel):
                 src = a[1]
                 for i in range(n):
                     g[i] = src[i] * s
-                call(swap_grad(a, g), steps[k], hyper)
+                call(swap_grad(a, g), steps[k], scalars, k, hyper)
             else:
-                call(a, steps[k], hyper)
+                call(a, steps[k], scalars, k, hyper)
 
-    key = f"multi|{single_key}|{n_arrays}|{takes_step}|{np.dtype(dtype).name}"
+    key = f"multi|{single_key}|{n_arrays}|{takes_step}|{n_scalars}|{np.dtype(dtype).name}"
     return compile_keyed(multi, parallel, key)
 
 

@@ -1,0 +1,33 @@
+// ASGD for the CuPy backend. The math is kernels/rules.py `asgd`, line for line; the
+// coefficients are rules.asgd_scalars, computed on the host from the scalar states eta and mu.
+#include "common.cuh"
+
+template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY>
+__device__ __forceinline__ void asgd_rule(M& p, M g, M& ax, M decay, M neg_eta, M mu,
+                                          M averaging, M weight_decay) {
+    if (MAXIMIZE) g = -g;
+    if (WEIGHT_DECAY) g = g + weight_decay * p;
+    p = p * decay;
+    p = p + neg_eta * g;
+    if (averaging != decay - decay) ax = ax + (p - ax) * mu;
+    else ax = p;
+}
+
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+__global__ void asgd(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ ax,
+                     long long n, M decay, M neg_eta, M mu, M averaging, M weight_decay) {
+    grid_stride<VEC>(n, [&](long long i, auto width) {
+        constexpr int N = decltype(width)::value;
+        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), A = load<N>(ax, i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            M p = static_cast<M>(P.v[k]), a = static_cast<M>(A.v[k]);
+            asgd_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), a, decay, neg_eta,
+                                                 mu, averaging, weight_decay);
+            P.v[k] = static_cast<T>(p);
+            A.v[k] = static_cast<T>(a);
+        }
+        store<N>(param, i, P);
+        store<N>(ax, i, A);
+    });
+}

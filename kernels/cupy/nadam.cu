@@ -1,0 +1,45 @@
+// NAdam for the CuPy backend. The math is kernels/rules.py `nadam`, line for line; the
+// coefficients are rules.nadam_scalars, computed on the host (mu_product included).
+#include "common.cuh"
+
+template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY, bool DECOUPLED>
+__device__ __forceinline__ void nadam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq,
+                                           M one_minus_beta1, M beta2, M one_minus_beta2,
+                                           M bias_correction2, M eps, M grad_coef, M avg_coef,
+                                           M decay, M one) {
+    if (MAXIMIZE) g = -g;
+    if (WEIGHT_DECAY) {
+        if (DECOUPLED) p = p * decay;
+        else g = g + decay * p;
+    }
+    exp_avg = lerp(exp_avg, g, one_minus_beta1, one - one_minus_beta1);
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g;
+    M denom = root(exp_avg_sq / bias_correction2) + eps;
+    p = p + grad_coef * g / denom;
+    p = p + avg_coef * exp_avg / denom;
+}
+
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool DECOUPLED>
+__global__ void nadam(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
+                      T* __restrict__ exp_avg_sq, long long n, M one_minus_beta1, M beta2,
+                      M one_minus_beta2, M bias_correction2, M eps, M grad_coef, M avg_coef,
+                      M decay, M one) {
+    grid_stride<VEC>(n, [&](long long i, auto width) {
+        constexpr int N = decltype(width)::value;
+        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
+        Pack<T, N> E = load<N>(exp_avg, i), V = load<N>(exp_avg_sq, i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]), v = static_cast<M>(V.v[k]);
+            nadam_rule<M, MAXIMIZE, WEIGHT_DECAY, DECOUPLED>(
+                p, static_cast<M>(G.v[k]), m, v, one_minus_beta1, beta2, one_minus_beta2,
+                bias_correction2, eps, grad_coef, avg_coef, decay, one);
+            P.v[k] = static_cast<T>(p);
+            E.v[k] = static_cast<T>(m);
+            V.v[k] = static_cast<T>(v);
+        }
+        store<N>(param, i, P);
+        store<N>(exp_avg, i, E);
+        store<N>(exp_avg_sq, i, V);
+    });
+}
