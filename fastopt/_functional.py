@@ -47,6 +47,7 @@ _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
 _ADAM, _ADAMW, _ADADELTA = SPECS["adam"], SPECS["adamw"], SPECS["adadelta"]
 _ADAMAX, _LION = SPECS["adamax"], SPECS["lion"]
 _RADAM, _NADAM, _ASGD, _RPROP = SPECS["radam"], SPECS["nadam"], SPECS["asgd"], SPECS["rprop"]
+_ADOPT = SPECS["adopt"]
 
 
 @declared
@@ -197,3 +198,13 @@ def rprop_step(param: Any, grad: Any, prev: Any, step_size: Any, *, step: int | 
     learning rate (torch's ``lr``, default 1e-2); ``step`` is checked but not used."""
     _step(_RPROP, param, grad, (prev, step_size), step, backend,
           (eta_minus, eta_plus, step_size_min, step_size_max, maximize))
+
+
+@declared
+def adopt_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
+               lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
+               clip_exponent: float = 0.25, weight_decay: float = 0.0, decouple: bool = False,
+               maximize: bool = False, backend: str = "auto") -> None:
+    """One ADOPT update (see reference.adopt): step 1 only fills ``exp_avg_sq``."""
+    _step(_ADOPT, param, grad, (exp_avg, exp_avg_sq), step, backend,
+          (lr, beta1, beta2, eps, clip_exponent, weight_decay, decouple, maximize))

@@ -506,5 +506,25 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         # Rprop is a full-batch method: on minibatches a small maximum step keeps it stable.
         demo_options={"lr": 1e-3, "step_sizes": (1e-6, 2e-3)},
     ),
+    Spec(
+        name="adopt", rule="adopt", torch_class="ADOPT", torch_impl=None,
+        doc="ADOPT: Adam-like, the gradient normalised by the previous second moment and "
+            "clipped (torch-adopt's semantics).",
+        states=(State("exp_avg"), State("exp_avg_sq")),
+        # torch-adopt's defaults; its clip_lambda(step) = step ** clip_exponent.
+        hypers=(_LR, _BETA1,
+                real("beta2", 0.9999, 0.0, 1.0, hi_open=True, torch=("betas", 1)),
+                real("eps", 1e-6, 0.0), real("clip_exponent", 0.25, 0.0), _WD,
+                flag("decouple"), _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay")),
+               ("decouple", option("decouple"))),
+        option_sets=(
+            {},
+            {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-3, "clip_exponent": 0.5},
+            {"weight_decay": 0.1},
+            {"weight_decay": 0.1, "decouple": True},
+            {"beta1": 0.0, "maximize": True, "weight_decay": 0.05},
+        ),
+        demo_options={"lr": 1e-3},
+    ),
 )}
-

@@ -45,7 +45,7 @@ from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
-           "NAdam", "ASGD", "Rprop", "Optimizer",
+           "NAdam", "ASGD", "Rprop", "ADOPT", "Optimizer",
            "StepResult", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -970,5 +970,22 @@ class Rprop(Optimizer):
                  step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class ADOPT(Optimizer):
+    """ADOPT (torch-adopt's interface, with ``clip_exponent`` for its ``clip_lambda=lambda s:
+    s ** 0.25``); ``decouple=True`` is decoupled weight decay."""
+
+    algorithm = "adopt"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.9999), eps: float = 1e-6,
+                 clip_exponent: float = 0.25, weight_decay: float = 0.0,
+                 decouple: bool = False, *, maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
+                                      weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)

@@ -473,3 +473,50 @@ def rprop(param: Array, grad: Array, prev: Array, step_size: Array, *, step: int
     g[s < 0] = 0
     param -= np.nan_to_num(np.sign(g), nan=0.0) * step_size
     prev[...] = g
+
+
+def adopt(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step: int,
+          lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
+          clip_exponent: float = 0.25, weight_decay: float = 0.0, decouple: bool = False,
+          maximize: bool = False) -> None:
+    r"""ADOPT: Adam-like, with the gradient normalised by the *previous* second moment.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize}; \quad
+        g_t \leftarrow g_t + \lambda\,\theta_{t-1} \text{ if } \lambda \ne 0
+            \text{ and not decouple} \\
+        t = 1&: \quad v_1 = v_0 + g_1^2 \text{ (nothing else changes)} \\
+        t > 1&: \quad \theta_{t-1} \leftarrow \theta_{t-1} - \gamma\lambda\,\theta_{t-1}
+            \text{ if decouple} \\
+        \hat g_t &= \operatorname{clip}\big(g_t / \max(\sqrt{v_{t-1}}, \epsilon),
+            \ \pm (t-1)^{c}\big) \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,\hat g_t, \quad
+        \theta_t = \theta_{t-1} - \gamma\,m_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2
+
+    with :math:`c` = ``clip_exponent`` (torch-adopt's ``clip_lambda=lambda s: s**0.25``;
+    timm's Adopt uses 1/3). No bias correction. ``decouple`` is torch-adopt's name for
+    decoupled weight decay.
+
+    References:
+        Taniguchi et al., "ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal
+        Rate", NeurIPS 2024; the official ``torch-adopt`` package.
+    """
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0 and not decouple:
+        g = g + weight_decay * param
+    if step == 1:
+        exp_avg_sq += g * g
+        return
+    if weight_decay != 0 and decouple:
+        param += (-lr * weight_decay) * param
+    denom = np.sqrt(exp_avg_sq)
+    denom = np.where(denom < eps, param.dtype.type(eps), denom)  # NaN stays NaN
+    clip = (step - 1) ** clip_exponent
+    normed = g / denom
+    normed = np.where(normed < -clip, param.dtype.type(-clip), normed)
+    normed = np.where(normed > clip, param.dtype.type(clip), normed)
+    _lerp_(exp_avg, normed, 1 - beta1)
+    param += -lr * exp_avg
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g

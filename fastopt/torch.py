@@ -45,7 +45,7 @@ from ._signals import deferred_signals
 from .optim import functional_options
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
-           "NAdam", "ASGD", "Rprop"]
+           "NAdam", "ASGD", "Rprop", "ADOPT"]
 
 
 
@@ -834,3 +834,22 @@ class Rprop(_Optimizer):
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, None, capturable, differentiable)
+
+
+class ADOPT(_Optimizer):
+    """torch-adopt's ``ADOPT`` interface (torch.optim has none) on fastopt's kernels; its
+    ``clip_lambda=lambda step: step ** 0.25`` is ``clip_exponent=0.25`` here."""
+
+    algorithm = "adopt"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.9999), eps: float = 1e-6,
+                 clip_exponent: float = 0.25, weight_decay: float = 0.0,
+                 decouple: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
+                                      weight_decay=weight_decay, decouple=decouple,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)

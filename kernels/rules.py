@@ -376,3 +376,46 @@ def rprop(p, g, prev, step_size, eta_minus, eta_plus, step_size_min, step_size_m
         p = p - zero * step_size  # torch: p - sign(g) * step_size, sign(g) = 0
     prev = g
     return p, prev, step_size
+
+
+# ---------------------------------------------------------------------------------------------
+# ADOPT (Taniguchi et al. 2024; the official torch-adopt: step 1 only initialises exp_avg_sq)
+
+
+def adopt_scalars(step, lr, beta1, beta2, eps, weight_decay, clip_exponent):
+    first = 1.0 if step == 1 else 0.0
+    # torch-adopt's clip_lambda(step) with its step counting the previous calls.
+    clip = math.pow(step - 1.0, clip_exponent) if step > 1 else 0.0
+    return (1.0 - beta1, beta2, 1.0 - beta2, eps, clip, -lr, -lr * weight_decay, weight_decay,
+            first, 1.0)
+
+
+def adopt(p, g, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, eps, clip,
+          neg_lr, neg_lr_wd, weight_decay, first, one, maximize, use_weight_decay, decouple):
+    if maximize:
+        g = -g
+    if use_weight_decay and not decouple:
+        g = g + weight_decay * p
+    if first:
+        exp_avg_sq = exp_avg_sq + g * g
+    else:
+        if use_weight_decay and decouple:
+            p = p + neg_lr_wd * p
+        # torch.clamp(sqrt(v), min=eps) and clamp(g / denom, -clip, clip): NaN stays NaN.
+        denom = math.sqrt(exp_avg_sq)
+        if denom < eps:
+            denom = eps
+        normed = g / denom
+        if normed < -clip:
+            normed = -clip
+        if normed > clip:
+            normed = clip
+        diff = normed - exp_avg  # torch.lerp (see the top of this module)
+        rest = one - one_minus_beta1
+        if one_minus_beta1 < rest:
+            exp_avg = exp_avg + one_minus_beta1 * diff
+        else:
+            exp_avg = normed - diff * rest
+        p = p + neg_lr * exp_avg
+        exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
+    return p, exp_avg, exp_avg_sq

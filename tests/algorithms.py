@@ -220,6 +220,8 @@ BOUNDARY_CASES: tuple[tuple[str, dict[str, Any], float], ...] = (
     ("asgd", {}, 1e30),
     ("rprop", {}, 1e-30),  # g * prev underflows to 0 in float32: no sign information
     ("rprop", {"step_size_min": 0.0}, 1e30),
+    ("adopt", {"eps": 0.0}, 1.0),
+    ("adopt", {"weight_decay": 0.1}, 1e19),
 )
 
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 import fastopt  # noqa: E402
 import fastopt.torch as ft  # noqa: E402
 from algorithms import ALGORITHMS  # noqa: E402
-from torch_optim import oracle_class, torch_kwargs  # noqa: E402
+from torch_optim import oracle_class, oracle_kwargs, torch_kwargs  # noqa: E402
 
 CASES = [
     ("SGD", {"lr": 0.1}), ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
@@ -57,7 +57,7 @@ def test_matches_torch_optim_on_parameter_groups(name, kw, dtype):
     a, b = model(dtype), model(dtype)
     kw = {"lr": 1e-2, **kw}
     ours = getattr(ft, name)(groups(a, kw), **kw)
-    theirs = oracle_class(name)(groups(b, kw), **kw)
+    theirs = oracle_class(name)(groups(b, kw), **oracle_kwargs(kw))
     train(a, ours, 8, dtype, frozen_at=3)
     train(b, theirs, 8, dtype, frozen_at=3)
     rtol, atol = (2e-5, 1e-6) if dtype == torch.float32 else (1e-12, 1e-14)
@@ -77,10 +77,10 @@ def test_state_dict_round_trips_with_torch_optim(name, kw):
     a, b = model(torch.float32), model(torch.float32)
     kw = {"lr": 1e-2, **kw}
     ours = getattr(ft, name)(groups(a, kw), **kw)
-    theirs = oracle_class(name)(groups(b, kw), **kw)
+    theirs = oracle_class(name)(groups(b, kw), **oracle_kwargs(kw))
     train(a, ours, 4, torch.float32)
     train(b, theirs, 4, torch.float32)
-    swapped_theirs = oracle_class(name)(groups(a, kw), **kw)
+    swapped_theirs = oracle_class(name)(groups(a, kw), **oracle_kwargs(kw))
     swapped_theirs.load_state_dict(ours.state_dict())
     swapped_ours = getattr(ft, name)(groups(b, kw), **kw)
     swapped_ours.load_state_dict(theirs.state_dict())

@@ -25,10 +25,21 @@ def torch_kwargs(algo: Any, options: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
+def oracle_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """fastopt.torch's constructor arguments as the oracle takes them: torch-adopt takes its
+    clip as a function of the step, fastopt its exponent."""
+    kw = dict(kw)
+    if "clip_exponent" in kw:
+        exponent = kw.pop("clip_exponent")
+        kw["clip_lambda"] = lambda step: step ** exponent
+    return kw
+
+
 # Oracles outside torch.optim: class name -> (module, class). Needed only to regenerate the
 # golden fixtures (tests/make_golden.py) and by live cross-checks, which skip without them.
 ORACLES: dict[str, tuple[str, str]] = {
     "Lion": ("lion_pytorch", "Lion"),
+    "ADOPT": ("adopt", "ADOPT"),  # pip install torch-adopt
 }
 
 
@@ -61,7 +72,7 @@ class _Maximizing:
 
 def make_torch_optimizer(algo: Any, options: dict[str, Any], params: list[Any]) -> Any:
     cls = oracle_class(algo.spec.torch_class)
-    kw = torch_kwargs(algo, options)
+    kw = oracle_kwargs(torch_kwargs(algo, options))
     if algo.spec.torch_class not in ORACLES:
         # foreach=False: torch's documented single-tensor loop, which the reference follows.
         return cls(params, foreach=False, **kw)
