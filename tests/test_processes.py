@@ -51,3 +51,48 @@ def test_children_step_in_parallel_with_correct_results(method):
         c.join(timeout=60)
         assert c.exitcode == 0, f"a {method} child died with exit code {c.exitcode}"
     assert all(r == expected for r in results)
+
+
+_CACHE_SCRIPT = r"""
+import sys
+import numpy as np
+import fastopt
+
+def run(wd):
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (300, 7)]
+    opt = fastopt.Adam(params, lr=0.01, weight_decay=wd)
+    for _ in range(3):
+        opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in params])
+    return np.concatenate([p.ravel() for p in params])
+
+for arg in sys.argv[1:]:
+    wd = float(arg)
+    rng = np.random.default_rng(0)
+    got = run(wd)
+    ref = [rng.standard_normal(n).astype(np.float32) for n in (300, 7)]
+    opt = fastopt.Adam(ref, lr=0.01, weight_decay=wd, backend="numpy")
+    for _ in range(3):
+        opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in ref])
+    np.testing.assert_allclose(got, np.concatenate([p.ravel() for p in ref]), rtol=1e-5,
+                               atol=1e-7)
+print("ok")
+"""
+
+
+def test_kernels_of_two_configurations_cached_by_two_processes_stay_apart(tmp_path):
+    """Two processes each compile one configuration of a generated kernel (Numba numbers
+    compiled functions per process, so both get the same internal name) into one disk cache;
+    a third loads both and must run each one's own code. (Before the names were made unique
+    per configuration, the second multi-tensor kernel ran the first one's element loop.)"""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    script = tmp_path / "cached.py"
+    script.write_text(_CACHE_SCRIPT)
+    for args in (["0.0"], ["0.1"], ["0.0", "0.1"], ["0.1", "0.0"]):
+        out = subprocess.run([sys.executable, str(script), *args], env=env, timeout=600,
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "ok" in out.stdout, (args, out.stderr[-2000:])

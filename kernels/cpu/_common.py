@@ -39,7 +39,29 @@ def loop_for(parallel):
     return numba.prange if parallel else range
 
 
+def _distinct_name(fn, key):
+    """Name ``fn`` after its configuration ``key``.
+
+    Numba names a compiled function ``<qualname>$<n>``, n counting compilations in the process,
+    and a kernel loaded from the disk cache keeps the name it had in the process that compiled
+    it. Two configurations of one generated or closure kernel (same qualname), compiled in two
+    processes, can so carry the same symbol; loaded into one process, a call meant for one may
+    reach the other (measured: a cached multi-tensor ADOPT kernel ran the single-tensor kernel
+    of another option set). A qualname unique to the configuration rules that out.
+    """
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    fn.__qualname__ = fn.__name__ = f"{fn.__name__}_{tag}"
+    return fn
+
+
+def _cells_key(fn):
+    """A configuration key from a closure's cells (dtypes, loop kind, sizes)."""
+    cells = fn.__closure__ or ()
+    return "|".join(f"{c.cell_contents!r}" for c in cells)
+
+
 def compile_kernel(fn, parallel):
+    _distinct_name(fn, f"{_cells_key(fn)}|{parallel}")
     dispatcher = numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
     if hasattr(dispatcher, "py_func"):  # not under NUMBA_DISABLE_JIT (plain functions)
         dispatcher._cache = kernel_cache(dispatcher.py_func)
@@ -83,6 +105,7 @@ def compile_keyed(fn, parallel, key):
 
     ``key`` must name everything the closure's cells determine.
     """
+    _distinct_name(fn, f"{key}|{parallel}")
     dispatcher = numba.njit(parallel=parallel, **KERNEL_OPTIONS)(fn)
     if hasattr(dispatcher, "py_func"):
         dispatcher._cache = kernel_cache(dispatcher.py_func, _KeyedCache,
