@@ -104,13 +104,29 @@ class Case:
 
     def torch(self) -> Callable[[], None] | None:
         """torch.optim's best CPU implementation on a copy of the arrays, or None."""
+        if self.algorithm not in TORCH_CLASSES:  # torch.optim has no such algorithm
+            return None
         try:
             import torch
         except ImportError:
             return None
         p = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
         p.grad = torch.from_numpy(self.grad.copy())
-        kw = dict(self.options)
+        # The options under torch's constructor names (betas=(beta1, beta2), ...).
+        kw: dict[str, Any] = {}
+        pairs: dict[str, list[Any]] = {}
+        spec = SPECS[self.algorithm]
+        for h in spec.hypers:
+            if h.name not in self.options:
+                continue
+            if h.torch is None:
+                kw[h.name] = self.options[h.name]
+            else:
+                key, index = h.torch
+                pair = pairs.setdefault(key, [x.default for x in spec.hypers
+                                              if x.torch and x.torch[0] == key])
+                pair[index] = self.options[h.name]
+        kw.update({key: tuple(v) for key, v in pairs.items()})
         opt = getattr(torch.optim, TORCH_CLASSES[self.algorithm])([p], **kw,
                                                                   **{self.torch_impl(): True})
         step: Callable[[], None] = opt.step

@@ -336,10 +336,9 @@ def asgd(p, g, ax, decay, neg_eta, mu, averaging, weight_decay, maximize, use_we
         g = g + weight_decay * p
     p = p * decay
     p = p + neg_eta * g
-    if averaging:
-        ax = ax + (p - ax) * mu
-    else:
-        ax = p
+    # A select, not a branch (the loop stays vectorised): mu = 1 copies p exactly, as torch.
+    averaged = ax + (p - ax) * mu
+    ax = averaged if averaging else p
     return p, ax
 
 
