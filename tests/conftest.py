@@ -2,6 +2,8 @@ import ctypes
 import os
 import sys
 
+import pytest
+
 # The test table lives beside the tests; make it importable as a plain module.
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -37,3 +39,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT raising KeyboardInterrupt for the test, whatever the process inherited (a
+    background job started by a non-interactive shell ignores SIGINT)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

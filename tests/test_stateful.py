@@ -206,7 +206,7 @@ def _two_groups(cls=fastopt.Adam, **kw):
     return cls([{"params": params[:2]}, {"params": params[2:]}], lr=0.01, **kw)
 
 
-def test_ctrl_c_mid_step_leaves_the_optimizer_exactly_after_the_step(monkeypatch):
+def test_ctrl_c_mid_step_leaves_the_optimizer_exactly_after_the_step(monkeypatch, sigint_default):
     """SIGINT arrives after the first group's kernel: the step completes (every group, every
     step count), then KeyboardInterrupt is raised."""
     interrupted, reference = _two_groups(), _two_groups()

@@ -261,7 +261,7 @@ def test_functional_api_bumps_torch_versions():
         y.backward()
 
 
-def test_ctrl_c_mid_step_completes_the_step(monkeypatch):
+def test_ctrl_c_mid_step_completes_the_step(monkeypatch, sigint_default):
     from fastopt import _numba_backend
 
     m, ref = net(), net()
