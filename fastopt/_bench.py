@@ -61,8 +61,7 @@ class Case:
         spec = SPECS[algorithm]
         states = {s: (np.full(size, spec.initial(s), dtype) if s in active else None)
                   for s in ALGORITHMS[algorithm][1]}
-        opts = {**spec.defaults(), **options}
-        scalars = {s.name: np.array(s.initial(opts), dtype) for s in spec.scalar_states}
+        scalars = spec.initial_scalars(options, dtype)
         return cls(algorithm, size, dtype, options, param, grad, states, scalars=scalars)
 
     @property
@@ -112,21 +111,7 @@ class Case:
             return None
         p = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
         p.grad = torch.from_numpy(self.grad.copy())
-        # The options under torch's constructor names (betas=(beta1, beta2), ...).
-        kw: dict[str, Any] = {}
-        pairs: dict[str, list[Any]] = {}
-        spec = SPECS[self.algorithm]
-        for h in spec.hypers:
-            if h.name not in self.options:
-                continue
-            if h.torch is None:
-                kw[h.name] = self.options[h.name]
-            else:
-                key, index = h.torch
-                pair = pairs.setdefault(key, [x.default for x in spec.hypers
-                                              if x.torch and x.torch[0] == key])
-                pair[index] = self.options[h.name]
-        kw.update({key: tuple(v) for key, v in pairs.items()})
+        kw = SPECS[self.algorithm].torch_options(self.options)
         opt = getattr(torch.optim, TORCH_CLASSES[self.algorithm])([p], **kw,
                                                                   **{self.torch_impl(): True})
         step: Callable[[], None] = opt.step

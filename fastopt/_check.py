@@ -59,9 +59,7 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
                   for s in state_names]
         runs.append((param.copy(), states))
     # Scalar states (NAdam's mu_product, ...), one set per run, in the parameters' dtype.
-    opts = {**spec.defaults(), **options}
-    scalars = [{s.name: np.array(s.initial(opts), dtype) for s in spec.scalar_states}
-               for _ in range(2)]
+    scalars = [spec.initial_scalars(options, dtype) for _ in range(2)]
     # The backend under test works on device copies where it is a GPU backend.
     arrays = [runs[0][0], *runs[0][1]]
     if dev is not None:

@@ -86,14 +86,11 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         opts = dict(opts)
         for sc, a in zip(spec.scalar_states, scalars):
             if a is None:
-                old, new = derived(spec, sc, t, opts, arrays[0].dtype.type)
+                opts[sc.name] = derived(spec, sc, t, opts, arrays[0].dtype.type)
             else:
                 a = check.scalar_state(sc.name, a, sc.lo, sc.hi)
-                kind = a.dtype.type
-                old = float(a.reshape(-1)[0])
-                new = float(kind(sc.update(old, t, opts, kind)))
+                opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
                 written.append((a, new))
-            opts[sc.name] = new if sc.uses == "new" else old
     if arrays[0].size:
         it = iter(arrays[2:])
         full = tuple(next(it) if on else None for on in active)
@@ -108,14 +105,15 @@ _derived: dict[tuple[Any, ...], tuple[int, float]] = {}
 MAX_REPLAY = 1 << 20  # about a second of Python
 
 
-def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> tuple[float, float]:
-    """A scalar state's values before and after step ``t`` when it is not given: replayed
-    from its initial value with these options at every step (exact, in its scalar type, when
-    the options did not change during training; pass the state to keep its true history)."""
+def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> float:
+    """The value the rule uses at step ``t`` of a scalar state not given: replayed from its
+    initial value with these options at every step (exact, in its scalar type, when the
+    options did not change during training; pass the state to keep its true history)."""
     if not s.recurrent:
         old = s.initial(opts) if t == 1 else s.update(0.0, t - 1, opts, kind)
-        return float(kind(old)), float(kind(s.update(old, t, opts, kind)))
-    key = (spec.name, s.name, kind, tuple(opts.values()))
+        return s.advance(float(kind(old)), t, opts, kind)[0]
+    # Keyed by the hyperparameters only (opts also holds the scalar states set so far).
+    key = (spec.name, s.name, kind, *[opts[h.name] for h in spec.hypers])
     last = _derived.get(key)
     k, value = (0, float(kind(s.initial(opts)))) if last is None or last[0] > t - 1 else last
     if t - 1 - k > MAX_REPLAY:
@@ -124,9 +122,9 @@ def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> t
     while k < t - 1:
         k += 1
         value = float(kind(s.update(value, k, opts, kind)))
-    new = float(kind(s.update(value, t, opts, kind)))
+    used, new = s.advance(value, t, opts, kind)
     if len(_derived) > 256:
         _derived.clear()
     _derived[key] = (t, new)
-    return value, new
+    return used
 

@@ -165,8 +165,8 @@ def multi_step_rows(spec: Spec, options: dict[str, Any], dtype: np.dtype[Any], s
     k = multi_kernel(spec, spec.flag_values(options), dtype, par)
     tensor, lo, hi = _chunks(sizes)
     if scalars is None:
-        scalars = _NO_SCALARS if not spec.scalar_states else None
-    assert scalars is not None, f"{spec.name} needs its scalar states"
+        assert not spec.scalar_states, f"{spec.name} needs its scalar states"
+        scalars = _NO_SCALARS
     _run(k, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
          scalars, tuple(_hyper_args(spec, options)), float(scale))
 

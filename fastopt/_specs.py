@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from .kernels import rules
 
 REQUIRED: Any = inspect.Parameter.empty  # a hyperparameter without a default
@@ -104,6 +106,13 @@ class Scalar:
 
     def initial(self, options: dict[str, Any]) -> float:
         return float(options[self.init]) if isinstance(self.init, str) else float(self.init)
+
+    def advance(self, old: float, step: int, options: dict[str, Any],
+                kind: Any) -> tuple[float, float]:
+        """``(used, new)``: the value the rule takes at ``step`` and the value stored after
+        it, from the stored ``old``, in the scalar type ``kind``."""
+        new = float(kind(self.update(old, step, options, kind)))
+        return (new if self.uses == "new" else old), new
 
 
 # Compile-time flags: a name (the rule's argument, in order) and how it follows from options.
@@ -252,6 +261,25 @@ class Spec:
             return float(options[init])
         return float(next(h.default for h in (*self.class_hypers, *self.hypers)
                           if h.name == init))
+
+    def initial_scalars(self, options: dict[str, Any], dtype: Any) -> dict[str, np.ndarray]:
+        """Fresh scalar states, 0-d arrays of ``dtype`` (``options``: functional names, the
+        defaults filling the rest)."""
+        opts = {**self.defaults(), **options}
+        return {s.name: np.array(s.initial(opts), dtype) for s in self.scalar_states}
+
+    def torch_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Functional-API options under torch's constructor names: every pair (``betas``)
+        whole, its elements left out at their defaults; other keys as given (the inverse of
+        optim.functional_options)."""
+        out = dict(options)
+        pairs: dict[str, list[Any]] = {}
+        for h in self.hypers:
+            if h.torch is not None:
+                key, index = h.torch
+                pairs.setdefault(key, [None, None])[index] = out.pop(h.name, h.default)
+        out.update({key: tuple(v) for key, v in pairs.items()})
+        return out
 
     def defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hypers if h.default is not REQUIRED}

@@ -344,8 +344,7 @@ class Optimizer:
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        init = SPECS[self.algorithm].state(name).init
-        return zeros_like(p, float(group[init]) if isinstance(init, str) else init)
+        return zeros_like(p, SPECS[self.algorithm].initial(name, group))
 
     # -- the update ---------------------------------------------------------------------------
 
@@ -503,10 +502,7 @@ class Optimizer:
             for c, s in enumerate(spec.scalar_states):
                 a = check.scalar_state(f"state[{i}][{s.name!r}]", plan.dicts[i][s.name],
                                        s.lo, s.hi)
-                kind = a.dtype.type
-                old = float(a.reshape(-1)[0])
-                new = float(kind(s.update(old, t, opts, kind)))
-                used[r, c] = new if s.uses == "new" else old
+                used[r, c], new = s.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
                 writes.append((a, new))
         return used
 
@@ -537,10 +533,11 @@ class Optimizer:
                             created.append((index, n))
                             if n in fresh_names:
                                 fresh.add(index)
-                        for s in SPECS[self.algorithm].scalar_states:
-                            if d.get(s.name) is None:  # 0-d, the parameter's dtype
-                                d[s.name] = np.array(s.initial(opts), p.dtype)
-                                created.append((index, s.name))
+                        for n, a in SPECS[self.algorithm].initial_scalars(opts,
+                                                                          p.dtype).items():
+                            if d.get(n) is None:  # 0-d, the parameter's dtype
+                                d[n] = a
+                                created.append((index, n))
                     index += 1
             if not created:
                 return None

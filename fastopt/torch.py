@@ -258,7 +258,7 @@ class _Work:
         new values; the step counts must have been read."""
         scalars = spec.scalar_states
         default = _scalar_dtype()
-        for gi, batch in enumerate(self.batches):
+        for batch in self.batches:
             used = np.empty((len(batch.params), len(scalars)), np.float64)
             for r, (state, t) in enumerate(zip(batch.states, batch.steps)):
                 old_arrays = {}
@@ -284,8 +284,7 @@ class _Work:
                                              f"parameter is {old_value!r} (expected a finite value "
                                              f"from {sc.lo} to {sc.hi})")
                     kind = _NUMPY[dtype]
-                    new = float(kind(sc.update(old_value, t, batch.opts, kind)))
-                    used[r, c] = new if sc.uses == "new" else old_value
+                    used[r, c], new = sc.advance(old_value, t, batch.opts, kind)
                     old_arrays[sc.name] = np.array(old_value, kind)
                     self.scalar_writes.append((state, sc.name, new))
                 batch.scalars_old.append(old_arrays)

@@ -117,8 +117,7 @@ class Problem:
             else:
                 self.state[name] = np.full(shape, spec.initial(name), dtype)
         # Scalar states (NAdam's mu_product, ...): 0-d arrays the functions update in place.
-        opts = {**spec.defaults(), **options}
-        self.scalars = {s.name: np.array(s.initial(opts), dtype) for s in spec.scalar_states}
+        self.scalars = spec.initial_scalars(options, dtype)
 
     def grad(self) -> np.ndarray:
         return self.rng.standard_normal(self.param.shape).astype(self.dtype)
@@ -147,9 +146,7 @@ class Problem:
         values = {}
         for s in self.algo.spec.scalar_states:
             a = self.scalars[s.name]
-            kind = a.dtype.type
-            new = kind(s.update(float(a), step, opts, kind))
-            values[s.name] = float(new) if s.uses == "new" else float(a)
+            values[s.name], new = s.advance(float(a), step, opts, a.dtype.type)
             a[...] = new
         self.algo.reference(self.param, grad, *self.state.values(), step=step, **values,
                             **self.options)

@@ -15,14 +15,7 @@ TORCH_STATE_NAMES = {s.name: s.torch_name for spec in SPECS.values() for s in sp
 
 def torch_kwargs(algo: Any, options: dict[str, Any]) -> dict[str, Any]:
     """Functional-API options as torch's constructor takes them (pairs such as ``betas``)."""
-    kw = dict(options)
-    pairs: dict[str, list[Any]] = {}
-    for h in SPECS[algo.name].hypers:
-        if h.torch is not None:
-            key, index = h.torch
-            pairs.setdefault(key, [None, None])[index] = kw.pop(h.name, h.default)
-    kw.update({key: tuple(v) for key, v in pairs.items()})
-    return kw
+    return SPECS[algo.name].torch_options(options)
 
 
 def oracle_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
