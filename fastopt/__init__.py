@@ -15,6 +15,7 @@ from ._functional import adagrad_step
 from ._functional import adam_step
 from ._functional import adamax_step
 from ._functional import adamw_step
+from ._functional import ademamix_step
 from ._functional import adopt_step
 from ._functional import asgd_step
 from ._functional import lion_step
@@ -24,12 +25,14 @@ from ._functional import rmsprop_step
 from ._functional import rprop_step
 from ._functional import sgd_step
 from ._version import __version__
-from .optim import ADOPT, ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, Optimizer
+from .optim import ADOPT, ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, AdEMAMix, Lion
+from .optim import NAdam, Optimizer
 from .optim import RAdam, RMSprop, Rprop, StepResult
 from . import reference
 
 __all__ = [
     "ADOPT",
+    "AdEMAMix",
     "ASGD",
     "SGD",
     "Adadelta",
@@ -50,6 +53,7 @@ __all__ = [
     "adam_step",
     "adamax_step",
     "adamw_step",
+    "ademamix_step",
     "adopt_step",
     "asgd_step",
     "available_backends",

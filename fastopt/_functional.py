@@ -47,7 +47,7 @@ _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
 _ADAM, _ADAMW, _ADADELTA = SPECS["adam"], SPECS["adamw"], SPECS["adadelta"]
 _ADAMAX, _LION = SPECS["adamax"], SPECS["lion"]
 _RADAM, _NADAM, _ASGD, _RPROP = SPECS["radam"], SPECS["nadam"], SPECS["asgd"], SPECS["rprop"]
-_ADOPT = SPECS["adopt"]
+_ADOPT, _ADEMAMIX = SPECS["adopt"], SPECS["ademamix"]
 
 
 @declared
@@ -208,3 +208,21 @@ def adopt_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
     """One ADOPT update (see reference.adopt): step 1 only fills ``exp_avg_sq``."""
     _step(_ADOPT, param, grad, (exp_avg, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, clip_exponent, weight_decay, decouple, maximize))
+
+
+@declared
+def ademamix_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, exp_avg_slow: Any, *,
+                  step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                  beta3: float = 0.9999, alpha: float = 5.0, eps: float = 1e-8,
+                  weight_decay: float = 1e-2, t_alpha: float | None = 0.0,
+                  t_beta3: float | None = 0.0, maximize: bool = False,
+                  backend: str = "auto") -> None:
+    """One AdEMAMix update (see reference.ademamix): ``exp_avg_slow`` is the slow EMA;
+    ``t_alpha`` / ``t_beta3`` are the warmup lengths in steps (0 or None: none)."""
+    _step(_ADEMAMIX, param, grad, (exp_avg, exp_avg_sq, exp_avg_slow), step, backend,
+          (lr, beta1, beta2, beta3, alpha, eps, weight_decay, _no_warmup(t_alpha),
+           _no_warmup(t_beta3), maximize))
+
+
+def _no_warmup(t: float | None) -> float | None:
+    return 0.0 if t is None else t

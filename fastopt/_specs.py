@@ -273,12 +273,22 @@ class Spec:
         whole, its elements left out at their defaults; other keys as given (the inverse of
         optim.functional_options)."""
         out = dict(options)
-        pairs: dict[str, list[Any]] = {}
+        pairs: dict[str, list[Any]] = {key: [None] * n for key, n in self.torch_tuples.items()}
         for h in self.hypers:
             if h.torch is not None:
                 key, index = h.torch
-                pairs.setdefault(key, [None, None])[index] = out.pop(h.name, h.default)
+                pairs[key][index] = out.pop(h.name, h.default)
         out.update({key: tuple(v) for key, v in pairs.items()})
+        return out
+
+    @functools.cached_property
+    def torch_tuples(self) -> dict[str, int]:
+        """torch's tuple arguments (``betas``) and their lengths (AdEMAMix: three betas)."""
+        out: dict[str, int] = {}
+        for h in self.hypers:
+            if h.torch is not None:
+                key, index = h.torch
+                out[key] = max(out.get(key, 0), index + 1)
         return out
 
     def defaults(self) -> dict[str, Any]:
@@ -552,6 +562,26 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
             {"weight_decay": 0.1},
             {"weight_decay": 0.1, "decouple": True},
             {"beta1": 0.0, "maximize": True, "weight_decay": 0.05},
+        ),
+        demo_options={"lr": 1e-3},
+    ),
+    Spec(
+        name="ademamix", rule="ademamix", torch_class="AdEMAMix", torch_impl=None,
+        doc="AdEMAMix: Adam plus a slow EMA of the gradient mixed into the numerator, with "
+            "alpha and beta3 warmups.",
+        states=(State("exp_avg"), State("exp_avg_sq"), State("exp_avg_slow")),
+        # bitsandbytes' defaults (alpha 5, weight decay 1e-2); see reference.ademamix.
+        hypers=(_LR, _BETA1, _BETA2,
+                real("beta3", 0.9999, 0.0, 1.0, hi_open=True, torch=("betas", 2)),
+                real("alpha", 5.0, 0.0), _EPS, real("weight_decay", 1e-2, 0.0),
+                real("t_alpha", 0.0, 0.0), real("t_beta3", 0.0, 0.0), _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        option_sets=(
+            {},
+            {"t_alpha": 5.0, "t_beta3": 5.0},
+            {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "beta3": 0.999, "alpha": 2.0,
+             "eps": 1e-3, "weight_decay": 0.0, "t_alpha": 30.0, "t_beta3": 30.0},
+            {"beta1": 0.0, "maximize": True, "weight_decay": 0.1},
         ),
         demo_options={"lr": 1e-3},
     ),

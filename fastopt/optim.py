@@ -45,7 +45,7 @@ from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
-           "NAdam", "ASGD", "Rprop", "ADOPT", "Optimizer",
+           "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "Optimizer",
            "StepResult", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -62,9 +62,11 @@ def functional_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
             continue
         key, index = h.torch
         pair = group[key]
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        n = SPECS[algorithm].torch_tuples[key]
+        if not isinstance(pair, (tuple, list)) or len(pair) != n:
             names = [x.name for x in SPECS[algorithm].hypers if x.torch and x.torch[0] == key]
-            raise ValueError(f"Invalid {key}: {pair!r} (expected a pair ({', '.join(names)}))")
+            what = "a pair" if n == 2 else f"{n} values"
+            raise ValueError(f"Invalid {key}: {pair!r} (expected {what} ({', '.join(names)}))")
         out[h.name] = pair[index]
     return out
 
@@ -984,5 +986,25 @@ class ADOPT(Optimizer):
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
+                                      maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class AdEMAMix(Optimizer):
+    """AdEMAMix (bitsandbytes' interface and defaults; ``betas=(beta1, beta2, beta3)``):
+    ``state[i]['exp_avg_slow']`` is the slow EMA; ``t_alpha`` / ``t_beta3`` warm alpha and
+    beta3 up over that many steps (None: no warmup)."""
+
+    algorithm = "ademamix"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float, float] = (0.9, 0.999, 0.9999), alpha: float = 5.0,
+                 t_alpha: float | None = None, t_beta3: float | None = None, eps: float = 1e-8,
+                 weight_decay: float = 1e-2, *, maximize: bool = False, backend: str = "auto",
+                 multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
+                                      weight_decay=weight_decay,
+                                      t_alpha=0.0 if t_alpha is None else t_alpha,
+                                      t_beta3=0.0 if t_beta3 is None else t_beta3,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)

@@ -520,3 +520,50 @@ def adopt(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, *, step:
     param += -lr * exp_avg
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * g * g
+
+
+def ademamix(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, exp_avg_slow: Array,
+             *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+             beta3: float = 0.9999, alpha: float = 5.0, eps: float = 1e-8,
+             weight_decay: float = 1e-2, t_alpha: float = 0.0, t_beta3: float = 0.0,
+             maximize: bool = False) -> None:
+    r"""AdEMAMix: Adam whose numerator mixes in a slow, not bias-corrected, EMA of the gradient.
+
+    .. math::
+        g_t &\leftarrow -g_t \text{ if maximize}; \quad
+        \theta_{t-1} \leftarrow (1-\gamma\lambda)\,\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\,g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2, \quad
+        s_t = \beta_{3,t} s_{t-1} + (1-\beta_{3,t})\,g_t \\
+        \theta_t &= \theta_{t-1} - \gamma\,\frac{m_t/(1-\beta_1^t) + \alpha_t s_t}
+            {\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    with :math:`m, v, s` = ``exp_avg``, ``exp_avg_sq``, ``exp_avg_slow``. The warmups (the
+    paper's; 0 = none): :math:`\alpha_t = \min(t\alpha/T_\alpha, \alpha)`, and
+    :math:`\beta_{3,t}` moves linearly in half-life :math:`h(\beta) = \ln\frac12/\ln\beta - 1`
+    from :math:`\beta_1` to :math:`\beta_3` over :math:`T_{\beta_3}` steps (capped at
+    :math:`\beta_3`). Weight decay is decoupled, as in every reference implementation
+    (pytorch-optimizer's ``AdEMAMix`` defaults to L2 instead: ``weight_decouple=True`` is
+    this). Defaults are bitsandbytes' (``alpha=5``, ``weight_decay=1e-2``); Apple's reference
+    uses ``alpha=2`` and no weight decay, optax ``alpha=5`` and none.
+
+    References:
+        Pagliardini, Ablin and Grangier, "The AdEMAMix Optimizer: Better, Faster, Older",
+        2024; bitsandbytes' and pytorch-optimizer's ``AdEMAMix``.
+    """
+    alpha_t = alpha if t_alpha <= 0 else min(step * alpha / t_alpha, alpha)
+    beta3_t = beta3
+    if t_beta3 > 0 and beta3 > 0 and step < t_beta3:
+        a = step / t_beta3
+        half = (1 - a) * (math.log(0.5) / math.log(beta1) if beta1 > 0 else 0.0) \
+            + a * math.log(0.5) / math.log(beta3)
+        beta3_t = min(0.5 ** (1 / half), beta3) if half > 0 else 0.0
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        param *= 1 - lr * weight_decay
+    _lerp_(exp_avg, g, 1 - beta1)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g
+    _lerp_(exp_avg_slow, g, 1 - beta3_t)
+    denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
+    param -= lr * ((exp_avg / (1 - beta1 ** step) + alpha_t * exp_avg_slow) / denom)

@@ -45,7 +45,7 @@ from ._signals import deferred_signals
 from .optim import functional_options
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
-           "NAdam", "ASGD", "Rprop", "ADOPT"]
+           "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix"]
 
 
 
@@ -850,5 +850,27 @@ class ADOPT(_Optimizer):
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
+                                      maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
+
+
+class AdEMAMix(_Optimizer):
+    """bitsandbytes' ``AdEMAMix`` interface and defaults (torch.optim has none) on fastopt's
+    kernels, with torch's per-parameter ``step``; the slow EMA is ``exp_avg_slow``
+    (pytorch-optimizer's name; bitsandbytes stacks both EMAs in one ``m1_m2``)."""
+
+    algorithm = "ademamix"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float, float] = (0.9, 0.999, 0.9999), alpha: float = 5.0,
+                 t_alpha: float | None = None, t_beta3: float | None = None, eps: float = 1e-8,
+                 weight_decay: float = 1e-2, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
+                                      weight_decay=weight_decay,
+                                      t_alpha=0.0 if t_alpha is None else t_alpha,
+                                      t_beta3=0.0 if t_beta3 is None else t_beta3,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable)

@@ -418,3 +418,52 @@ def adopt(p, g, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, ep
         p = p + neg_lr * exp_avg
         exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
     return p, exp_avg, exp_avg_sq
+
+
+# ---------------------------------------------------------------------------------------------
+# AdEMAMix (Pagliardini et al. 2024): Adam plus a slow EMA of the gradient, mixed in by alpha
+
+
+def ademamix_scalars(step, lr, beta1, beta2, beta3, alpha, eps, weight_decay, t_alpha, t_beta3):
+    # The paper's warmups (0: none). alpha: linear. beta3: linear in half-life from beta1 to
+    # beta3, in its closed form (pytorch-optimizer's and optax's), capped at beta3; beta1 = 0
+    # is the form's limit, beta3 ** (t_beta3 / step).
+    alpha_t = min(step * alpha / t_alpha, alpha) if t_alpha > 0.0 else alpha
+    beta3_t = beta3
+    if t_beta3 > 0.0 and beta3 > 0.0:
+        a = step / t_beta3
+        log3 = math.log(beta3)
+        if beta1 == 0.0:
+            beta3_t = min(math.exp(log3 / a), beta3)
+        else:
+            log1 = math.log(beta1)
+            beta3_t = min(math.exp(log1 * log3 / ((1.0 - a) * log3 + a * log1)), beta3)
+    bias_correction1 = 1.0 - math.pow(beta1, step)
+    bc2_sqrt = math.sqrt(1.0 - math.pow(beta2, step))
+    return (1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta3_t, bias_correction1, bc2_sqrt, alpha_t,
+            eps, -lr, 1.0 - lr * weight_decay, 1.0)
+
+
+def ademamix(p, g, exp_avg, exp_avg_sq, exp_avg_slow, one_minus_beta1, beta2, one_minus_beta2,
+             one_minus_beta3, bias_correction1, bc2_sqrt, alpha, eps, neg_lr, decay, one,
+             maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        p = p * decay
+    diff = g - exp_avg  # torch.lerp (see the top of this module)
+    rest = one - one_minus_beta1
+    if one_minus_beta1 < rest:
+        exp_avg = exp_avg + one_minus_beta1 * diff
+    else:
+        exp_avg = g - diff * rest
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
+    diff = g - exp_avg_slow
+    rest = one - one_minus_beta3
+    if one_minus_beta3 < rest:
+        exp_avg_slow = exp_avg_slow + one_minus_beta3 * diff
+    else:
+        exp_avg_slow = g - diff * rest
+    denom = math.sqrt(exp_avg_sq) / bc2_sqrt + eps
+    p = p + neg_lr * ((exp_avg / bias_correction1 + alpha * exp_avg_slow) / denom)
+    return p, exp_avg, exp_avg_sq, exp_avg_slow

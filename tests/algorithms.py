@@ -219,6 +219,8 @@ BOUNDARY_CASES: tuple[tuple[str, dict[str, Any], float], ...] = (
     ("rprop", {"step_size_min": 0.0}, 1e30),
     ("adopt", {"eps": 0.0}, 1.0),
     ("adopt", {"weight_decay": 0.1}, 1e19),
+    ("ademamix", {"eps": 0.0, "beta3": 0.0}, 1.0),
+    ("ademamix", {"t_alpha": 4.0, "t_beta3": 4.0}, 1e19),
 )
 
 

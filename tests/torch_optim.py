@@ -33,7 +33,51 @@ def oracle_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
 ORACLES: dict[str, tuple[str, str]] = {
     "Lion": ("lion_pytorch", "Lion"),
     "ADOPT": ("adopt", "ADOPT"),  # pip install torch-adopt
+    "AdEMAMix": ("pytorch_optimizer", "AdEMAMix"),  # pip install pytorch_optimizer
 }
+
+
+def _adapt_ademamix(cls: Any) -> Any:
+    """pytorch-optimizer's AdEMAMix under fastopt's (bitsandbytes') interface: decoupled
+    weight decay, one warmup length for alpha and beta3 (``t_alpha`` must equal ``t_beta3``),
+    and torch's per-parameter step count (pytorch-optimizer counts per group: each parameter
+    with a gradient is stepped as a group of its own, its count in its state)."""
+    import torch
+
+    class AdEMAMix(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, params: Any, lr: float = 1e-3,
+                     betas: tuple[float, ...] = (0.9, 0.999, 0.9999), alpha: float = 5.0,
+                     t_alpha: float | None = None, t_beta3: float | None = None,
+                     eps: float = 1e-8, weight_decay: float = 1e-2,
+                     maximize: bool = False) -> None:
+            super().__init__(params, lr=lr, betas=betas, alpha=alpha, eps=eps,
+                             weight_decay=weight_decay, weight_decouple=True, maximize=maximize,
+                             foreach=False, t_alpha=t_alpha or 0.0, t_beta3=t_beta3 or 0.0)
+
+        def step(self, closure: Any = None) -> Any:
+            groups = self.param_groups
+            try:
+                for group in groups:
+                    if group["t_alpha"] != group["t_beta3"]:
+                        raise ValueError("the oracle has one warmup for alpha and beta3")
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        state = self.state[p]
+                        one = {"weight_decouple": True, "fixed_decay": False, **group,
+                               "params": [p], "foreach": False,
+                               "t_alpha_beta3": group["t_alpha"] or None,
+                               "step": int(state["step"].item()) if "step" in state else 0}
+                        self.param_groups = [one]
+                        super().step()
+                        state["step"] = torch.tensor(float(one["step"]))
+            finally:
+                self.param_groups = groups
+
+    return AdEMAMix
+
+
+_ADAPTERS = {"AdEMAMix": _adapt_ademamix}
 
 
 def oracle_class(name: str) -> Any:
@@ -43,7 +87,8 @@ def oracle_class(name: str) -> Any:
 
     if name in ORACLES:
         module, cls = ORACLES[name]
-        return getattr(pytest.importorskip(module), cls)
+        found = getattr(pytest.importorskip(module), cls)
+        return _ADAPTERS[name](found) if name in _ADAPTERS else found
     return getattr(torch.optim, name)
 
 
