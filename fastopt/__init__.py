@@ -23,9 +23,14 @@ from ._functional import nadam_step
 from ._functional import radam_step
 from ._functional import rmsprop_step
 from ._functional import rprop_step
+from ._functional import schedulefree_adamw_step
+from ._functional import schedulefree_eval
+from ._functional import schedulefree_sgd_step
+from ._functional import schedulefree_train
 from ._functional import sgd_step
 from ._version import __version__
 from .optim import ADOPT, ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, AdEMAMix, Lion
+from .optim import AdamWScheduleFree, SGDScheduleFree
 from .optim import NAdam, Optimizer
 from .optim import RAdam, RMSprop, Rprop, StepResult
 from . import reference
@@ -33,6 +38,8 @@ from . import reference
 __all__ = [
     "ADOPT",
     "AdEMAMix",
+    "AdamWScheduleFree",
+    "SGDScheduleFree",
     "ASGD",
     "SGD",
     "Adadelta",
@@ -63,5 +70,9 @@ __all__ = [
     "reference",
     "rmsprop_step",
     "rprop_step",
+    "schedulefree_adamw_step",
+    "schedulefree_eval",
+    "schedulefree_sgd_step",
+    "schedulefree_train",
     "sgd_step",
 ]

@@ -59,7 +59,7 @@ class Case:
         grad = (rng.standard_normal(size, dtype=np.float32) * 1e-3).astype(dtype)
         active = active_states(algorithm, options)
         spec = SPECS[algorithm]
-        states = {s: (np.full(size, spec.initial(s), dtype) if s in active else None)
+        states = {s: (spec.initial_array(s, param) if s in active else None)
                   for s in ALGORITHMS[algorithm][1]}
         scalars = spec.initial_scalars(options, dtype)
         return cls(algorithm, size, dtype, options, param, grad, states, scalars=scalars)

@@ -55,7 +55,7 @@ def check_case(backend: str, algorithm: str, options: dict[str, Any], dtype: Any
     dev = _backends.load(backend) if backend in _backends.GPU_BACKENDS else None
     runs: list[tuple[Any, list[Any]]] = []
     for _ in range(2):
-        states = [np.full(size, spec.initial(s), dtype) if s in active else None
+        states = [spec.initial_array(s, param) if s in active else None
                   for s in state_names]
         runs.append((param.copy(), states))
     # Scalar states (NAdam's mu_product, ...), one set per run, in the parameters' dtype.

@@ -211,13 +211,19 @@ def train(name: str, hyper: dict[str, Any], data: Data, *, epochs: int, batch_si
             t0 = time.perf_counter()
             opt.step(grads)
             result.optimizer_seconds += time.perf_counter() - t0
+        # Schedule-Free is evaluated at its average x (eval mode), then trains on at y.
+        switches = hasattr(opt, "eval")
+        if switches:
+            opt.eval()
         train_loss, _ = evaluate(params, data.x_train, data.y_train)
         test_loss, test_acc = evaluate(params, data.x_test, data.y_test)
+        if switches:
+            opt.train()
         result.train_loss.append(train_loss)
         result.test_loss.append(test_loss)
         result.test_accuracy_curve.append(test_acc)
         if progress is not None:
-            progress(f"{name:9s} epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
+            progress(f"{name:18s} epoch {epoch + 1:3d}/{epochs}  train loss {train_loss:.4f}  "
                      f"test loss {test_loss:.4f}  test accuracy {test_acc:.4f}")
     result.seconds = time.perf_counter() - start
     return result
@@ -278,10 +284,11 @@ def check_hyperparameters(names: list[str], overrides: dict[str, dict[str, Any]]
 
 
 def format_table(results: list[Result]) -> str:
-    lines = [f"{'optimizer':10s} {'final train loss':>16s} {'test loss':>9s} "
+    w = max([10, *[len(r.optimizer) + 1 for r in results]])
+    lines = [f"{'optimizer':{w}s} {'final train loss':>16s} {'test loss':>9s} "
              f"{'test accuracy':>13s} {'optimizer s':>11s} {'total s':>8s} {'share':>6s}"]
     for r in results:
-        lines.append(f"{r.optimizer:10s} {r.train_loss[-1]:16.4f} {r.test_loss[-1]:9.4f} "
+        lines.append(f"{r.optimizer:{w}s} {r.train_loss[-1]:16.4f} {r.test_loss[-1]:9.4f} "
                      f"{r.test_accuracy_curve[-1]:13.4f} {r.optimizer_seconds:11.3f} "
                      f"{r.seconds:8.3f} {r.optimizer_seconds / r.seconds:6.1%}")
     return "\n".join(lines)

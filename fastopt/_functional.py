@@ -13,6 +13,7 @@ import inspect
 from typing import Any, Callable, TypeVar
 
 from . import _validate as check
+from ._generic import schedulefree_swap as _swap
 from ._generic import step as _step
 from ._specs import REQUIRED, SPECS
 
@@ -48,6 +49,7 @@ _ADAM, _ADAMW, _ADADELTA = SPECS["adam"], SPECS["adamw"], SPECS["adadelta"]
 _ADAMAX, _LION = SPECS["adamax"], SPECS["lion"]
 _RADAM, _NADAM, _ASGD, _RPROP = SPECS["radam"], SPECS["nadam"], SPECS["asgd"], SPECS["rprop"]
 _ADOPT, _ADEMAMIX = SPECS["adopt"], SPECS["ademamix"]
+_SF_ADAMW, _SF_SGD = SPECS["schedulefree_adamw"], SPECS["schedulefree_sgd"]
 
 
 @declared
@@ -226,3 +228,52 @@ def ademamix_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, exp_avg_
 
 def _no_warmup(t: float | None) -> float | None:
     return 0.0 if t is None else t
+
+
+@declared
+def schedulefree_adamw_step(param: Any, grad: Any, z: Any, exp_avg_sq: Any, *, step: int,
+                            lr_max: Any = None, weight_sum: Any = None, lr: float = 2.5e-3,
+                            beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                            weight_decay: float = 0.0, warmup_steps: float = 0.0,
+                            r: float = 0.0, weight_lr_power: float = 2.0,
+                            maximize: bool = False, backend: str = "auto") -> None:
+    """One Schedule-Free AdamW update in train mode (see reference.schedulefree_adamw):
+    ``param`` holds y, ``z`` starts as a copy of the parameter.
+
+    ``lr_max`` and ``weight_sum`` are the running maximum of the warmed-up learning rate and
+    the sum of the averaging weights (schedulefree keeps them per parameter group): host
+    arrays of one float64 element (``numpy.full((), -1.0)`` and ``numpy.zeros(())`` before
+    step 1), updated in place. Left out, they are replayed from ``step`` assuming the options
+    never changed (pass them when the learning rate is changed during training). Evaluate at
+    x: ``schedulefree_eval(param, z, beta1=...)``, and back with ``schedulefree_train``.
+    """
+    _step(_SF_ADAMW, param, grad, (z, exp_avg_sq), step, backend,
+          (lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, maximize),
+          (lr_max, weight_sum))
+
+
+@declared
+def schedulefree_sgd_step(param: Any, grad: Any, z: Any, *, step: int, lr_max: Any = None,
+                          weight_sum: Any = None, lr: float = 1.0, momentum: float = 0.9,
+                          weight_decay: float = 0.0, warmup_steps: float = 0.0, r: float = 0.0,
+                          weight_lr_power: float = 2.0, maximize: bool = False,
+                          backend: str = "auto") -> None:
+    """One Schedule-Free SGD update in train mode (see reference.schedulefree_sgd); the
+    arrays and scalar states as in ``schedulefree_adamw_step``, ``momentum`` for beta1."""
+    _step(_SF_SGD, param, grad, (z,), step, backend,
+          (lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, maximize),
+          (lr_max, weight_sum))
+
+
+@check.bumps_torch_versions
+def schedulefree_eval(param: Any, z: Any, *, beta1: float, backend: str = "auto") -> None:
+    """Schedule-Free's switch to eval mode, in place, one pass: ``param`` goes from y to the
+    average x = lerp(y, z, 1 - 1/beta1) (``beta1``: AdamW's first beta, SGD's momentum)."""
+    _swap(param, z, beta1, True, backend)
+
+
+@check.bumps_torch_versions
+def schedulefree_train(param: Any, z: Any, *, beta1: float, backend: str = "auto") -> None:
+    """Schedule-Free's switch back to train mode, in place: ``param`` goes from x to
+    y = lerp(x, z, 1 - beta1)."""
+    _swap(param, z, beta1, False, backend)

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _backends
 from . import _validate as check
-from ._specs import Hyper, Scalar, Spec
+from ._specs import SCHEDULEFREE_SWAP, Hyper, Scalar, Spec
 
 _INF = math.inf
 
@@ -86,9 +86,9 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         opts = dict(opts)
         for sc, a in zip(spec.scalar_states, scalars):
             if a is None:
-                opts[sc.name] = derived(spec, sc, t, opts, arrays[0].dtype.type)
+                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or arrays[0].dtype.type)
             else:
-                a = check.scalar_state(sc.name, a, sc.lo, sc.hi)
+                a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
                 opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
                 written.append((a, new))
     if arrays[0].size:
@@ -97,6 +97,17 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
     for a, new in written:
         a[...] = new
+
+
+def schedulefree_swap(param: Any, z: Any, beta1: Any, to_eval: bool, backend: str) -> None:
+    """Validate, then move ``param`` between Schedule-Free's y (train) and x (eval) in place:
+    ``lerp(param, z, 1 - 1/beta1)`` to eval, ``lerp(param, z, 1 - beta1)`` to train."""
+    b = check.real("beta1", beta1, 0.0, 1.0, lo_open=True, hi_open=True)
+    weight = 1.0 - 1.0 / b if to_eval else 1.0 - b
+    arrays = check.arrays(("param", "z"), (param, z))
+    if arrays[0].size:
+        _backends.get(backend, arrays[0]).update(SCHEDULEFREE_SWAP, (), arrays[0], arrays[1],
+                                                 (), 1, {"weight": weight})
 
 
 # (spec, state, scalar type, options) -> (step, value after it): the last derived value, so a
@@ -109,8 +120,11 @@ def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> f
     """The value the rule uses at step ``t`` of a scalar state not given: replayed from its
     initial value with these options at every step (exact, in its scalar type, when the
     options did not change during training; pass the state to keep its true history)."""
+    # Earlier steps see only the hyperparameters: a state whose update reads another's value
+    # (Schedule-Free's weight sum reads lr_max) derives that one's history itself.
+    base = {k: v for k, v in opts.items() if k not in spec.scalar_names}
     if not s.recurrent:
-        old = s.initial(opts) if t == 1 else s.update(0.0, t - 1, opts, kind)
+        old = s.initial(opts) if t == 1 else s.update(0.0, t - 1, base, kind)
         return s.advance(float(kind(old)), t, opts, kind)[0]
     # Keyed by the hyperparameters only (opts also holds the scalar states set so far).
     key = (spec.name, s.name, kind, *[opts[h.name] for h in spec.hypers])
@@ -121,7 +135,7 @@ def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> f
                          f"{t - 1 - k} steps; pass the {s.name} array kept with the state)")
     while k < t - 1:
         k += 1
-        value = float(kind(s.update(value, k, opts, kind)))
+        value = float(kind(s.update(value, k, base, kind)))
     used, new = s.advance(value, t, opts, kind)
     if len(_derived) > 256:
         _derived.clear()

@@ -24,9 +24,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._layout import zeros_like
 from .kernels import rules
 
 REQUIRED: Any = inspect.Parameter.empty  # a hyperparameter without a default
+PARAM = "<param>"  # a State's init: a copy of the parameter
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ def flag(name: str, default: bool = False) -> Hyper:
 @dataclass(frozen=True)
 class State:
     """One state array: its name in the functional API, torch's name for it, the flag that
-    activates it (None: always active), and how a class initialises it: a number, or the name
-    of a class hyperparameter holding one (Adagrad's ``initial_accumulator_value``)."""
+    activates it (None: always active), and how a class initialises it: a number, the name
+    of a class hyperparameter holding one (Adagrad's ``initial_accumulator_value``), or
+    ``PARAM``: a copy of the parameter (Schedule-Free's ``z``)."""
 
     name: str
     when: str | None = None
@@ -103,6 +106,9 @@ class Scalar:
     # The values a valid state holds (closed bounds), checked before a step uses it.
     lo: float = -math.inf
     hi: float = math.inf
+    # Kept in this dtype whatever the parameters' (Schedule-Free's sums: Python floats in
+    # the reference implementation); None: the parameters' dtype (torch's, for NAdam, ASGD).
+    dtype: Any = None
 
     def initial(self, options: dict[str, Any]) -> float:
         return float(options[self.init]) if isinstance(self.init, str) else float(self.init)
@@ -255,6 +261,9 @@ class Spec:
         """The initial value of state ``name``: its number, or the class hyperparameter it
         names, from ``options`` or else its default (Rprop's step_size starts at lr)."""
         init = self.state(name).init
+        if init == PARAM:
+            raise ValueError(f"{self.name}'s {name} starts as a copy of the parameter "
+                             f"(Spec.initial_array)")
         if not isinstance(init, str):
             return float(init)
         if options and init in options:
@@ -262,11 +271,35 @@ class Spec:
         return float(next(h.default for h in (*self.class_hypers, *self.hypers)
                           if h.name == init))
 
+    def initial_array(self, name: str, param: np.ndarray,
+                      options: dict[str, Any] | None = None) -> np.ndarray:
+        """A fresh state array for ``param`` (its shape, dtype and memory layout): a copy of
+        it, or filled with the initial value (see ``initial``)."""
+        if self.state(name).init != PARAM:
+            return zeros_like(param, self.initial(name, options))
+        out = zeros_like(param)
+        out[...] = param
+        return out
+
     def initial_scalars(self, options: dict[str, Any], dtype: Any) -> dict[str, np.ndarray]:
-        """Fresh scalar states, 0-d arrays of ``dtype`` (``options``: functional names, the
-        defaults filling the rest)."""
+        """Fresh scalar states, 0-d arrays of ``dtype`` or of the state's own (``options``:
+        functional names, the defaults filling the rest)."""
         opts = {**self.defaults(), **options}
-        return {s.name: np.array(s.initial(opts), dtype) for s in self.scalar_states}
+        return {s.name: np.array(s.initial(opts), s.dtype or dtype) for s in self.scalar_states}
+
+    def advance_scalars(self, olds: list[float], step: int, options: dict[str, Any],
+                        kinds: list[Any]) -> tuple[list[float], list[float]]:
+        """Every scalar state's ``(used, new)`` values at ``step`` from the stored ``olds``, in
+        order: each update sees the values the rule uses of the states before it, under their
+        names (Schedule-Free's weight sum adds a weight from this step's ``lr_max``)."""
+        opts = dict(options)
+        used, new = [], []
+        for s, old, kind in zip(self.scalar_states, olds, kinds):
+            u, n = s.advance(old, step, opts, kind)
+            opts[s.name] = u
+            used.append(u)
+            new.append(n)
+        return used, new
 
     def torch_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Functional-API options under torch's constructor names: every pair (``betas``)
@@ -369,6 +402,35 @@ _ADAM_LIKE_OPTIONS: tuple[dict[str, Any], ...] = (
     {"beta1": 0.0, "maximize": True, "weight_decay": 0.05},
 )
 
+
+
+def schedulefree_lr(step: int, o: dict[str, Any]) -> float:
+    """Schedule-Free's warmed-up learning rate at ``step`` (schedulefree's ``scheduled_lr``)."""
+    sched = step / o["warmup_steps"] if step - 1 < o["warmup_steps"] else 1.0
+    return float(o["lr"] * sched)
+
+
+def _schedulefree_lr_max(old: float, step: int, o: dict[str, Any], t: Any) -> float:
+    lr = schedulefree_lr(step, o)
+    return old if old > lr else lr  # Python's max(lr, old)
+
+
+def _schedulefree_weight_sum(old: float, step: int, o: dict[str, Any], t: Any) -> float:
+    # This step's lr_max; in a replay from step alone (options never changed), the warmed-up
+    # rate itself, which never decreases.
+    lr_max = o["lr_max"] if "lr_max" in o else schedulefree_lr(step, o)
+    return old + math.pow(step, o["r"]) * math.pow(lr_max, o["weight_lr_power"])
+
+
+# Schedule-Free keeps both in Python floats (per group): float64 here, per parameter.
+_SCHEDULEFREE_SCALARS = (
+    Scalar("lr_max", -1.0, _schedulefree_lr_max, lo=-1.0, dtype=np.float64),
+    Scalar("weight_sum", 0.0, _schedulefree_weight_sum, lo=0.0, dtype=np.float64),
+)
+_SCHEDULEFREE_HYPERS = (real("weight_decay", 0.0, 0.0), real("warmup_steps", 0.0, 0.0),
+                        real("r", 0.0, 0.0), real("weight_lr_power", 2.0, 0.0))
+_SCHEDULEFREE_DOC = (" The parameter holds y in train mode (the point gradients are taken at) "
+                     "and the average x in eval mode; z is the base sequence.")
 
 SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
@@ -585,4 +647,50 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         ),
         demo_options={"lr": 1e-3},
     ),
+    Spec(
+        name="schedulefree_adamw", rule="schedulefree_adamw", torch_class="AdamWScheduleFree",
+        torch_impl=None,
+        doc="Schedule-Free AdamW: no learning-rate schedule; an online average of the "
+            "iterates." + _SCHEDULEFREE_DOC,
+        states=(State("z", init=PARAM), State("exp_avg_sq")),
+        hypers=(real("lr", 2.5e-3, 0.0),
+                real("beta1", 0.9, 0.0, 1.0, lo_open=True, hi_open=True, torch=("betas", 0)),
+                _BETA2, _EPS, *_SCHEDULEFREE_HYPERS, _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        scalar_states=_SCHEDULEFREE_SCALARS,
+        option_sets=(
+            {},
+            {"warmup_steps": 5.0, "weight_decay": 0.1},
+            {"lr": 1e-2, "beta1": 0.5, "beta2": 0.99, "eps": 1e-3, "r": 1.0,
+             "weight_lr_power": 0.0},
+            {"maximize": True, "warmup_steps": 20.0, "r": 0.5},
+        ),
+        demo_options={"lr": 2.5e-3},
+    ),
+    Spec(
+        name="schedulefree_sgd", rule="schedulefree_sgd", torch_class="SGDScheduleFree",
+        torch_impl=None,
+        doc="Schedule-Free SGD: momentum through interpolation and iterate averaging, no "
+            "learning-rate schedule." + _SCHEDULEFREE_DOC,
+        states=(State("z", init=PARAM),),
+        hypers=(real("lr", 1.0, 0.0), real("momentum", 0.9, 0.0, 1.0, lo_open=True, hi_open=True),
+                *_SCHEDULEFREE_HYPERS, _MAXIMIZE),
+        flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
+        scalar_states=_SCHEDULEFREE_SCALARS,
+        option_sets=(
+            {},
+            {"lr": 0.1, "momentum": 0.5, "warmup_steps": 5.0, "weight_decay": 0.1},
+            {"lr": 0.05, "r": 1.0, "weight_lr_power": 1.0, "maximize": True},
+        ),
+        demo_options={"lr": 0.1},
+    ),
 )}
+
+# The Schedule-Free mode switch, p = lerp(p, z, weight), run through the generic machinery
+# (every backend) as an update whose "gradient" is z. Not an algorithm of the table.
+SCHEDULEFREE_SWAP = Spec(
+    name="schedulefree_swap", rule="schedulefree_swap", torch_class="", torch_impl=None,
+    doc="The Schedule-Free train/eval switch.", states=(), hypers=(real("weight"),), flags=(),
+    step="unused")
+# Every spec with kernels on every backend (the CUDA C++ sources are compiled for these).
+KERNEL_SPECS = (*SPECS.values(), SCHEDULEFREE_SWAP)

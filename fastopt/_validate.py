@@ -289,14 +289,16 @@ def state_given(name: str, value: Any, needed: bool, why: str) -> None:
 
 
 def scalar_state(name: str, value: Any, lo: float = -math.inf,
-                 hi: float = math.inf) -> np.ndarray:
+                 hi: float = math.inf, dtype: Any = None) -> np.ndarray:
     """A scalar state (NAdam's ``mu_product``, ...): a writeable host array of one float32 or
-    float64 element (a 0-d NumPy array or CPU torch tensor, as torch keeps it), finite and
-    within [lo, hi]."""
+    float64 element (a 0-d NumPy array or CPU torch tensor, as torch keeps it), or of
+    ``dtype`` when given, finite and within [lo, hi]."""
     a = _to_numpy(value)
-    if type(a) is not np.ndarray or a.dtype not in FLOAT_DTYPES or a.size != 1:
+    if type(a) is not np.ndarray or a.size != 1 or (
+            a.dtype not in FLOAT_DTYPES if dtype is None else a.dtype != dtype):
+        what = ("float32 or float64" if dtype is None else np.dtype(dtype).name)
         raise TypeError(f"Invalid {name}: {_describe(value)} (expected a host array of one "
-                        f"float32 or float64 element, e.g. numpy.ones((), numpy.float32), or "
+                        f"{what} element, e.g. numpy.ones((), numpy.{what.split()[0]}), or "
                         f"None to derive it from step)")
     if not a.flags.writeable:
         raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; it is "

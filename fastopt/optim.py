@@ -45,7 +45,8 @@ from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
-           "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "Optimizer",
+           "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "AdamWScheduleFree",
+           "SGDScheduleFree", "Optimizer",
            "StepResult", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -346,7 +347,7 @@ class Optimizer:
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        return zeros_like(p, SPECS[self.algorithm].initial(name, group))
+        return SPECS[self.algorithm].initial_array(name, p, group)
 
     # -- the update ---------------------------------------------------------------------------
 
@@ -501,11 +502,11 @@ class Optimizer:
         spec = SPECS[self.algorithm]
         used = np.empty((len(idx), len(spec.scalar_states)), np.float64)
         for r, (i, t) in enumerate(zip(idx, ts)):
-            for c, s in enumerate(spec.scalar_states):
-                a = check.scalar_state(f"state[{i}][{s.name!r}]", plan.dicts[i][s.name],
-                                       s.lo, s.hi)
-                used[r, c], new = s.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
-                writes.append((a, new))
+            arrays = [check.scalar_state(f"state[{i}][{s.name!r}]", plan.dicts[i][s.name],
+                                         s.lo, s.hi, s.dtype) for s in spec.scalar_states]
+            used[r], new = spec.advance_scalars([float(a.reshape(-1)[0]) for a in arrays], t,
+                                                opts, [a.dtype.type for a in arrays])
+            writes += zip(arrays, new)
         return used
 
     def _allocate_states(self, plan: _Plan, grads: list[Any], options: list[dict[str, Any]],
@@ -693,7 +694,7 @@ class Optimizer:
                         a = check.scalar_state(f"state[{i}][{key!r}]", v, sc.lo, sc.hi)
                     except (TypeError, ValueError) as e:
                         raise bad(str(e)) from None
-                    new[key] = np.array(a.reshape(-1)[0], p.dtype)
+                    new[key] = np.array(a.reshape(-1)[0], sc.dtype or p.dtype)
                     continue
                 if key not in names:
                     raise bad(f"state[{i}] has {key!r} (expected only "
@@ -1007,4 +1008,95 @@ class AdEMAMix(Optimizer):
                                       t_alpha=0.0 if t_alpha is None else t_alpha,
                                       t_beta3=0.0 if t_beta3 is None else t_beta3,
                                       maximize=maximize),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class _ScheduleFree(Optimizer):
+    """Schedule-Free's train/eval modes. In train mode (the start) the parameters hold y, the
+    point gradients are taken at; ``eval()`` moves them to the average x, ``train()`` back,
+    each one fused pass per array, all or nothing (everything is checked first, and an
+    interrupt waits for the switch to finish). ``step`` refuses to run in eval mode.
+    schedulefree starts in eval mode and needs a ``train()`` first; here that call is a no-op.
+    The mode is ``param_groups[k]['train_mode']``, saved with checkpoints."""
+
+    _beta1: ClassVar[str]  # the group key of the swap's beta1
+
+    def _beta(self, group: dict[str, Any]) -> float:
+        key = self._beta1
+        return float(group["betas"][0] if key == "betas" else group[key])
+
+    def step(self, grads: Sequence[Any], *, loss_scale: float | None = None,
+             max_grad_norm: float | None = None,
+             skip_nonfinite: bool | None = None) -> StepResult:
+        if not all(g.get("train_mode", True) for g in self.param_groups):
+            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: call .train() "
+                               f"before training (and .eval() before evaluating)")
+        return super().step(grads, loss_scale=loss_scale, max_grad_norm=max_grad_norm,
+                            skip_nonfinite=skip_nonfinite)
+
+    def train(self) -> None:
+        """Move every parameter from x to y (no-op for groups already in train mode)."""
+        self._switch(to_eval=False)
+
+    def eval(self) -> None:
+        """Move every parameter from y to the average x, to evaluate or checkpoint with."""
+        self._switch(to_eval=True)
+
+    def _switch(self, to_eval: bool) -> None:
+        fn = _generic.schedulefree_swap
+        work = []
+        index = 0
+        for group in self.param_groups:
+            if bool(group.get("train_mode", True)) == to_eval:
+                beta1 = self._beta(group)
+                check.real("beta1", beta1, 0.0, 1.0, lo_open=True, hi_open=True)
+                for p in group["params"]:
+                    z = self.state.get(index, {}).get("z")
+                    if z is not None:
+                        check.arrays(("param", f"state[{index}]['z']"), (p, z))
+                        work.append((p, z, beta1))
+                    index += 1
+            else:
+                index += len(group["params"])
+        with deferred_signals():
+            for p, z, beta1 in work:
+                fn(p, z, beta1, to_eval, self.backend)
+            for group in self.param_groups:
+                group["train_mode"] = not to_eval
+
+
+class AdamWScheduleFree(_ScheduleFree):
+    """Schedule-Free AdamW (schedulefree's interface and defaults; ``state[i]['z']`` is the
+    base sequence, ``lr_max`` and ``weight_sum`` its averaging state, kept per parameter).
+    Starts in train mode; call ``eval()`` before evaluating or saving the x weights."""
+
+    algorithm = "schedulefree_adamw"
+    _beta1 = "betas"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2.5e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      warmup_steps=warmup_steps, r=r,
+                                      weight_lr_power=weight_lr_power, maximize=maximize,
+                                      train_mode=True),
+                         backend=backend, multi_tensor=multi_tensor)
+
+
+class SGDScheduleFree(_ScheduleFree):
+    """Schedule-Free SGD (schedulefree's interface and defaults); see AdamWScheduleFree."""
+
+    algorithm = "schedulefree_sgd"
+    _beta1 = "momentum"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, momentum: float = 0.9,
+                 weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, *, maximize: bool = False,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      warmup_steps=warmup_steps, r=r,
+                                      weight_lr_power=weight_lr_power, maximize=maximize,
+                                      train_mode=True),
                          backend=backend, multi_tensor=multi_tensor)

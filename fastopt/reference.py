@@ -567,3 +567,92 @@ def ademamix(param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array, exp_a
     _lerp_(exp_avg_slow, g, 1 - beta3_t)
     denom = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
     param -= lr * ((exp_avg / (1 - beta1 ** step) + alpha_t * exp_avg_slow) / denom)
+
+
+def _schedulefree_weight(step: int, lr: float, warmup_steps: float, r: float,
+                         weight_lr_power: float, lr_max: float | None,
+                         weight_sum: float | None) -> tuple[float, float]:
+    """Schedule-Free's warmed-up learning rate and averaging weight ckp1 at ``step``, from
+    this step's ``lr_max`` and ``weight_sum``, or replayed from step 1 when None (constant
+    options)."""
+    def lr_at(t: int) -> float:
+        return lr * (t / warmup_steps if t - 1 < warmup_steps else 1.0)
+
+    if lr_max is None or weight_sum is None:
+        top, total = -1.0, 0.0
+        for t in range(1, step + 1):
+            top = max(lr_at(t), top)
+            total += t ** r * top ** weight_lr_power
+        lr_max, weight_sum = top, total
+    weight = step ** r * lr_max ** weight_lr_power
+    return lr_at(step), (weight / weight_sum if weight_sum != 0 else 0.0)
+
+
+def schedulefree_adamw(param: Array, grad: Array, z: Array, exp_avg_sq: Array, *, step: int,
+                       lr_max: float | None = None, weight_sum: float | None = None,
+                       lr: float = 2.5e-3, beta1: float = 0.9, beta2: float = 0.999,
+                       eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: float = 0.0,
+                       r: float = 0.0, weight_lr_power: float = 2.0,
+                       maximize: bool = False) -> None:
+    r"""Schedule-Free AdamW, in train mode: ``param`` holds :math:`y`, where gradients are taken.
+
+    .. math::
+        \gamma_t &= \gamma \min(1, t/T_w), \quad \gamma_{\max} \leftarrow
+            \max(\gamma_{\max}, \gamma_t), \quad w_t = t^r \gamma_{\max}^{p}, \quad
+            W \leftarrow W + w_t, \quad c_t = w_t / W \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2)\,g_t^2, \quad
+        \hat g_t = g_t / (\sqrt{v_t/(1-\beta_2^t)} + \epsilon) + \lambda y_{t-1} \\
+        y_t &= (1-c_t)\,y_{t-1} + c_t z_{t-1} + \gamma_t(\beta_1(1-c_t) - 1)\,\hat g_t, \quad
+        z_t = z_{t-1} - \gamma_t \hat g_t
+
+    with :math:`T_w` = ``warmup_steps``, :math:`p` = ``weight_lr_power``, and
+    :math:`\gamma_{\max}`, :math:`W` this step's values of the scalar states ``lr_max``
+    (-1 before step 1) and ``weight_sum`` (0 before; None: replayed from step 1 with these
+    options). ``z`` starts as a copy of the parameter.
+    The average :math:`x` (to evaluate with) is :math:`y + (1 - 1/\beta_1)(z - y)`: see
+    ``schedulefree_eval``.
+
+    References:
+        Defazio et al., "The Road Less Scheduled", NeurIPS 2024; schedulefree's
+        ``AdamWScheduleFree``.
+    """
+    lr_t, ckp1 = _schedulefree_weight(step, lr, warmup_steps, r, weight_lr_power, lr_max,
+                                      weight_sum)
+    g = _negate_if(grad, maximize)
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * g * g
+    g = g / (np.sqrt(exp_avg_sq / (1 - beta2 ** step)) + eps)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    _lerp_(param, z, ckp1)
+    param += lr_t * (beta1 * (1 - ckp1) - 1) * g
+    z -= lr_t * g
+
+
+def schedulefree_sgd(param: Array, grad: Array, z: Array, *, step: int,
+                     lr_max: float | None = None, weight_sum: float | None = None,
+                     lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                     warmup_steps: float = 0.0, r: float = 0.0, weight_lr_power: float = 2.0,
+                     maximize: bool = False) -> None:
+    r"""Schedule-Free SGD, in train mode: ``schedulefree_adamw`` with :math:`\hat g_t = g_t +
+    \lambda y_{t-1}` and ``momentum`` for :math:`\beta_1`.
+
+    References:
+        Defazio et al., "The Road Less Scheduled", NeurIPS 2024; schedulefree's
+        ``SGDScheduleFree``.
+    """
+    lr_t, ckp1 = _schedulefree_weight(step, lr, warmup_steps, r, weight_lr_power, lr_max,
+                                      weight_sum)
+    g = _negate_if(grad, maximize)
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    _lerp_(param, z, ckp1)
+    param += lr_t * (momentum * (1 - ckp1) - 1) * g
+    z -= lr_t * g
+
+
+def schedulefree_swap(param: Array, z: Array, *, step: int | None = None,
+                      weight: float) -> None:
+    """The Schedule-Free mode switch ``param = lerp(param, z, weight)``: to eval (y to x)
+    with weight ``1 - 1/beta1``, to train (x to y) with ``1 - beta1``."""
+    _lerp_(param, z, weight)

@@ -38,14 +38,14 @@ import torch
 
 from . import _generic
 from ._algorithms import active_states
-from ._specs import SPECS
+from ._specs import PARAM, SPECS
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
 from .optim import functional_options
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
-           "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix"]
+           "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "AdamWScheduleFree", "SGDScheduleFree"]
 
 
 
@@ -168,6 +168,7 @@ def _step_count(t: Any, where: str) -> int:
 
 
 _NUMPY: dict[torch.dtype, Any] = {torch.float32: np.float32, torch.float64: np.float64}
+_TORCH: dict[Any, torch.dtype] = {v: k for k, v in _NUMPY.items()}
 _STRIDED = torch.strided
 
 
@@ -262,21 +263,25 @@ class _Work:
             used = np.empty((len(batch.params), len(scalars)), np.float64)
             for r, (state, t) in enumerate(zip(batch.states, batch.steps)):
                 old_arrays = {}
+                olds, kinds = [], []
                 for c, sc in enumerate(scalars):
                     x = state.get(sc.name)
                     if x is None:
-                        dtype = default
+                        dtype = _TORCH[sc.dtype] if sc.dtype else default
                         old_value = float(_NUMPY[dtype](sc.initial(batch.opts)))
                         self.scalar_allocate.append((state, sc.name, old_value, dtype))
                     else:
                         if type(x) is not torch.Tensor or x.numel() != 1 or \
-                                x.dtype not in _NUMPY or not x.is_cpu:
+                                x.dtype not in _NUMPY or not x.is_cpu or (
+                                    sc.dtype and x.dtype is not _TORCH[sc.dtype]):
                             what = (f"a tensor of shape {list(x.shape)}, {x.dtype} on "
                                     f"{x.device}" if isinstance(x, torch.Tensor)
                                     else type(x).__name__)
+                            want = (f"{_TORCH[sc.dtype]}".replace("torch.", "")
+                                    if sc.dtype else "float32 or float64")
                             raise ValueError(f"fastopt.torch: state {sc.name!r} of a parameter "
-                                             f"is {what} (expected a CPU float32 or float64 "
-                                             f"tensor of one element, as torch keeps it)")
+                                             f"is {what} (expected a CPU {want} tensor of one "
+                                             f"element)")
                         dtype = x.dtype
                         old_value = float(x.item())
                         if not (math.isfinite(old_value) and sc.lo <= old_value <= sc.hi):
@@ -284,9 +289,11 @@ class _Work:
                                              f"parameter is {old_value!r} (expected a finite value "
                                              f"from {sc.lo} to {sc.hi})")
                     kind = _NUMPY[dtype]
-                    used[r, c], new = sc.advance(old_value, t, batch.opts, kind)
+                    olds.append(old_value)
+                    kinds.append(kind)
                     old_arrays[sc.name] = np.array(old_value, kind)
-                    self.scalar_writes.append((state, sc.name, new))
+                used[r], new = spec.advance_scalars(olds, t, batch.opts, kinds)
+                self.scalar_writes += [(state, sc.name, v) for sc, v in zip(scalars, new)]
                 batch.scalars_old.append(old_arrays)
             batch.scalars = used
 
@@ -417,8 +424,28 @@ class _Optimizer(torch.optim.Optimizer):
             for key, value in getattr(self, "defaults", {}).items():
                 group.setdefault(key, value)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, except that scalar states kept in their own dtype
+        (Schedule-Free's float64 ``lr_max`` and ``weight_sum``) keep it: torch casts every
+        floating-point state to its parameter's dtype."""
+        super().load_state_dict(state_dict)
+        own = [sc.name for sc in SPECS[self.algorithm].scalar_states if sc.dtype is not None]
+        if not own:
+            return
+        saved = state_dict["state"]
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            for name in own:
+                value = saved.get(i, {}).get(name)
+                if isinstance(value, torch.Tensor) and p in self.state:
+                    self.state[p][name] = value.detach().to("cpu", _TORCH[np.float64],
+                                                             copy=True)
+
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
         init = SPECS[self.algorithm].state(name).init
+        if init == PARAM:
+            return p.detach().clone(memory_format=torch.preserve_format)
         if isinstance(init, str):  # a group key holding the value
             init = float(_as_number(init, group[init]))
         return torch.full_like(p, init)  # the parameter's memory layout
@@ -873,4 +900,97 @@ class AdEMAMix(_Optimizer):
                                       t_alpha=0.0 if t_alpha is None else t_alpha,
                                       t_beta3=0.0 if t_beta3 is None else t_beta3,
                                       maximize=maximize), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
+
+
+class _ScheduleFree(_Optimizer):
+    """schedulefree's train/eval protocol (see fastopt.optim's AdamWScheduleFree): created in
+    train mode (schedulefree starts in eval mode and needs ``train()`` first; that call is a
+    no-op here), ``step`` refuses eval mode, each switch one fused pass per tensor, all or
+    nothing. ``lr_max`` and ``weight_sum`` are kept per parameter, in float64, next to
+    torch's per-parameter ``step`` (schedulefree keeps ``k``, ``lr_max`` and ``weight_sum``
+    per group: the same values while every parameter of a group has a gradient at every
+    step)."""
+
+    _beta1: ClassVar[str]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if not all(g.get("train_mode", True) for g in self.param_groups):
+            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: call .train() "
+                               f"before training (and .eval() before evaluating)")
+        return super().step(closure)
+
+    def train(self) -> None:
+        """Move every parameter from x to y (no-op for groups already in train mode)."""
+        self._switch(to_eval=False)
+
+    def eval(self) -> None:
+        """Move every parameter from y to the average x, to evaluate or checkpoint with."""
+        self._switch(to_eval=True)
+
+    @torch.no_grad()
+    def _switch(self, to_eval: bool) -> None:
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            if bool(group.get("train_mode", True)) != to_eval:
+                continue
+            beta1 = float(group["betas"][0] if self._beta1 == "betas" else group[self._beta1])
+            for k, p in enumerate(group["params"]):
+                z = self.state[p].get("z") if p in self.state else None
+                if z is None:
+                    continue
+                where = f"param_groups[{gi}]['params'][{k}]"
+                _check_param(p, where)
+                if type(z) is not torch.Tensor or z.dtype != p.dtype or z.shape != p.shape \
+                        or z.device != p.device or z.stride() != p.stride():
+                    _check_state(p, z, "z", where)
+                    raise ValueError(f"fastopt.torch: state 'z' of {where} has strides "
+                                     f"{z.stride()} (expected its parameter's {p.stride()})")
+                work.append((p.detach(), z, beta1))
+        with deferred_signals():
+            for p, z, beta1 in work:
+                _generic.schedulefree_swap(p, z, beta1, to_eval, self.backend)
+            if work:
+                torch.autograd.graph.increment_version([p for p, _, _ in work])
+            for group in self.param_groups:
+                group["train_mode"] = not to_eval
+
+
+class AdamWScheduleFree(_ScheduleFree):
+    """schedulefree's ``AdamWScheduleFree`` interface and defaults on fastopt's kernels."""
+
+    algorithm = "schedulefree_adamw"
+    _beta1 = "betas"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2.5e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      warmup_steps=warmup_steps, r=r,
+                                      weight_lr_power=weight_lr_power, maximize=maximize,
+                                      train_mode=True), backend, multi_tensor,
+                         foreach, fused, capturable, differentiable)
+
+
+class SGDScheduleFree(_ScheduleFree):
+    """schedulefree's ``SGDScheduleFree`` interface and defaults on fastopt's kernels."""
+
+    algorithm = "schedulefree_sgd"
+    _beta1 = "momentum"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, momentum: float = 0.9,
+                 weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
+                 weight_lr_power: float = 2.0, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False, fused: bool | None = None,
+                 backend: str = "auto", multi_tensor: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      warmup_steps=warmup_steps, r=r,
+                                      weight_lr_power=weight_lr_power, maximize=maximize,
+                                      train_mode=True), backend, multi_tensor,
                          foreach, fused, capturable, differentiable)

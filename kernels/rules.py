@@ -467,3 +467,77 @@ def ademamix(p, g, exp_avg, exp_avg_sq, exp_avg_slow, one_minus_beta1, beta2, on
     denom = math.sqrt(exp_avg_sq) / bc2_sqrt + eps
     p = p + neg_lr * ((exp_avg / bias_correction1 + alpha * exp_avg_slow) / denom)
     return p, exp_avg, exp_avg_sq, exp_avg_slow
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule-Free AdamW and SGD (Defazio et al. 2024; facebookresearch's `schedulefree`). In train
+# mode the parameter holds y, the point gradients are taken at; z is the base iterate. The
+# averaging weight ckp1 comes from the scalar states lr_max and weight_sum (see _specs).
+
+
+def schedulefree_adamw_scalars(step, lr_max, weight_sum, lr, beta1, beta2, eps, weight_decay,
+                               warmup_steps, r, weight_lr_power):
+    # schedulefree counts k = step - 1: a linear warmup (k + 1) / warmup_steps while k < it.
+    sched = step / warmup_steps if step - 1 < warmup_steps else 1.0
+    lr_t = lr * sched
+    weight = math.pow(step, r) * math.pow(lr_max, weight_lr_power)
+    ckp1 = weight / weight_sum if weight_sum != 0.0 else 0.0
+    return (ckp1, lr_t * (beta1 * (1.0 - ckp1) - 1.0), lr_t, beta2, 1.0 - beta2,
+            1.0 - math.pow(beta2, step), eps, weight_decay, 1.0)
+
+
+def schedulefree_adamw(p, g, z, exp_avg_sq, ckp1, y_coef, lr, beta2, one_minus_beta2,
+                       bias_correction2, eps, weight_decay, one, maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
+    g = g / (math.sqrt(exp_avg_sq / bias_correction2) + eps)
+    if use_weight_decay:
+        g = g + weight_decay * p  # at y, after the normalisation
+    diff = z - p  # y = torch.lerp(y, z, ckp1)
+    if ckp1 < one - ckp1:
+        p = p + ckp1 * diff
+    else:
+        p = z - diff * (one - ckp1)
+    p = p + y_coef * g
+    z = z - lr * g
+    return p, z, exp_avg_sq
+
+
+def schedulefree_sgd_scalars(step, lr_max, weight_sum, lr, momentum, weight_decay, warmup_steps,
+                             r, weight_lr_power):
+    sched = step / warmup_steps if step - 1 < warmup_steps else 1.0
+    lr_t = lr * sched
+    weight = math.pow(step, r) * math.pow(lr_max, weight_lr_power)
+    ckp1 = weight / weight_sum if weight_sum != 0.0 else 0.0
+    return ckp1, lr_t * (momentum * (1.0 - ckp1) - 1.0), lr_t, weight_decay, 1.0
+
+
+def schedulefree_sgd(p, g, z, ckp1, y_coef, lr, weight_decay, one, maximize, use_weight_decay):
+    if maximize:
+        g = -g
+    if use_weight_decay:
+        g = g + weight_decay * p
+    diff = z - p
+    if ckp1 < one - ckp1:
+        p = p + ckp1 * diff
+    else:
+        p = z - diff * (one - ckp1)
+    p = p + y_coef * g
+    z = z - lr * g
+    return p, z
+
+
+def schedulefree_swap_scalars(weight):
+    return weight, 1.0
+
+
+def schedulefree_swap(p, z, weight, one):
+    # The mode switch: p = torch.lerp(p, z, weight); eval (y -> x) takes weight 1 - 1/beta1,
+    # train (x -> y) 1 - beta1.
+    diff = z - p
+    if weight < one - weight:
+        p = p + weight * diff
+    else:
+        p = z - diff * (one - weight)
+    return (p,)

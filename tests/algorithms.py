@@ -13,7 +13,7 @@ import numpy as np
 
 import fastopt
 from fastopt import reference
-from fastopt._specs import REQUIRED, SPECS, Spec
+from fastopt._specs import PARAM, REQUIRED, SPECS, Spec
 
 from fastopt._check import TOLERANCE  # noqa: E402 - the one place tolerances are written
 DTYPES = (np.float32, np.float64)
@@ -115,9 +115,17 @@ class Problem:
                 # Contents must be ignored on step 1: NaN would show if they were read.
                 self.state[name] = np.full(shape, np.nan, dtype)
             else:
-                self.state[name] = np.full(shape, spec.initial(name), dtype)
+                self.state[name] = spec.initial_array(name, self.param)
         # Scalar states (NAdam's mu_product, ...): 0-d arrays the functions update in place.
         self.scalars = spec.initial_scalars(options, dtype)
+
+    def set_param(self, values: np.ndarray) -> None:
+        """New parameter values; states that start as a copy of it (Schedule-Free's z)
+        follow."""
+        self.param[...] = values
+        for name, s in zip(self.algo.states, self.algo.spec.states):
+            if s.init == PARAM and self.state[name] is not None:
+                self.state[name][...] = values
 
     def grad(self) -> np.ndarray:
         return self.rng.standard_normal(self.param.shape).astype(self.dtype)
@@ -221,6 +229,9 @@ BOUNDARY_CASES: tuple[tuple[str, dict[str, Any], float], ...] = (
     ("adopt", {"weight_decay": 0.1}, 1e19),
     ("ademamix", {"eps": 0.0, "beta3": 0.0}, 1.0),
     ("ademamix", {"t_alpha": 4.0, "t_beta3": 4.0}, 1e19),
+    ("schedulefree_adamw", {"eps": 0.0, "weight_decay": 0.1}, 1e19),
+    ("schedulefree_sgd", {"lr": 0.0}, 1.0),  # weight_sum stays 0: ckp1 = 0 (schedulefree's)
+    ("schedulefree_sgd", {"weight_decay": 0.1}, 1e30),
 )
 
 

@@ -131,3 +131,23 @@ def test_rejected_calls_never_launch(cupy):
     with pytest.raises(ValueError, match="Invalid exp_avg_sq: it overlaps exp_avg"):
         fastopt.adam_step(p, g, m, m, step=1)
     assert cupy.launches == []
+
+
+@pytest.mark.parametrize("to_eval", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_schedulefree_switch_matches_the_reference(cupy, dtype, to_eval):
+    rng = np.random.default_rng(5)
+    y, z = rng.standard_normal((2, SIZES[-1])).astype(dtype)
+    p = cupy_emulator.ndarray(y.copy())
+    fn = fastopt.schedulefree_eval if to_eval else fastopt.schedulefree_train
+    fn(p, cupy_emulator.ndarray(z.copy()), beta1=0.9)
+    expected = y.copy()
+    fastopt.reference.schedulefree_swap(expected, z, weight=1 - 1 / 0.9 if to_eval else 1 - 0.9)
+    np.testing.assert_array_equal(p.host, expected)
+    assert [e for e, _, _ in cupy.launches] == [
+        f"schedulefree_swap<{cupy_emulator_type(dtype)}, {cupy_emulator_type(dtype)}, "
+        f"{4 if np.dtype(dtype) == np.float32 else 2}>"]
+
+
+def cupy_emulator_type(dtype):
+    return "float" if np.dtype(dtype) == np.float32 else "double"

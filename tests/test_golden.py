@@ -36,7 +36,7 @@ def test_reference_matches_torch_trajectory(case, dtype):
     param0, grads = GOLDEN[key + "|param0"], GOLDEN[key + "|grads"]
     params, states = GOLDEN[key + "|params"], GOLDEN[key + "|states"]
     prob = Problem(algo, options, param0.shape, dtype)
-    prob.param[...] = param0
+    prob.set_param(param0)
     scalars = GOLDEN[key + "|scalars"]
     active = sorted(algo.active_states(options))
     for t, g in enumerate(grads, start=1):

@@ -173,3 +173,16 @@ def test_check_command_runs_the_gpu_backend():
 
     r = _check.check_case("numba-cuda", "adam", {"amsgrad": True}, np.float32, 40, 3)
     assert r.passed, r
+
+
+@pytest.mark.parametrize("to_eval", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_schedulefree_switch_matches_the_reference(dtype, to_eval):
+    rng = np.random.default_rng(5)
+    y, z = rng.standard_normal((2, SIZES[-1])).astype(dtype)
+    p = cuda.to_device(y)
+    fn = fastopt.schedulefree_eval if to_eval else fastopt.schedulefree_train
+    fn(p, cuda.to_device(z), beta1=0.9)
+    expected = y.copy()
+    fastopt.reference.schedulefree_swap(expected, z, weight=1 - 1 / 0.9 if to_eval else 1 - 0.9)
+    np.testing.assert_array_equal(p.copy_to_host(), expected)

@@ -34,6 +34,8 @@ ORACLES: dict[str, tuple[str, str]] = {
     "Lion": ("lion_pytorch", "Lion"),
     "ADOPT": ("adopt", "ADOPT"),  # pip install torch-adopt
     "AdEMAMix": ("pytorch_optimizer", "AdEMAMix"),  # pip install pytorch_optimizer
+    "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree"),  # pip install schedulefree
+    "SGDScheduleFree": ("schedulefree", "SGDScheduleFree"),
 }
 
 
@@ -77,7 +79,47 @@ def _adapt_ademamix(cls: Any) -> Any:
     return AdEMAMix
 
 
-_ADAPTERS = {"AdEMAMix": _adapt_ademamix}
+def _adapt_schedulefree(cls: Any) -> Any:
+    """schedulefree's optimizers as fastopt runs them: created in train mode (schedulefree
+    starts in eval mode and refuses to step), its per-group k, lr_max and weight_sum kept per
+    parameter (each parameter with a gradient stepped as a group of its own, its values in
+    its state: fastopt's step, lr_max, weight_sum), one-element lists of foreach=False."""
+    import torch
+
+    class ScheduleFree(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, params: Any, **kw: Any) -> None:
+            super().__init__(params, foreach=False, **kw)
+            self.train()
+
+        def step(self, closure: Any = None) -> Any:
+            groups = self.param_groups
+            try:
+                for group in groups:
+                    for p in group["params"]:
+                        if p.grad is None:
+                            continue
+                        state = self.state[p]
+                        one = {**group, "params": [p], "foreach": False}
+                        if "step" in state:
+                            one.update(k=int(state["step"].item()),
+                                       lr_max=state["lr_max"].item(),
+                                       weight_sum=state["weight_sum"].item())
+                        else:
+                            one.update(k=0, lr_max=-1.0, weight_sum=0.0)
+                        self.param_groups = [one]
+                        super().step()
+                        state["step"] = torch.tensor(float(one["k"]))
+                        for key in ("lr_max", "weight_sum"):
+                            state[key] = torch.tensor(one[key], dtype=torch.float64)
+            finally:
+                self.param_groups = groups
+
+    ScheduleFree.__name__ = cls.__name__
+    return ScheduleFree
+
+
+_ADAPTERS = {"AdEMAMix": _adapt_ademamix, "AdamWScheduleFree": _adapt_schedulefree,
+             "SGDScheduleFree": _adapt_schedulefree}
 
 
 def oracle_class(name: str) -> Any:

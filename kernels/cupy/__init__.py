@@ -22,9 +22,9 @@ def __getattr__(name):
     # FLAGS: {rule: template flag names in template-parameter order}, from the specs (each
     # spec's compile-time flags in its rule's order); computed on use, so this stays plain.
     if name == "FLAGS":
-        from ..._specs import SPECS
+        from ..._specs import KERNEL_SPECS
 
-        return {s.rule: s.flag_names for s in SPECS.values()}
+        return {s.rule: s.flag_names for s in KERNEL_SPECS}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -73,8 +73,8 @@ def name_expression(name, dtype, vec, flags):
     ``flags`` maps every flag of ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``.
     """
     storage, math, _ = TYPES[dtype]
-    values = ", ".join(_bool(flags[f]) for f in __getattr__("FLAGS")[name])
-    return f"{name}<{storage}, {math}, {vec}, {values}>"
+    values = "".join(f", {_bool(flags[f])}" for f in __getattr__("FLAGS")[name])
+    return f"{name}<{storage}, {math}, {vec}{values}>"
 
 
 def roofline_expression(dtype, vec, n_state):
