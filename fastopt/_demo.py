@@ -212,13 +212,13 @@ def train(name: str, hyper: dict[str, Any], data: Data, *, epochs: int, batch_si
             opt.step(grads)
             result.optimizer_seconds += time.perf_counter() - t0
         # Schedule-Free is evaluated at its average x (eval mode), then trains on at y.
-        switches = hasattr(opt, "eval")
-        if switches:
-            opt.eval()
+        to_eval, to_train = getattr(opt, "eval", None), getattr(opt, "train", None)
+        if to_eval is not None:
+            to_eval()
         train_loss, _ = evaluate(params, data.x_train, data.y_train)
         test_loss, test_acc = evaluate(params, data.x_test, data.y_test)
-        if switches:
-            opt.train()
+        if to_train is not None:
+            to_train()
         result.train_loss.append(train_loss)
         result.test_loss.append(test_loss)
         result.test_accuracy_curve.append(test_acc)

@@ -15,6 +15,8 @@ from algorithms import (ALGORITHMS, DTYPES, SIZES, Problem, assert_close, case_i
 BACKENDS = [b for b, reason in fastopt.available_backends().items()
             if reason is None and b not in ("numpy", *fastopt._backends.GPU_BACKENDS)]
 STEPS = 25
+# 2**16 + 3 already takes the parallel kernels; the largest size runs with --runslow.
+RUN_SIZES = [pytest.param(n, marks=pytest.mark.slow) if n > 2**16 + 3 else n for n in SIZES]
 
 
 def run_both(problem: Problem, backend: str, steps: int) -> tuple[Problem, Problem]:
@@ -28,7 +30,7 @@ def run_both(problem: Problem, backend: str, steps: int) -> tuple[Problem, Probl
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", RUN_SIZES)
 @pytest.mark.parametrize("case", cases(), ids=case_id)
 def test_matches_reference(case, size, dtype, backend):
     algo, options = case

@@ -25,6 +25,10 @@ from numba import cuda  # noqa: E402
 from fastopt.kernels.cuda import THREADS_PER_BLOCK  # noqa: E402
 
 SIZES = (1, 7, 33, 300, 2 * THREADS_PER_BLOCK + 37)
+# In the default run: a tail, a partial vector, and threads striding the grid; the rest with
+# --runslow (the simulator runs every thread in Python).
+RUN_SIZES = [n if n in (1, 7, SIZES[-1]) else pytest.param(n, marks=pytest.mark.slow)
+             for n in SIZES]
 STEPS = 3
 
 
@@ -33,7 +37,7 @@ def run(problem: Problem, steps: int, backend: str = "auto") -> tuple[Problem, P
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", RUN_SIZES)
 @pytest.mark.parametrize("case", cases(), ids=case_id)
 def test_matches_reference(case, size, dtype):
     algo, options = case

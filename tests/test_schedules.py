@@ -122,3 +122,96 @@ def test_bad_arguments(make, msg):
     with pytest.raises((ValueError, TypeError)) as e:
         make(opt())
     assert msg in str(e.value)
+
+
+# -- torch's and transformers' schedules, against their recorded values -------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+from schedule_cases import CASES  # noqa: E402
+
+ORACLE = json.load(open(os.path.join(os.path.dirname(__file__), "golden", "schedules.json")))
+
+
+def _two_groups(kind):
+    a, b = np.zeros(2, np.float32), np.zeros(3, np.float32)
+    groups = [{"params": [a]}, {"params": [b], "lr": 0.01}]
+    return (fastopt.SGD(groups, lr=0.1, momentum=0.9) if kind == "sgd"
+            else fastopt.Adam(groups, lr=0.1))
+
+
+def _momentum(opt):
+    return [float(g["betas"][0] if "betas" in g else g["momentum"]) for g in opt.param_groups]
+
+
+def test_fixture_covers_the_cases():
+    assert set(ORACLE) - {"torch", "transformers"} == {c.id for c in CASES}, \
+        "tests/golden/schedules.json is stale: run python tests/make_schedule_fixtures.py"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_matches_the_oracle_at_every_step(case):
+    opt = _two_groups(case.optimizer)
+    sched = case.ours(opt)
+    expected = ORACLE[case.id]
+    for t in range(case.steps + 1):
+        if t:
+            sched.step()
+        np.testing.assert_allclose([g["lr"] for g in opt.param_groups], expected["lr"][t],
+                                   rtol=1e-12, atol=1e-15, err_msg=f"lr at step {t}")
+        np.testing.assert_allclose(_momentum(opt), expected["momentum"][t], rtol=1e-12,
+                                   err_msg=f"momentum at step {t}")
+        assert all(type(g["lr"]) is float for g in opt.param_groups)
+    if case.momentum:  # the cycle did move it
+        assert len({tuple(m) for m in expected["momentum"]}) > 2
+
+
+def test_one_cycle_refuses_to_step_past_its_end():
+    opt = _two_groups("sgd")
+    sched = fastopt.schedules.OneCycleLR(opt, 1.0, total_steps=3)
+    for _ in range(3):
+        sched.step()
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match="Tried to step 4 times"):
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in before]
+    assert sched.t == 3
+
+
+def test_cycling_needs_a_momentum_to_cycle():
+    opt = fastopt.RMSprop([np.zeros(3, np.float32)], lr=0.1)  # momentum=0 is still a key
+    fastopt.schedules.CyclicLR(opt, 0.01, 0.1, step_size_up=2)
+    opt = fastopt.Adagrad([np.zeros(3, np.float32)], lr=0.1)
+    with pytest.raises(ValueError, match="cycle_momentum=True needs groups"):
+        fastopt.schedules.OneCycleLR(opt, 0.1, total_steps=10)
+    fastopt.schedules.OneCycleLR(opt, 0.1, total_steps=10, cycle_momentum=False)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_cycled_momentum_reaches_the_kernels(kind):
+    """fastopt.torch under OneCycleLR (lr and momentum or beta1 change every step) against
+    torch.optim under torch's OneCycleLR: the same parameters after every step."""
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as ft
+
+    torch.manual_seed(0)
+    w0 = torch.randn(50)
+    ours_w = torch.nn.Parameter(w0.clone())
+    theirs_w = torch.nn.Parameter(w0.clone())
+    if kind == "sgd":
+        ours = ft.SGD([ours_w], lr=0.1, momentum=0.9)
+        theirs = torch.optim.SGD([theirs_w], lr=0.1, momentum=0.9, foreach=False)
+    else:
+        ours = ft.Adam([ours_w], lr=0.1)
+        theirs = torch.optim.Adam([theirs_w], lr=0.1, foreach=False)
+    a = fastopt.schedules.OneCycleLR(ours, 0.5, total_steps=12)
+    b = torch.optim.lr_scheduler.OneCycleLR(theirs, 0.5, total_steps=12)
+    for _ in range(12):
+        g = torch.randn(50)
+        for w, opt, sched in ((ours_w, ours, a), (theirs_w, theirs, b)):
+            w.grad = g.clone()
+            opt.step()
+            sched.step()
+        torch.testing.assert_close(ours_w, theirs_w, rtol=2e-5, atol=1e-6)
+    assert _momentum(ours) == _momentum(theirs)
