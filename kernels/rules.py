@@ -438,14 +438,15 @@ def ademamix_scalars(step, lr, beta1, beta2, beta3, alpha, eps, weight_decay, t_
         else:
             log1 = math.log(beta1)
             beta3_t = min(math.exp(log1 * log3 / ((1.0 - a) * log3 + a * log1)), beta3)
-    bias_correction1 = 1.0 - math.pow(beta1, step)
-    bc2_sqrt = math.sqrt(1.0 - math.pow(beta2, step))
-    return (1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta3_t, bias_correction1, bc2_sqrt, alpha_t,
+    # Reciprocals: a multiply per element where the oracle divides (within an ulp of it).
+    inv_bc1 = 1.0 / (1.0 - math.pow(beta1, step))
+    inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - math.pow(beta2, step))
+    return (1.0 - beta1, beta2, 1.0 - beta2, 1.0 - beta3_t, inv_bc1, inv_bc2_sqrt, alpha_t,
             eps, -lr, 1.0 - lr * weight_decay, 1.0)
 
 
 def ademamix(p, g, exp_avg, exp_avg_sq, exp_avg_slow, one_minus_beta1, beta2, one_minus_beta2,
-             one_minus_beta3, bias_correction1, bc2_sqrt, alpha, eps, neg_lr, decay, one,
+             one_minus_beta3, inv_bc1, inv_bc2_sqrt, alpha, eps, neg_lr, decay, one,
              maximize, use_weight_decay):
     if maximize:
         g = -g
@@ -464,8 +465,8 @@ def ademamix(p, g, exp_avg, exp_avg_sq, exp_avg_slow, one_minus_beta1, beta2, on
         exp_avg_slow = exp_avg_slow + one_minus_beta3 * diff
     else:
         exp_avg_slow = g - diff * rest
-    denom = math.sqrt(exp_avg_sq) / bc2_sqrt + eps
-    p = p + neg_lr * ((exp_avg / bias_correction1 + alpha * exp_avg_slow) / denom)
+    denom = math.sqrt(exp_avg_sq) * inv_bc2_sqrt + eps
+    p = p + neg_lr * ((exp_avg * inv_bc1 + alpha * exp_avg_slow) / denom)
     return p, exp_avg, exp_avg_sq, exp_avg_slow
 
 
@@ -483,15 +484,15 @@ def schedulefree_adamw_scalars(step, lr_max, weight_sum, lr, beta1, beta2, eps, 
     weight = math.pow(step, r) * math.pow(lr_max, weight_lr_power)
     ckp1 = weight / weight_sum if weight_sum != 0.0 else 0.0
     return (ckp1, lr_t * (beta1 * (1.0 - ckp1) - 1.0), lr_t, beta2, 1.0 - beta2,
-            1.0 - math.pow(beta2, step), eps, weight_decay, 1.0)
+            1.0 / (1.0 - math.pow(beta2, step)), eps, weight_decay, 1.0)
 
 
 def schedulefree_adamw(p, g, z, exp_avg_sq, ckp1, y_coef, lr, beta2, one_minus_beta2,
-                       bias_correction2, eps, weight_decay, one, maximize, use_weight_decay):
+                       inv_bc2, eps, weight_decay, one, maximize, use_weight_decay):
     if maximize:
         g = -g
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g
-    g = g / (math.sqrt(exp_avg_sq / bias_correction2) + eps)
+    g = g / (math.sqrt(exp_avg_sq * inv_bc2) + eps)
     if use_weight_decay:
         g = g + weight_decay * p  # at y, after the normalisation
     diff = z - p  # y = torch.lerp(y, z, ckp1)

@@ -6,22 +6,22 @@ template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY>
 __device__ __forceinline__ void ademamix_rule(M& p, M g, M& exp_avg, M& exp_avg_sq,
                                               M& exp_avg_slow, M one_minus_beta1, M beta2,
                                               M one_minus_beta2, M one_minus_beta3,
-                                              M bias_correction1, M bc2_sqrt, M alpha, M eps,
+                                              M inv_bc1, M inv_bc2_sqrt, M alpha, M eps,
                                               M neg_lr, M decay, M one) {
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) p = p * decay;
     exp_avg = lerp(exp_avg, g, one_minus_beta1, one - one_minus_beta1);
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g;
     exp_avg_slow = lerp(exp_avg_slow, g, one_minus_beta3, one - one_minus_beta3);
-    M denom = root(exp_avg_sq) / bc2_sqrt + eps;
-    p = p + neg_lr * ((exp_avg / bias_correction1 + alpha * exp_avg_slow) / denom);
+    M denom = root(exp_avg_sq) * inv_bc2_sqrt + eps;
+    p = p + neg_lr * ((exp_avg * inv_bc1 + alpha * exp_avg_slow) / denom);
 }
 
 template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
 __global__ void ademamix(T* __restrict__ param, const T* __restrict__ grad,
                          T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq,
                          T* __restrict__ exp_avg_slow, long long n, M one_minus_beta1, M beta2,
-                         M one_minus_beta2, M one_minus_beta3, M bias_correction1, M bc2_sqrt,
+                         M one_minus_beta2, M one_minus_beta3, M inv_bc1, M inv_bc2_sqrt,
                          M alpha, M eps, M neg_lr, M decay, M one) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
@@ -34,7 +34,7 @@ __global__ void ademamix(T* __restrict__ param, const T* __restrict__ grad,
             M s = static_cast<M>(S.v[k]);
             ademamix_rule<M, MAXIMIZE, WEIGHT_DECAY>(
                 p, static_cast<M>(G.v[k]), m, v, s, one_minus_beta1, beta2, one_minus_beta2,
-                one_minus_beta3, bias_correction1, bc2_sqrt, alpha, eps, neg_lr, decay, one);
+                one_minus_beta3, inv_bc1, inv_bc2_sqrt, alpha, eps, neg_lr, decay, one);
             P.v[k] = static_cast<T>(p);
             E.v[k] = static_cast<T>(m);
             V.v[k] = static_cast<T>(v);

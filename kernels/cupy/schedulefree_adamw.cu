@@ -6,11 +6,11 @@
 template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY>
 __device__ __forceinline__ void schedulefree_adamw_rule(M& p, M g, M& z, M& exp_avg_sq, M ckp1,
                                                         M y_coef, M lr, M beta2,
-                                                        M one_minus_beta2, M bias_correction2,
+                                                        M one_minus_beta2, M inv_bc2,
                                                         M eps, M weight_decay, M one) {
     if (MAXIMIZE) g = -g;
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g;
-    g = g / (root(exp_avg_sq / bias_correction2) + eps);
+    g = g / (root(exp_avg_sq * inv_bc2) + eps);
     if (WEIGHT_DECAY) g = g + weight_decay * p;
     p = lerp(p, z, ckp1, one - ckp1);
     p = p + y_coef * g;
@@ -21,7 +21,7 @@ template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
 __global__ void schedulefree_adamw(T* __restrict__ param, const T* __restrict__ grad,
                                    T* __restrict__ z, T* __restrict__ exp_avg_sq, long long n,
                                    M ckp1, M y_coef, M lr, M beta2, M one_minus_beta2,
-                                   M bias_correction2, M eps, M weight_decay, M one) {
+                                   M inv_bc2, M eps, M weight_decay, M one) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -32,7 +32,7 @@ __global__ void schedulefree_adamw(T* __restrict__ param, const T* __restrict__ 
             M v = static_cast<M>(V.v[k]);
             schedulefree_adamw_rule<M, MAXIMIZE, WEIGHT_DECAY>(
                 p, static_cast<M>(G.v[k]), zz, v, ckp1, y_coef, lr, beta2, one_minus_beta2,
-                bias_correction2, eps, weight_decay, one);
+                inv_bc2, eps, weight_decay, one);
             P.v[k] = static_cast<T>(p);
             Z.v[k] = static_cast<T>(zz);
             V.v[k] = static_cast<T>(v);
