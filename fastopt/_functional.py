@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 from . import _validate as check
 from ._generic import schedulefree_swap as _swap
 from ._generic import step as _step
-from ._specs import REQUIRED, SPECS
+from ._specs import REQUIRED, SPECS, no_warmup
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -222,12 +222,8 @@ def ademamix_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, exp_avg_
     """One AdEMAMix update (see reference.ademamix): ``exp_avg_slow`` is the slow EMA;
     ``t_alpha`` / ``t_beta3`` are the warmup lengths in steps (0 or None: none)."""
     _step(_ADEMAMIX, param, grad, (exp_avg, exp_avg_sq, exp_avg_slow), step, backend,
-          (lr, beta1, beta2, beta3, alpha, eps, weight_decay, _no_warmup(t_alpha),
-           _no_warmup(t_beta3), maximize))
-
-
-def _no_warmup(t: float | None) -> float | None:
-    return 0.0 if t is None else t
+          (lr, beta1, beta2, beta3, alpha, eps, weight_decay, no_warmup(t_alpha),
+           no_warmup(t_beta3), maximize))
 
 
 @declared

@@ -120,11 +120,8 @@ def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> f
     """The value the rule uses at step ``t`` of a scalar state not given: replayed from its
     initial value with these options at every step (exact, in its scalar type, when the
     options did not change during training; pass the state to keep its true history)."""
-    # Earlier steps see only the hyperparameters: a state whose update reads another's value
-    # (Schedule-Free's weight sum reads lr_max) derives that one's history itself.
-    base = {k: v for k, v in opts.items() if k not in spec.scalar_names}
     if not s.recurrent:
-        old = s.initial(opts) if t == 1 else s.update(0.0, t - 1, base, kind)
+        old = s.initial(opts) if t == 1 else s.update(0.0, t - 1, _hypers(spec, opts), kind)
         return s.advance(float(kind(old)), t, opts, kind)[0]
     # Keyed by the hyperparameters only (opts also holds the scalar states set so far).
     key = (spec.name, s.name, kind, *[opts[h.name] for h in spec.hypers])
@@ -133,12 +130,20 @@ def derived(spec: Spec, s: Scalar, t: int, opts: dict[str, Any], kind: Any) -> f
     if t - 1 - k > MAX_REPLAY:
         raise ValueError(f"Invalid {s.name}: None at step {t} (deriving it would replay "
                          f"{t - 1 - k} steps; pass the {s.name} array kept with the state)")
-    while k < t - 1:
-        k += 1
-        value = float(kind(s.update(value, k, base, kind)))
+    if k < t - 1:
+        base = _hypers(spec, opts)
+        while k < t - 1:
+            k += 1
+            value = float(kind(s.update(value, k, base, kind)))
     used, new = s.advance(value, t, opts, kind)
     if len(_derived) > 256:
         _derived.clear()
     _derived[key] = (t, new)
     return used
 
+
+def _hypers(spec: Spec, opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` without the scalar states: what an earlier step's update may see (a state
+    whose update reads another's value, as Schedule-Free's weight sum reads lr_max, then
+    derives that one's history itself)."""
+    return {k: v for k, v in opts.items() if k not in spec.scalar_names}

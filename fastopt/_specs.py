@@ -31,6 +31,11 @@ REQUIRED: Any = inspect.Parameter.empty  # a hyperparameter without a default
 PARAM = "<param>"  # a State's init: a copy of the parameter
 
 
+def no_warmup(t: Any) -> Any:
+    """AdEMAMix's warmup lengths: None (bitsandbytes' "no warmup") is 0."""
+    return 0.0 if t is None else t
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One hyperparameter: a real number in a range, or a flag (True/False).
@@ -292,11 +297,12 @@ class Spec:
         """Every scalar state's ``(used, new)`` values at ``step`` from the stored ``olds``, in
         order: each update sees the values the rule uses of the states before it, under their
         names (Schedule-Free's weight sum adds a weight from this step's ``lr_max``)."""
-        opts = dict(options)
+        opts = options
         used, new = [], []
         for s, old, kind in zip(self.scalar_states, olds, kinds):
             u, n = s.advance(old, step, opts, kind)
-            opts[s.name] = u
+            if len(self.scalar_states) > 1:  # a later state may read it (the caller's dict
+                opts = {**opts, s.name: u}  # is left alone)
             used.append(u)
             new.append(n)
         return used, new

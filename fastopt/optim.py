@@ -39,7 +39,7 @@ import numpy as np
 from . import _validate as check
 from . import _generic
 from ._algorithms import ALGORITHMS, active_states
-from ._specs import SPECS
+from ._specs import SPECS, no_warmup
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
@@ -1005,8 +1005,8 @@ class AdEMAMix(Optimizer):
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
-                                      t_alpha=0.0 if t_alpha is None else t_alpha,
-                                      t_beta3=0.0 if t_beta3 is None else t_beta3,
+                                      t_alpha=no_warmup(t_alpha),
+                                      t_beta3=no_warmup(t_beta3),
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor)
 
@@ -1019,11 +1019,7 @@ class _ScheduleFree(Optimizer):
     schedulefree starts in eval mode and needs a ``train()`` first; here that call is a no-op.
     The mode is ``param_groups[k]['train_mode']``, saved with checkpoints."""
 
-    _beta1: ClassVar[str]  # the group key of the swap's beta1
-
-    def _beta(self, group: dict[str, Any]) -> float:
-        key = self._beta1
-        return float(group["betas"][0] if key == "betas" else group[key])
+    _beta1: ClassVar[str]  # the hyperparameter (functional name) the switches use as beta1
 
     def step(self, grads: Sequence[Any], *, loss_scale: float | None = None,
              max_grad_norm: float | None = None,
@@ -1048,8 +1044,7 @@ class _ScheduleFree(Optimizer):
         index = 0
         for group in self.param_groups:
             if bool(group.get("train_mode", True)) == to_eval:
-                beta1 = self._beta(group)
-                check.real("beta1", beta1, 0.0, 1.0, lo_open=True, hi_open=True)
+                beta1 = self._options(group)[self._beta1]  # checked by the spec
                 for p in group["params"]:
                     z = self.state.get(index, {}).get("z")
                     if z is not None:
@@ -1071,7 +1066,7 @@ class AdamWScheduleFree(_ScheduleFree):
     Starts in train mode; call ``eval()`` before evaluating or saving the x weights."""
 
     algorithm = "schedulefree_adamw"
-    _beta1 = "betas"
+    _beta1 = "beta1"
 
     def __init__(self, params: Iterable[Any], lr: float = 2.5e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

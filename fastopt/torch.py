@@ -38,7 +38,7 @@ import torch
 
 from . import _generic
 from ._algorithms import active_states
-from ._specs import PARAM, SPECS
+from ._specs import PARAM, SPECS, no_warmup
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
@@ -897,8 +897,8 @@ class AdEMAMix(_Optimizer):
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
-                                      t_alpha=0.0 if t_alpha is None else t_alpha,
-                                      t_beta3=0.0 if t_beta3 is None else t_beta3,
+                                      t_alpha=no_warmup(t_alpha),
+                                      t_beta3=no_warmup(t_beta3),
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable)
 
@@ -935,7 +935,7 @@ class _ScheduleFree(_Optimizer):
         for gi, group in enumerate(self.param_groups):
             if bool(group.get("train_mode", True)) != to_eval:
                 continue
-            beta1 = float(group["betas"][0] if self._beta1 == "betas" else group[self._beta1])
+            beta1 = _group_options(self.algorithm, group)[self._beta1]  # checked by the spec
             for k, p in enumerate(group["params"]):
                 z = self.state[p].get("z") if p in self.state else None
                 if z is None:
@@ -961,7 +961,7 @@ class AdamWScheduleFree(_ScheduleFree):
     """schedulefree's ``AdamWScheduleFree`` interface and defaults on fastopt's kernels."""
 
     algorithm = "schedulefree_adamw"
-    _beta1 = "betas"
+    _beta1 = "beta1"
 
     def __init__(self, params: Iterable[Any], lr: float = 2.5e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

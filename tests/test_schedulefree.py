@@ -169,3 +169,25 @@ def test_fastopt_torch_matches_schedulefree_through_eval_and_train(name, kw):
     sd = ours.state_dict()
     assert sd["param_groups"][0]["train_mode"] is True
     assert sd["state"][0]["weight_sum"].dtype == torch.float64
+
+
+def test_a_bad_hyperparameter_in_a_later_group_makes_the_switch_change_nothing():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as ft
+
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(4))
+    opts = [ft.SGDScheduleFree([{"params": [a]}, {"params": [b]}], lr=0.1),
+            fastopt.SGDScheduleFree([{"params": [a.detach().numpy()]},
+                                     {"params": [b.detach().numpy()]}], lr=0.1)]
+    for opt in opts:
+        if isinstance(opt, ft.SGDScheduleFree):
+            a.grad, b.grad = torch.ones(3), torch.ones(4)
+            opt.step()
+        else:
+            opt.step([np.ones(3, np.float32), np.ones(4, np.float32)])
+        opt.param_groups[1]["momentum"] = 1.5
+        before = [a.detach().clone(), b.detach().clone()]
+        with pytest.raises(ValueError, match="momentum"):
+            opt.eval()
+        assert torch.equal(a, before[0]) and torch.equal(b, before[1])
+        assert all(g["train_mode"] for g in opt.param_groups)

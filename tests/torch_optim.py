@@ -39,6 +39,26 @@ ORACLES: dict[str, tuple[str, str]] = {
 }
 
 
+def _step_each_parameter(opt: Any, step: Any, load: Any, store: Any) -> None:
+    """Run an oracle that keeps its step count per parameter group as torch keeps it, per
+    parameter: each parameter with a gradient is stepped as a group of its own, whose
+    counters ``load(group, state)`` reads from the parameter's state and ``store(one_group,
+    state)`` writes back."""
+    groups = opt.param_groups
+    try:
+        for group in groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = opt.state[p]
+                one = {**group, "params": [p], **load(group, state)}
+                opt.param_groups = [one]
+                step()
+                store(one, state)
+    finally:
+        opt.param_groups = groups
+
+
 def _adapt_ademamix(cls: Any) -> Any:
     """pytorch-optimizer's AdEMAMix under fastopt's (bitsandbytes') interface: decoupled
     weight decay, one warmup length for alpha and beta3 (``t_alpha`` must equal ``t_beta3``),
@@ -57,24 +77,17 @@ def _adapt_ademamix(cls: Any) -> Any:
                              foreach=False, t_alpha=t_alpha or 0.0, t_beta3=t_beta3 or 0.0)
 
         def step(self, closure: Any = None) -> Any:
-            groups = self.param_groups
-            try:
-                for group in groups:
-                    if group["t_alpha"] != group["t_beta3"]:
-                        raise ValueError("the oracle has one warmup for alpha and beta3")
-                    for p in group["params"]:
-                        if p.grad is None:
-                            continue
-                        state = self.state[p]
-                        one = {"weight_decouple": True, "fixed_decay": False, **group,
-                               "params": [p], "foreach": False,
-                               "t_alpha_beta3": group["t_alpha"] or None,
-                               "step": int(state["step"].item()) if "step" in state else 0}
-                        self.param_groups = [one]
-                        super().step()
-                        state["step"] = torch.tensor(float(one["step"]))
-            finally:
-                self.param_groups = groups
+            def load(group: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+                if group["t_alpha"] != group["t_beta3"]:
+                    raise ValueError("the oracle has one warmup for alpha and beta3")
+                return {"weight_decouple": True, "fixed_decay": False, "foreach": False,
+                        "t_alpha_beta3": group["t_alpha"] or None,
+                        "step": int(state["step"].item()) if "step" in state else 0}
+
+            def store(one: dict[str, Any], state: dict[str, Any]) -> None:
+                state["step"] = torch.tensor(float(one["step"]))
+
+            _step_each_parameter(self, super().step, load, store)
 
     return AdEMAMix
 
@@ -92,27 +105,19 @@ def _adapt_schedulefree(cls: Any) -> Any:
             self.train()
 
         def step(self, closure: Any = None) -> Any:
-            groups = self.param_groups
-            try:
-                for group in groups:
-                    for p in group["params"]:
-                        if p.grad is None:
-                            continue
-                        state = self.state[p]
-                        one = {**group, "params": [p], "foreach": False}
-                        if "step" in state:
-                            one.update(k=int(state["step"].item()),
-                                       lr_max=state["lr_max"].item(),
-                                       weight_sum=state["weight_sum"].item())
-                        else:
-                            one.update(k=0, lr_max=-1.0, weight_sum=0.0)
-                        self.param_groups = [one]
-                        super().step()
-                        state["step"] = torch.tensor(float(one["k"]))
-                        for key in ("lr_max", "weight_sum"):
-                            state[key] = torch.tensor(one[key], dtype=torch.float64)
-            finally:
-                self.param_groups = groups
+            def load(group: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+                if "step" not in state:
+                    return {"foreach": False, "k": 0, "lr_max": -1.0, "weight_sum": 0.0}
+                return {"foreach": False, "k": int(state["step"].item()),
+                        "lr_max": state["lr_max"].item(),
+                        "weight_sum": state["weight_sum"].item()}
+
+            def store(one: dict[str, Any], state: dict[str, Any]) -> None:
+                state["step"] = torch.tensor(float(one["k"]))
+                for key in ("lr_max", "weight_sum"):
+                    state[key] = torch.tensor(one[key], dtype=torch.float64)
+
+            _step_each_parameter(self, super().step, load, store)
 
     ScheduleFree.__name__ = cls.__name__
     return ScheduleFree
