@@ -17,6 +17,7 @@ from ._functional import adamax_step
 from ._functional import adamw_step
 from ._functional import ademamix_step
 from ._functional import adopt_step
+from ._functional import ema_swap
 from ._functional import asgd_step
 from ._functional import lion_step
 from ._functional import nadam_step
@@ -64,6 +65,7 @@ __all__ = [
     "adopt_step",
     "asgd_step",
     "available_backends",
+    "ema_swap",
     "lion_step",
     "nadam_step",
     "radam_step",

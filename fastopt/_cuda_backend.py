@@ -18,6 +18,7 @@ from numba import config, cuda
 
 from . import _device
 from . import _gpu_plans as plans
+from ._specs import Ema
 from .kernels import cuda as kernels
 
 _kernels: dict[tuple[Any, ...], Any] = {}
@@ -43,12 +44,16 @@ def _cast(dtype: Any, values: tuple[float, ...]) -> list[Any]:
 
 
 def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
-            scalars: tuple[float, ...], active: tuple[bool, ...]) -> None:
-    key = (name, *flags.values())
+            scalars: tuple[float, ...], active: tuple[bool, ...], ema: Ema | None = None) -> None:
+    key = (name, *flags.values(), ema is not None)
     k = _kernels.get(key)
     if k is None:
-        k = _kernels[key] = kernels.kernel(name, active, tuple(flags.items()), len(scalars))
+        k = _kernels[key] = kernels.kernel(name, active, tuple(flags.items()), len(scalars),
+                                           ema is not None)
     views = [_view(a) for a in arrays]
+    if ema is not None:
+        views.append(_view(ema.array))
+        scalars = (*scalars, *ema.scalars)
     blocks, threads = kernels.launch_config(views[0].size)
     k[blocks, threads](*views, *_cast(views[0].dtype, scalars))
 

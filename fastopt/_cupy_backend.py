@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _device
 from . import _gpu_plans as plans
+from ._specs import Ema
 from .kernels import cupy as sources
 
 THREADS_PER_BLOCK = 256
@@ -57,18 +58,23 @@ def _as_cupy(a: Any) -> Any:
 
 
 def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple[float, ...],
-            active: tuple[bool, ...] = (), extra: tuple[Any, ...] = ()) -> None:
+            active: tuple[bool, ...] = (), ema: Ema | None = None,
+            extra: tuple[Any, ...] = ()) -> None:
     arrs = [_as_cupy(a) for a in arrays]
     p = arrs[0]
     n = p.size
     dtype = p.dtype.name
-    width = sources.TYPES[dtype][2]
-    vec = width if all(a.data.ptr % 16 == 0 for a in arrs) else 1
-    expression = (sources.name_expression(name, dtype, vec, flags) if name != "roofline"
-                  else sources.roofline_expression(dtype, vec, extra[0]))
-    device = p.data.device_id
     t = p.dtype.type
-    args = (*arrs, np.int64(n), *[t(s) for s in scalars])
+    tail: list[Any] = []
+    if name in sources.EMA:  # the algorithms' kernels take the weight EMA's arguments last
+        e = p if ema is None else _as_cupy(ema.array)
+        tail = [e, *[t(s) for s in (ema.scalars if ema is not None else (0.0, 1.0, 0.0))]]
+    width = sources.TYPES[dtype][2]
+    vec = width if all(a.data.ptr % 16 == 0 for a in (*arrs, *tail[:1])) else 1
+    expression = (sources.name_expression(name, dtype, vec, flags, ema is not None)
+                  if name != "roofline" else sources.roofline_expression(dtype, vec, extra[0]))
+    device = p.data.device_id
+    args = (*arrs, np.int64(n), *[t(s) for s in scalars], *tail)
     if cupy.cuda.runtime.getDevice() == device:
         _function(device, name, expression)(
             (_blocks(device, -(-n // vec)),), (THREADS_PER_BLOCK,), args)
@@ -85,7 +91,7 @@ update = plans.updater(_launch)
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:
     """The same-traffic kernel over param, grad and up to three states (benchmarks only)."""
     pad = list(states) + [param] * (3 - len(states))
-    _launch("roofline", {}, [param, grad, *pad], (), (), (len(states),))
+    _launch("roofline", {}, [param, grad, *pad], (), (), None, (len(states),))
 
 
 def to_device(a: np.ndarray) -> Any:

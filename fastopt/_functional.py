@@ -13,6 +13,7 @@ import inspect
 from typing import Any, Callable, TypeVar
 
 from . import _validate as check
+from ._generic import ema_swap as _ema_swap
 from ._generic import schedulefree_swap as _swap
 from ._generic import step as _step
 from ._specs import REQUIRED, SPECS, no_warmup
@@ -30,7 +31,8 @@ def declared(fn: F) -> F:
     expected_arrays = ["param", "grad", *spec.state_names]
     expected_keywords = {"step": REQUIRED if spec.step == "required" else None,
                          **{name: None for name in spec.scalar_names},
-                         **{h.name: h.default for h in spec.hypers}, "backend": "auto"}
+                         **{h.name: h.default for h in spec.hypers}, "ema": None,
+                         "ema_decay": 0.999, "ema_step": None, "backend": "auto"}
     if arrays != expected_arrays or list(keywords) != list(expected_keywords) or any(
             keywords[k] != v and not (v is REQUIRED and keywords[k] is REQUIRED)
             for k, v in expected_keywords.items()):
@@ -41,7 +43,18 @@ def declared(fn: F) -> F:
         if (state.when is None) != (p.default is inspect.Parameter.empty):
             raise TypeError(f"{fn.__name__}: {p.name} must default to None exactly when it "
                             f"is optional")
+    fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n\n    " + EMA_DOC + "\n    "
     return check.bumps_torch_versions(fn)
+
+
+# Appended to every step function's docstring: the keywords they all share.
+EMA_DOC = """Weight EMA (every algorithm): with ``ema`` (an array like ``param``), the same pass
+    also updates the exponential moving average of the parameter, as
+    ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(ema_decay)`` does
+    after each step: ``ema = lerp(ema, param, 1 - ema_decay)`` on the updated parameter, and on
+    the first EMA update (``ema_step == 1``) a copy of it. ``ema_step`` is the 1-based number of
+    this EMA update, ``step`` when left out (then the EMA starts with the optimizer).
+    Evaluate with the EMA weights by swapping them in: ``fastopt.ema_swap``."""
 
 
 _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
@@ -55,23 +68,28 @@ _SF_ADAMW, _SF_SGD = SPECS["schedulefree_adamw"], SPECS["schedulefree_sgd"]
 @declared
 def sgd_step(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int | None = None,
              lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-             weight_decay: float = 0.0, maximize: bool = False, backend: str = "auto") -> None:
+             weight_decay: float = 0.0, maximize: bool = False, ema: Any = None,
+             ema_decay: float = 0.999, ema_step: int | None = None,
+             backend: str = "auto") -> None:
     """One SGD update, optionally with heavy-ball or Nesterov momentum (see reference.sgd).
 
     ``momentum_buffer`` is required exactly when ``momentum != 0``, and so is ``step``: on step
     1 the buffer is set to the gradient, as torch.optim.SGD does.
     """
     _step(_SGD, param, grad, (momentum_buffer,), step, backend,
-          (lr, momentum, dampening, nesterov, weight_decay, maximize))
+          (lr, momentum, dampening, nesterov, weight_decay, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def adagrad_step(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float = 1e-2,
                  lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
-                 maximize: bool = False, backend: str = "auto") -> None:
+                 maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+                 ema_step: int | None = None, backend: str = "auto") -> None:
     """One Adagrad update (see reference.adagrad). ``step`` drives ``lr_decay``."""
     _step(_ADAGRAD, param, grad, (state_sum,), step, backend,
-          (lr, lr_decay, weight_decay, eps, maximize))
+          (lr, lr_decay, weight_decay, eps, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
@@ -79,21 +97,24 @@ def rmsprop_step(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = 
                  grad_avg: Any = None, *, step: int | None = None, lr: float = 1e-2,
                  alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.0, centered: bool = False, maximize: bool = False,
-                 backend: str = "auto") -> None:
+                 ema: Any = None, ema_decay: float = 0.999,
+                 ema_step: int | None = None, backend: str = "auto") -> None:
     """One RMSprop update (see reference.rmsprop).
 
     ``momentum_buffer`` is required exactly when ``momentum > 0``, ``grad_avg`` exactly when
     ``centered``. ``step`` is accepted and checked but not used.
     """
     _step(_RMSPROP, param, grad, (square_avg, momentum_buffer, grad_avg), step, backend,
-          (lr, alpha, eps, weight_decay, momentum, centered, maximize))
+          (lr, alpha, eps, weight_decay, momentum, centered, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
               *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
               eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-              maximize: bool = False, backend: str = "auto") -> None:
+              maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+              ema_step: int | None = None, backend: str = "auto") -> None:
     """One Adam update, L2 weight decay (see reference.adam).
 
     ``max_exp_avg_sq`` is required exactly when ``amsgrad``. ``step`` (the 1-based update
@@ -105,56 +126,67 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
         >>> fastopt.adam_step(p, g, m, v, step=1, lr=1e-3)
     """
     _step(_ADAM, param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq), step, backend,
-          (lr, beta1, beta2, eps, weight_decay, amsgrad, maximize))
+          (lr, beta1, beta2, eps, weight_decay, amsgrad, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_sq: Any = None,
                *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
-               maximize: bool = False, backend: str = "auto") -> None:
+               maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+               ema_step: int | None = None, backend: str = "auto") -> None:
     """One AdamW update: Adam with decoupled weight decay (see reference.adamw)."""
     _step(_ADAMW, param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq), step, backend,
-          (lr, beta1, beta2, eps, weight_decay, amsgrad, maximize))
+          (lr, beta1, beta2, eps, weight_decay, amsgrad, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def adadelta_step(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *,
                   step: int | None = None, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                   weight_decay: float = 0.0, maximize: bool = False,
-                  backend: str = "auto") -> None:
+                  ema: Any = None, ema_decay: float = 0.999,
+                  ema_step: int | None = None, backend: str = "auto") -> None:
     """One Adadelta update (see reference.adadelta). ``step`` is checked but not used."""
     _step(_ADADELTA, param, grad, (square_avg, acc_delta), step, backend,
-          (lr, rho, eps, weight_decay, maximize))
+          (lr, rho, eps, weight_decay, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def adamax_step(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
                 lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                 weight_decay: float = 0.0, maximize: bool = False,
-                backend: str = "auto") -> None:
+                ema: Any = None, ema_decay: float = 0.999,
+                ema_step: int | None = None, backend: str = "auto") -> None:
     """One Adamax update (see reference.adamax). ``step`` drives the bias correction."""
     _step(_ADAMAX, param, grad, (exp_avg, exp_inf), step, backend,
-          (lr, beta1, beta2, eps, weight_decay, maximize))
+          (lr, beta1, beta2, eps, weight_decay, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def lion_step(param: Any, grad: Any, exp_avg: Any, *, step: int | None = None, lr: float = 1e-4,
               beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
-              maximize: bool = False, backend: str = "auto") -> None:
+              maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+              ema_step: int | None = None, backend: str = "auto") -> None:
     """One Lion update (see reference.lion). ``step`` is checked but not used."""
     _step(_LION, param, grad, (exp_avg,), step, backend,
-          (lr, beta1, beta2, weight_decay, maximize))
+          (lr, beta1, beta2, weight_decay, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def radam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
                lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
-               maximize: bool = False, backend: str = "auto") -> None:
+               maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+               ema_step: int | None = None, backend: str = "auto") -> None:
     """One RAdam update (see reference.radam); ``decoupled_weight_decay=True`` gives RAdamW."""
     _step(_RADAM, param, grad, (exp_avg, exp_avg_sq), step, backend,
-          (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize))
+          (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
@@ -162,7 +194,8 @@ def nadam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
                mu_product: Any = None, lr: float = 2e-3, beta1: float = 0.9,
                beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
-               maximize: bool = False, backend: str = "auto") -> None:
+               maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+               ema_step: int | None = None, backend: str = "auto") -> None:
     """One NAdam update (see reference.nadam); ``decoupled_weight_decay=True`` gives NAdamW.
 
     ``mu_product`` is the product of the momentum coefficients of the steps so far, as torch
@@ -173,13 +206,16 @@ def nadam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
     """
     _step(_NADAM, param, grad, (exp_avg, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay,
-           maximize), (mu_product,))
+           maximize), (mu_product,),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def asgd_step(param: Any, grad: Any, ax: Any, *, step: int, eta: Any = None, mu: Any = None,
               lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
-              weight_decay: float = 0.0, maximize: bool = False, backend: str = "auto") -> None:
+              weight_decay: float = 0.0, maximize: bool = False, ema: Any = None,
+              ema_decay: float = 0.999, ema_step: int | None = None,
+              backend: str = "auto") -> None:
     """One ASGD update (see reference.asgd): ``ax`` is the running average of the parameter.
 
     ``eta`` and ``mu`` are torch's scalar states, the step size and averaging weight this step
@@ -188,28 +224,33 @@ def asgd_step(param: Any, grad: Any, ax: Any, *, step: int, eta: Any = None, mu:
     parameter's dtype, assuming ``lr``, ``lambd``, ``alpha`` and ``t0`` never changed.
     """
     _step(_ASGD, param, grad, (ax,), step, backend,
-          (lr, lambd, alpha, t0, weight_decay, maximize), (eta, mu))
+          (lr, lambd, alpha, t0, weight_decay, maximize), (eta, mu),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def rprop_step(param: Any, grad: Any, prev: Any, step_size: Any, *, step: int | None = None,
                eta_minus: float = 0.5, eta_plus: float = 1.2, step_size_min: float = 1e-6,
                step_size_max: float = 50.0, maximize: bool = False,
-               backend: str = "auto") -> None:
+               ema: Any = None, ema_decay: float = 0.999,
+               ema_step: int | None = None, backend: str = "auto") -> None:
     """One Rprop update (see reference.rprop). ``prev`` starts at 0 and ``step_size`` at the
     learning rate (torch's ``lr``, default 1e-2); ``step`` is checked but not used."""
     _step(_RPROP, param, grad, (prev, step_size), step, backend,
-          (eta_minus, eta_plus, step_size_min, step_size_max, maximize))
+          (eta_minus, eta_plus, step_size_min, step_size_max, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
 def adopt_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: int,
                lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
                clip_exponent: float = 0.25, weight_decay: float = 0.0, decouple: bool = False,
-               maximize: bool = False, backend: str = "auto") -> None:
+               maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+               ema_step: int | None = None, backend: str = "auto") -> None:
     """One ADOPT update (see reference.adopt): step 1 only fills ``exp_avg_sq``."""
     _step(_ADOPT, param, grad, (exp_avg, exp_avg_sq), step, backend,
-          (lr, beta1, beta2, eps, clip_exponent, weight_decay, decouple, maximize))
+          (lr, beta1, beta2, eps, clip_exponent, weight_decay, decouple, maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
@@ -218,12 +259,14 @@ def ademamix_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, exp_avg_
                   beta3: float = 0.9999, alpha: float = 5.0, eps: float = 1e-8,
                   weight_decay: float = 1e-2, t_alpha: float | None = 0.0,
                   t_beta3: float | None = 0.0, maximize: bool = False,
-                  backend: str = "auto") -> None:
+                  ema: Any = None, ema_decay: float = 0.999,
+                  ema_step: int | None = None, backend: str = "auto") -> None:
     """One AdEMAMix update (see reference.ademamix): ``exp_avg_slow`` is the slow EMA;
     ``t_alpha`` / ``t_beta3`` are the warmup lengths in steps (0 or None: none)."""
     _step(_ADEMAMIX, param, grad, (exp_avg, exp_avg_sq, exp_avg_slow), step, backend,
           (lr, beta1, beta2, beta3, alpha, eps, weight_decay, no_warmup(t_alpha),
-           no_warmup(t_beta3), maximize))
+           no_warmup(t_beta3), maximize),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
@@ -232,7 +275,8 @@ def schedulefree_adamw_step(param: Any, grad: Any, z: Any, exp_avg_sq: Any, *, s
                             beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                             weight_decay: float = 0.0, warmup_steps: float = 0.0,
                             r: float = 0.0, weight_lr_power: float = 2.0,
-                            maximize: bool = False, backend: str = "auto") -> None:
+                            maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
+                            ema_step: int | None = None, backend: str = "auto") -> None:
     """One Schedule-Free AdamW update in train mode (see reference.schedulefree_adamw):
     ``param`` holds y, ``z`` starts as a copy of the parameter.
 
@@ -245,7 +289,8 @@ def schedulefree_adamw_step(param: Any, grad: Any, z: Any, exp_avg_sq: Any, *, s
     """
     _step(_SF_ADAMW, param, grad, (z, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, maximize),
-          (lr_max, weight_sum))
+          (lr_max, weight_sum),
+          ema=(ema, ema_decay, ema_step))
 
 
 @declared
@@ -253,12 +298,14 @@ def schedulefree_sgd_step(param: Any, grad: Any, z: Any, *, step: int, lr_max: A
                           weight_sum: Any = None, lr: float = 1.0, momentum: float = 0.9,
                           weight_decay: float = 0.0, warmup_steps: float = 0.0, r: float = 0.0,
                           weight_lr_power: float = 2.0, maximize: bool = False,
-                          backend: str = "auto") -> None:
+                          ema: Any = None, ema_decay: float = 0.999,
+                          ema_step: int | None = None, backend: str = "auto") -> None:
     """One Schedule-Free SGD update in train mode (see reference.schedulefree_sgd); the
     arrays and scalar states as in ``schedulefree_adamw_step``, ``momentum`` for beta1."""
     _step(_SF_SGD, param, grad, (z,), step, backend,
           (lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, maximize),
-          (lr_max, weight_sum))
+          (lr_max, weight_sum),
+          ema=(ema, ema_decay, ema_step))
 
 
 @check.bumps_torch_versions
@@ -273,3 +320,11 @@ def schedulefree_train(param: Any, z: Any, *, beta1: float, backend: str = "auto
     """Schedule-Free's switch back to train mode, in place: ``param`` goes from x to
     y = lerp(x, z, 1 - beta1)."""
     _swap(param, z, beta1, False, backend)
+
+
+def ema_swap(param: Any, ema: Any, *, backend: str = "auto") -> None:
+    """Exchange the contents of ``param`` and its weight EMA ``ema`` in place, one pass (no
+    copy allocated): call it to evaluate with the EMA weights, and again to go back to
+    training (exact: the bits are moved, not recomputed)."""
+    _ema_swap(param, ema, backend)
+    check.bump_torch_versions([param, ema])  # both written (not a gradient among them)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from . import _backends
 from . import _validate as check
-from ._specs import SCHEDULEFREE_SWAP, Hyper, Scalar, Spec
+from ._specs import EMA_SWAP, SCHEDULEFREE_SWAP, Ema, Hyper, Scalar, Spec
 
 _INF = math.inf
 
@@ -59,12 +61,17 @@ def _step(spec: Spec, value: Any, flags: tuple[bool, ...]) -> int:
 
 
 def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, backend: str,
-         values: tuple[Any, ...], scalars: tuple[Any, ...] = ()) -> None:
+         values: tuple[Any, ...], scalars: tuple[Any, ...] = (),
+         ema: tuple[Any, Any, Any] = (None, 0.999, None)) -> None:
     """Validate, then update in place (see the module docstring). ``scalars``: the scalar
-    states (0-d arrays, or None to derive them from ``step``), in the spec's order."""
+    states (0-d arrays, or None to derive them from ``step``), in the spec's order; ``ema``:
+    the weight EMA's ``(array or None, decay, ema_step)`` (see ema_options)."""
     opts = options(spec, values)
     flags = spec.flag_values(opts)
     t = _step(spec, step, flags)
+    ema_array = ema[0]
+    if ema_array is not None or ema[2] is not None:
+        decay, first = ema_options(ema_array, ema[1], ema[2], step)
     active = spec.active(flags)
     names = _names.get((spec.name, active))
     if names is None:
@@ -79,7 +86,13 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         elif a is not None:
             raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
                              f"None unless {s.condition})")
-    arrays = check.arrays(names, (param, grad, *given))
+    if ema_array is None:
+        arrays = check.arrays(names, (param, grad, *given))
+        fused = None
+    else:
+        arrays = check.arrays((*names, "ema"), (param, grad, *given, ema_array))
+        fused = Ema.of(arrays[-1], decay, first, arrays[0].dtype)
+        arrays = arrays[:-1]
     mod = _backends.get(backend, arrays[0])
     written: list[tuple[Any, float]] = []
     if spec.scalar_states:
@@ -94,9 +107,30 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
     if arrays[0].size:
         it = iter(arrays[2:])
         full = tuple(next(it) if on else None for on in active)
-        mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
+        if fused is None:
+            mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
+        else:
+            mod.update(spec, flags, arrays[0], arrays[1], full, t, opts, fused)
     for a, new in written:
         a[...] = new
+
+
+def ema_options(array: Any, decay: Any, ema_step: Any, step: Any) -> tuple[float, bool]:
+    """Check the weight EMA's options: ``decay`` in [0, 1] (torch's range), ``ema_step`` the
+    1-based number of this EMA update (1: the EMA copies the parameter), by default the
+    optimizer's ``step``. Returns ``(decay, first)``."""
+    if array is None:
+        raise ValueError(f"Invalid ema_step: {ema_step!r} (expected None: no ema array given)")
+    d = check.real("ema_decay", decay, 0.0, 1.0)
+    if ema_step is None:
+        if step is None:
+            raise ValueError("Invalid ema_step: None (expected an int >= 1: with step=None, "
+                             "ema needs ema_step, the number of this EMA update)")
+        ema_step = step
+    if isinstance(ema_step, (int, np.integer)) and not isinstance(ema_step, bool) \
+            and ema_step >= 1:
+        return d, ema_step == 1
+    raise ValueError(f"Invalid ema_step: {ema_step!r} (expected an int >= 1)")
 
 
 def schedulefree_swap(param: Any, z: Any, beta1: Any, to_eval: bool, backend: str) -> None:
@@ -108,6 +142,14 @@ def schedulefree_swap(param: Any, z: Any, beta1: Any, to_eval: bool, backend: st
     if arrays[0].size:
         _backends.get(backend, arrays[0]).update(SCHEDULEFREE_SWAP, (), arrays[0], arrays[1],
                                                  (), 1, {"weight": weight})
+
+
+def ema_swap(param: Any, ema: Any, backend: str) -> None:
+    """Validate, then exchange the contents of ``param`` and ``ema`` in place, one pass."""
+    arrays = check.arrays(("param", "ema"), (param, ema))
+    if arrays[0].size:
+        _backends.get(backend, arrays[0]).update(EMA_SWAP, (), arrays[0], arrays[0],
+                                                 (arrays[1],), 1, {})
 
 
 # (spec, state, scalar type, options) -> (step, value after it): the last derived value, so a

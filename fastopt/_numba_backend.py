@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _layout
 from ._layout import base_address
-from ._specs import Spec
+from ._specs import Ema, Spec
 from .kernels.cpu import generic, multi
 
 PARALLEL_MIN_SIZE = 1 << 14
@@ -77,14 +77,16 @@ def _parallel_guard() -> contextlib.AbstractContextManager[Any]:
 _kernels: dict[tuple[Any, ...], Callable[..., None]] = {}
 
 
-def kernel(spec: Spec, flags: tuple[bool, ...], parallel: bool) -> Callable[..., None]:
-    """The compiled kernel of ``spec`` for ``flags`` (in the spec's flag order)."""
-    key = (spec.rule, flags, parallel)
+def kernel(spec: Spec, flags: tuple[bool, ...], parallel: bool,
+           ema: bool = False) -> Callable[..., None]:
+    """The compiled kernel of ``spec`` for ``flags`` (in the spec's flag order), with the
+    fused weight EMA when ``ema``."""
+    key = (spec.rule, flags, parallel, ema)
     k = _kernels.get(key)
     if k is None:
         k = _kernels[key] = generic.kernel(
             spec.rule, spec.state_names, spec.active(flags),
-            tuple(zip(spec.flag_names, flags)), spec.scalar_call, parallel)
+            tuple(zip(spec.flag_names, flags)), spec.scalar_call, parallel, ema)
     return k
 
 
@@ -111,25 +113,33 @@ def _hyper_args(spec: Spec, options: dict[str, Any]) -> list[float]:
     return [float(options[a]) for a in spec.scalar_args]
 
 
-def _arguments(spec: Spec, step: int, options: dict[str, Any]) -> list[Any]:
+def _arguments(spec: Spec, step: int, options: dict[str, Any],
+               ema: Ema | None = None) -> list[Any]:
     """The kernel's arguments after the arrays: the step if it takes one, the scalar states'
-    values (in ``options`` under their names), then the hyperparameters."""
+    values (in ``options`` under their names), the EMA's scalars, then the hyperparameters."""
     head: list[Any] = [step] if spec.takes_step else []
     if spec.scalar_states:
         head += [float(options[n]) for n in spec.scalar_names]
+    if ema is not None:
+        head += ema.scalars
     return head + _hyper_args(spec, options)
 
 
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
-           states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any]) -> None:
-    """One update of validated arrays; ``states`` in the spec's order, None where inactive."""
+           states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
+           ema: Ema | None = None) -> None:
+    """One update of validated arrays; ``states`` in the spec's order, None where inactive;
+    ``ema``: the weight EMA to update in the same pass."""
     par = param.size >= PARALLEL_MIN_SIZE
-    k = _kernels.get((spec.rule, flags, par))
+    on = ema is not None
+    k = _kernels.get((spec.rule, flags, par, on))
     if k is None:
-        k = kernel(spec, flags, par)
+        k = kernel(spec, flags, par, on)
     p = _flat(param)
-    _run(k, par, p, _flat(grad), *[p if s is None else _flat(s) for s in states],
-         *_arguments(spec, step, options))
+    arrays = [p, _flat(grad), *[p if s is None else _flat(s) for s in states]]
+    if ema is not None:
+        arrays.append(_flat(ema.array))
+    _run(k, par, *arrays, *_arguments(spec, step, options, ema))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,22 +160,23 @@ def _chunks(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def multi_step_rows(spec: Spec, options: dict[str, Any], dtype: np.dtype[Any], sizes: tuple[int, ...],
                     rows: np.ndarray | list[list[int]], steps: np.ndarray | list[int],
-                    scale: float, scalars: np.ndarray | None = None) -> None:
+                    scale: float, scalars: np.ndarray | None = None, ema: bool = False) -> None:
     """Update every tensor in one launch, from addresses: tensor ``i`` has ``sizes[i]``
     elements of ``dtype`` in the dense blocks whose lowest addresses are ``rows[i]`` = ``[param,
-    grad, *states in the spec's order]`` (the param's address standing in for an inactive
-    state), all of one layout; its gradient is multiplied by ``scale``, ``steps[i]`` is the
-    step number of this update. Nothing is validated: the caller keeps the memory alive and
-    valid. ``scalars[i]`` holds tensor ``i``'s scalar states as the rule uses them (float64,
-    ``(n_tensors, n_scalar_states)``; see _specs.Scalar)."""
+    grad, *states in the spec's order, [ema]]`` (the param's address standing in for an
+    inactive state), all of one layout; its gradient is multiplied by ``scale``, ``steps[i]`` is
+    the step number of this update. Nothing is validated: the caller keeps the memory alive and
+    valid. ``scalars[i]`` holds tensor ``i``'s scalar states as the rule uses them, then, with
+    ``ema``, its weight EMA's three scalars (``Ema.scalars``) (float64, one row per tensor; see
+    _specs.Scalar)."""
     total = sum(sizes)
     if total == 0:
         return
     par = total >= PARALLEL_MIN_SIZE
-    k = multi_kernel(spec, spec.flag_values(options), dtype, par)
+    k = multi_kernel(spec, spec.flag_values(options), dtype, par, ema)
     tensor, lo, hi = _chunks(sizes)
     if scalars is None:
-        assert not spec.scalar_states, f"{spec.name} needs its scalar states"
+        assert not spec.scalar_states and not ema, f"{spec.name} needs its scalar states"
         scalars = _NO_SCALARS
     _run(k, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
          scalars, tuple(_hyper_args(spec, options)), float(scale))
@@ -175,13 +186,14 @@ _NO_SCALARS = np.empty((0, 0), np.float64)
 
 
 def multi_kernel(spec: Spec, flags: tuple[bool, ...], dtype: np.dtype[Any],
-                 parallel: bool) -> Callable[..., None]:
+                 parallel: bool, ema: bool = False) -> Callable[..., None]:
     """The multi-tensor kernel of ``spec`` for ``flags``: its chunks run the serial
     single-tensor kernel (``kernels.cpu.multi.multi_kernel``)."""
-    single = kernel(spec, flags, False)
-    key = f"{spec.rule}|{flags}"
-    k: Callable[..., None] = multi.multi_kernel(single, key, 2 + len(spec.states),
-                                                spec.takes_step, len(spec.scalar_states),
+    single = kernel(spec, flags, False, ema)
+    key = f"{spec.rule}|{flags}|ema={ema}"
+    k: Callable[..., None] = multi.multi_kernel(single, key, 2 + len(spec.states) + ema,
+                                                spec.takes_step,
+                                                len(spec.scalar_states) + 3 * ema,
                                                 dtype.type, parallel)
     return k
 

@@ -8,10 +8,12 @@ state names, state_dict layout), the option sets of ``fastopt check`` / ``bench`
 and the test table.
 
 Kernel calling convention, derived from the spec: ``kernel(param, grad, *states, [step],
-*scalar_args)`` with every declared state in order (an inactive one may be any array of the
-dtype; the kernel does not touch it), ``step`` when the scalars function takes it, and
-``scalar_args`` the other arguments of ``rules.<rule>_scalars`` that are hyperparameters, in its
-order. Its compile-time flags, in the rule's order, are keyword arguments of the kernel factory.
+*scalar_states, *scalar_args)`` with every declared state in order (an inactive one may be any
+array of the dtype; the kernel does not touch it), ``step`` when the scalars function takes it,
+the scalar states' values, and ``scalar_args`` the other arguments of ``rules.<rule>_scalars``
+that are hyperparameters, in its order; kernels built with the weight EMA (:class:`Ema`) take
+its array after the states and its scalars after the scalar states. Its compile-time flags, in
+the rule's order, are keyword arguments of the kernel factory.
 """
 
 from __future__ import annotations
@@ -124,6 +126,29 @@ class Scalar:
         it, from the stored ``old``, in the scalar type ``kind``."""
         new = float(kind(self.update(old, step, options, kind)))
         return (new if self.uses == "new" else old), new
+
+
+@dataclass(frozen=True)
+class Ema:
+    """The weight EMA fused into one update (``ema=`` of every ``*_step``; rules.ema): its
+    array, and ``weight = 1 - decay`` and ``rest = 1 - weight`` as the array's dtype rounds
+    and computes them (torch.lerp's), ``first`` on the update that copies the parameter."""
+
+    array: Any
+    weight: float
+    rest: float
+    first: bool
+
+    @staticmethod
+    def of(array: Any, decay: float, first: bool, dtype: Any) -> "Ema":
+        t = np.dtype(dtype).type
+        w = t(1.0 - decay)
+        return Ema(array, float(w), float(t(1.0) - w), first)
+
+    @property
+    def scalars(self) -> tuple[float, float, float]:
+        """The kernels' three EMA arguments, in order."""
+        return self.weight, self.rest, 1.0 if self.first else 0.0
 
 
 # Compile-time flags: a name (the rule's argument, in order) and how it follows from options.
@@ -698,5 +723,11 @@ SCHEDULEFREE_SWAP = Spec(
     name="schedulefree_swap", rule="schedulefree_swap", torch_class="", torch_impl=None,
     doc="The Schedule-Free train/eval switch.", states=(), hypers=(real("weight"),), flags=(),
     step="unused")
+# The weight EMA swapped in for evaluation and back (fastopt.ema_swap): param and ema exchange
+# their contents in one pass. The "gradient" slot is not read (the param is passed there).
+EMA_SWAP = Spec(
+    name="ema_swap", rule="ema_swap", torch_class="", torch_impl=None,
+    doc="The weight EMA's swap with the parameter.", states=(State("ema"),), hypers=(),
+    flags=(), step="unused")
 # Every spec with kernels on every backend (the CUDA C++ sources are compiled for these).
-KERNEL_SPECS = (*SPECS.values(), SCHEDULEFREE_SWAP)
+KERNEL_SPECS = (*SPECS.values(), SCHEDULEFREE_SWAP, EMA_SWAP)

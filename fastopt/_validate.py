@@ -35,15 +35,16 @@ def bumps_torch_versions(fn: F) -> F:
         fn(*args, **kwargs)
         for a in args:  # the common case, NumPy arrays only, costs this loop
             if type(a) is not np.ndarray and a is not None:
-                _bump([*args[:1], *args[2:], *[v for k, v in kwargs.items() if k != "grad"]])
+                bump_torch_versions([*args[:1], *args[2:], *[v for k, v in kwargs.items() if k != "grad"]])
                 return
         if kwargs:
-            _bump([v for k, v in kwargs.items() if k != "grad"])
+            bump_torch_versions([v for k, v in kwargs.items() if k != "grad"])
 
     return wrapper  # type: ignore[return-value]
 
 
-def _bump(values: list[Any]) -> None:
+def bump_torch_versions(values: list[Any]) -> None:
+    """Bump the autograd version of the torch tensors among ``values`` (written in place)."""
     tensors = [a for a in values if type(a).__module__.startswith("torch")
                and hasattr(a, "_version")]
     if tensors:

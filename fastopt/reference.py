@@ -656,3 +656,24 @@ def schedulefree_swap(param: Array, z: Array, *, step: int | None = None,
     """The Schedule-Free mode switch ``param = lerp(param, z, weight)``: to eval (y to x)
     with weight ``1 - 1/beta1``, to train (x to y) with ``1 - beta1``."""
     _lerp_(param, z, weight)
+
+
+def ema_update(ema: Array, param: Array, *, decay: float, first: bool) -> None:
+    """The weight EMA of torch.optim.swa_utils (``AveragedModel`` with
+    ``get_ema_multi_avg_fn(decay)``), applied to the parameter just updated: the first update
+    copies it, every later one moves ``ema`` toward it, ``lerp(ema, param, 1 - decay)``.
+
+    Every ``*_step`` function fuses this into its pass when given ``ema=``.
+    """
+    if first:
+        ema[...] = param
+    else:
+        _lerp_(ema, param, 1.0 - decay)
+
+
+def ema_swap(param: Array, unused: Array, ema: Array, *, step: int | None = None) -> None:
+    """``param`` and ``ema`` exchange their contents (fastopt.ema_swap; ``unused`` is the
+    gradient slot of the generic update, not read)."""
+    saved = param.copy()
+    param[...] = ema
+    ema[...] = saved

@@ -542,3 +542,31 @@ def schedulefree_swap(p, z, weight, one):
     else:
         p = z - diff * (one - weight)
     return (p,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight EMA (torch.optim.swa_utils' EMA), fused after any rule: ``e`` moves toward the
+# parameter ``p`` the rule just wrote, e = torch.lerp(e, p, weight) with weight = 1 - decay;
+# the first update (``first`` nonzero) copies p, as AveragedModel does. The kernels call it on
+# the parameter as stored; the host passes weight and ``rest = 1 - weight`` as the arrays' dtype
+# computes them (fastopt._generic.Ema).
+
+
+def ema(e, p, weight, rest, first):
+    diff = p - e
+    if weight < rest:
+        e = e + weight * diff
+    else:
+        e = p - diff * rest
+    # A select, not a branch: on the first update e may hold anything (uninitialised memory).
+    return p if first else e
+
+
+def ema_swap_scalars():
+    return (1.0,)
+
+
+def ema_swap(p, g, e, one):
+    # The EMA swapped in for evaluation, and back: param and ema exchange contents (g is not
+    # read; ``one`` is unused: every rule takes at least one scalar).
+    return e, p

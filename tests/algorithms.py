@@ -94,6 +94,12 @@ def cases() -> list[tuple[Algorithm, dict[str, Any]]]:
     return [(a, o) for a in ALGORITHMS for o in a.option_sets]
 
 
+def ema_cases() -> list[tuple[Algorithm, dict[str, Any]]]:
+    """Every algorithm (its last option set) with the weight EMA fused in: Problem takes
+    ``ema_decay`` as the EMA's decay, not as a hyperparameter of the algorithm."""
+    return [(a, {**a.option_sets[-1], "ema_decay": 0.9}) for a in ALGORITHMS]
+
+
 def case_id(case: tuple[Algorithm, dict[str, Any]]) -> str:
     a, o = case
     return a.name + ("-" + "-".join(f"{k}={v}" for k, v in o.items()) if o else "")
@@ -104,6 +110,10 @@ class Problem:
 
     def __init__(self, algo: Algorithm, options: dict[str, Any], shape: tuple[int, ...] | int,
                  dtype: Any, seed: int = 0) -> None:
+        options = dict(options)
+        # The weight EMA (ema_cases): its decay, and its array (NaN: the first update copies
+        # the parameter without reading it).
+        self.ema_decay = options.pop("ema_decay", None)
         self.algo, self.options = algo, options
         self.rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
@@ -118,6 +128,13 @@ class Problem:
                 self.state[name] = spec.initial_array(name, self.param)
         # Scalar states (NAdam's mu_product, ...): 0-d arrays the functions update in place.
         self.scalars = spec.initial_scalars(options, dtype)
+        self.ema = None if self.ema_decay is None else np.full(shape, np.nan, dtype)
+
+    def ema_kwargs(self, ema: Any = None) -> dict[str, Any]:
+        """The step function's EMA keywords (``ema``: the array to pass, default ours)."""
+        if self.ema_decay is None:
+            return {}
+        return {"ema": self.ema if ema is None else ema, "ema_decay": self.ema_decay}
 
     def set_param(self, values: np.ndarray) -> None:
         """New parameter values; states that start as a copy of it (Schedule-Free's z)
@@ -136,16 +153,19 @@ class Problem:
         other.param = self.param.copy()
         other.state = {k: (None if v is None else v.copy()) for k, v in self.state.items()}
         other.scalars = {k: v.copy() for k, v in self.scalars.items()}
+        other.ema = None if self.ema is None else self.ema.copy()
         return other
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"param": self.param}
         out.update({k: v for k, v in self.state.items() if v is not None})
+        if self.ema is not None:
+            out["ema"] = self.ema
         return out
 
     def step(self, grad: np.ndarray, step: int, backend: str) -> None:
         self.algo.step_fn(self.param, grad, *self.state.values(), step=step, backend=backend,
-                          **self.scalars, **self.options)
+                          **self.scalars, **self.options, **self.ema_kwargs())
 
     def step_reference(self, grad: np.ndarray, step: int) -> None:
         # The reference takes each scalar state's value as the rule uses it (see
@@ -158,6 +178,8 @@ class Problem:
             a[...] = new
         self.algo.reference(self.param, grad, *self.state.values(), step=step, **values,
                             **self.options)
+        if self.ema is not None:
+            reference.ema_update(self.ema, self.param, decay=self.ema_decay, first=step == 1)
 
 
 def assert_close(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray],
@@ -185,14 +207,16 @@ def run_on_device(problem: Problem, steps: int, backend: str,
     ref = problem.copy()
     param = to_device(problem.param)
     state = {k: (None if v is None else to_device(v)) for k, v in problem.state.items()}
+    ema = None if problem.ema is None else to_device(problem.ema)
     for t in range(1, steps + 1):
         g = problem.grad()
         problem.algo.step_fn(param, to_device(g), *state.values(), step=t, backend=backend,
-                             **problem.options)
+                             **problem.options, **problem.ema_kwargs(ema))
         ref.step_reference(g, t)
     out = problem.copy()
     out.param = to_host(param)
     out.state = {k: (None if v is None else to_host(v)) for k, v in state.items()}
+    out.ema = None if ema is None else to_host(ema)
     return out, ref
 
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastopt
-from algorithms import (ALGORITHMS, DTYPES, SIZES, Problem, assert_close, case_id, cases)
+from algorithms import (ALGORITHMS, DTYPES, SIZES, Problem, assert_close, case_id, cases,
+                        ema_cases)
 
 # The host backends under test here; the GPU backends have tests/test_numba_cuda.py (simulator
 # or GPU) and tests/test_gpu.py.
@@ -31,7 +32,7 @@ def run_both(problem: Problem, backend: str, steps: int) -> tuple[Problem, Probl
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("size", RUN_SIZES)
-@pytest.mark.parametrize("case", cases(), ids=case_id)
+@pytest.mark.parametrize("case", cases() + ema_cases(), ids=case_id)
 def test_matches_reference(case, size, dtype, backend):
     algo, options = case
     fast, ref = run_both(Problem(algo, options, size, dtype, seed=size), backend, STEPS)

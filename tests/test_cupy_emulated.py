@@ -16,7 +16,7 @@ import pytest
 
 import fastopt
 from fastopt import _backends
-from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases,
+from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases, ema_cases,
                         run_on_device)
 import cupy_emulator
 
@@ -60,7 +60,7 @@ def run(problem: Problem, steps: int, offset: int = 0, backend: str = "auto"):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("case", cases(), ids=case_id)
+@pytest.mark.parametrize("case", cases() + ema_cases(), ids=case_id)
 def test_matches_reference(cupy, case, size, dtype):
     algo, options = case
     problem = Problem(algo, options, size, dtype, seed=size)
@@ -151,3 +151,31 @@ def test_schedulefree_switch_matches_the_reference(cupy, dtype, to_eval):
 
 def cupy_emulator_type(dtype):
     return "float" if np.dtype(dtype) == np.float32 else "double"
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_ema_swap_exchanges_exactly(cupy, dtype, offset):
+    rng = np.random.default_rng(6)
+    n = SIZES[-1]
+    x, e = rng.standard_normal((2, n)).astype(dtype)
+    bufs = [np.empty(n + offset, dtype) for _ in range(2)]
+    bufs[0][offset:], bufs[1][offset:] = x, e
+    p, ema = (cupy_emulator.ndarray(b[offset:]) for b in bufs)
+    fastopt.ema_swap(p, ema)
+    np.testing.assert_array_equal(p.host, e)
+    np.testing.assert_array_equal(ema.host, x)
+    t = cupy_emulator_type(dtype)
+    width = 1 if offset else 4 if np.dtype(dtype) == np.float32 else 2
+    assert [e for e, _, _ in cupy.launches] == [f"ema_swap<{t}, {t}, {width}>"]
+
+
+def test_ema_kernels_are_named_with_the_ema_flag(cupy):
+    p, g, m, ema = (cupy_emulator.ndarray(np.full(8, 0.5, np.float32)) for _ in range(4))
+    fastopt.lion_step(p, g, m, step=1, lr=0.1, ema=ema)
+    after_first = p.host.copy()
+    fastopt.lion_step(p, g, m, step=2, lr=0.1)
+    assert [e for e, _, _ in cupy.launches] == ["lion<float, float, 4, false, false, true>",
+                                                "lion<float, float, 4, false, false, false>"]
+    np.testing.assert_array_equal(ema.host, after_first)  # the copy; the second left it alone
+    assert not np.array_equal(p.host, after_first)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases,
+from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases, ema_cases,
                         run_on_device)
 
 pytestmark = pytest.mark.gpu
@@ -48,7 +48,7 @@ def run(problem: Problem, backend: str, steps: int, offset: int = 0):
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("case", cases(), ids=case_id)
+@pytest.mark.parametrize("case", cases() + ema_cases(), ids=case_id)
 def test_matches_reference(case, size, dtype, backend):
     algo, options = case
     fast, ref = run(Problem(algo, options, size, dtype, seed=size), backend, 5)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastopt
-from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases,
+from algorithms import (ALGORITHMS, DTYPES, Problem, assert_close, case_id, cases, ema_cases,
                         run_on_device)
 
 pytest.importorskip("numba_cuda")
@@ -38,7 +38,7 @@ def run(problem: Problem, steps: int, backend: str = "auto") -> tuple[Problem, P
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("size", RUN_SIZES)
-@pytest.mark.parametrize("case", cases(), ids=case_id)
+@pytest.mark.parametrize("case", cases() + ema_cases(), ids=case_id)
 def test_matches_reference(case, size, dtype):
     algo, options = case
     problem = Problem(algo, options, size, dtype, seed=size)
@@ -190,3 +190,13 @@ def test_schedulefree_switch_matches_the_reference(dtype, to_eval):
     expected = y.copy()
     fastopt.reference.schedulefree_swap(expected, z, weight=1 - 1 / 0.9 if to_eval else 1 - 0.9)
     np.testing.assert_array_equal(p.copy_to_host(), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_ema_swap_exchanges_exactly(dtype):
+    rng = np.random.default_rng(6)
+    x, e = rng.standard_normal((2, SIZES[-1])).astype(dtype)
+    p, ema = cuda.to_device(x), cuda.to_device(e)
+    fastopt.ema_swap(p, ema)
+    np.testing.assert_array_equal(p.copy_to_host(), e)
+    np.testing.assert_array_equal(ema.copy_to_host(), x)

@@ -5,12 +5,15 @@ One generator serves every algorithm: given the rule's name (``rules.<rule>`` an
 values, it writes the kernel's Python source, compiles it with Numba and caches it on disk. The
 kernel is::
 
-    kernel(param, grad, *states, [step], *scalar_states, *scalar_args)
+    kernel(param, grad, *states, [ema], [step], *scalar_states, [ema_weight, ema_rest,
+           ema_first], *scalar_args)
 
 over 1-D contiguous arrays of one float dtype, in place: every state slot is passed (an inactive
-one may be any array of the dtype, it is not touched), ``step`` when the scalars function takes
-it, then its scalar states' values (NAdam's mu_product, see _specs.Scalar), then the scalars
-function's hyperparameter arguments in its order. The scalars are computed
+one may be any array of the dtype, it is not touched), the weight EMA's array in the kernels
+built with ``ema`` (``rules.ema`` after the rule, on the parameter it wrote), ``step`` when the
+scalars function takes it, then its scalar states' values (NAdam's mu_product, see
+_specs.Scalar), the EMA's three scalars, then the scalars function's hyperparameter arguments in
+its order. The scalars are computed
 once per call in float64, cast to the arrays' dtype, and the loop calls the rule on each element
 with the flags as constants, so a configuration's kernel carries only its own branches.
 
@@ -44,9 +47,12 @@ def _literal(x):
     return "True" if x else "False"
 
 
-def kernel_source(rule, states, active, flags, scalar_call, n_scalars):
+def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False):
     """The Python source of one configuration's kernel (see the module docstring)."""
-    args = ["param", "grad", *states, *[name for kind, name in scalar_call if kind != "flag"]]
+    head = [name for kind, name in scalar_call if kind in ("step", "scalar")]
+    hypers = [name for kind, name in scalar_call if kind == "hyper"]
+    ema_scalars = ["ema_weight", "ema_rest", "ema_first"] if ema else []
+    args = ["param", "grad", *states, *(["ema"] if ema else []), *head, *ema_scalars, *hypers]
     flag_values = dict(flags)
     call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
                      for kind, name in scalar_call)
@@ -57,11 +63,13 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars):
         f"    s = _scalars({call})",
         "    t = param.dtype.type",
         *[f"    {c} = t(s[{k}])" for k, c in enumerate(cs)],
+        *[f"    e{k} = t({name})" for k, name in enumerate(ema_scalars)],
         "    for i in loop(param.size):",
         f"        r = _rule(param[i], grad[i], {values + ', ' if values else ''}"
         f"{', '.join(cs + [_literal(v) for _, v in flags])})",
         "        param[i] = r[0]",
         *[f"        {s}[i] = r[{k + 1}]" for k, (s, on) in enumerate(zip(states, active)) if on],
+        *(["        ema[i] = _ema(ema[i], r[0], e0, e1, e2)"] if ema else []),
     ]
     return "\n".join(lines) + "\n"
 
@@ -73,8 +81,8 @@ def compiled_rule(name):
 
 
 @kernel_factory
-def kernel(rule, states, active, flags, scalar_call, parallel):
-    """The compiled kernel of one configuration.
+def kernel(rule, states, active, flags, scalar_call, parallel, ema=False):
+    """The compiled kernel of one configuration (``ema``: with the fused weight EMA).
 
     ``rule`` names ``rules.<rule>``; ``states`` the state slots in order, ``active`` which of
     them the flags activate; ``flags`` is the tuple of (flag name, value) in the rule's order;
@@ -85,9 +93,10 @@ def kernel(rule, states, active, flags, scalar_call, parallel):
     probe = [1 if kind == "step" else False if kind == "flag" else 0.5
              for kind, _ in scalar_call]
     n_scalars = len(scalars_fn(*probe))
-    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars)
+    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema)
     namespace = {
         "_rule": compiled_rule(rule),
+        "_ema": compiled_rule("ema"),
         "_scalars": compiled_rule(f"{rule}_scalars"),
         "loop": loop_for(parallel),
     }

@@ -25,6 +25,12 @@ def __getattr__(name):
         from ..._specs import KERNEL_SPECS
 
         return {s.rule: s.flag_names for s in KERNEL_SPECS}
+    # EMA: the kernels of the algorithms, each with a last template flag EMA and the weight
+    # EMA's arguments last (common.cuh ema_update); the swaps have neither.
+    if name == "EMA":
+        from ..._specs import SPECS
+
+        return frozenset(s.rule for s in SPECS.values())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -67,13 +73,17 @@ def _bool(x):
     return "true" if x else "false"
 
 
-def name_expression(name, dtype, vec, flags):
-    """The instantiation to compile, e.g. ``adam<float, float, 4, false, false, true, true>``.
+def name_expression(name, dtype, vec, flags, ema=False):
+    """The instantiation to compile, e.g. ``adam<float, float, 4, false, false, true, true,
+    false>``.
 
-    ``flags`` maps every flag of ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``.
+    ``flags`` maps every flag of ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``;
+    ``ema``: with the fused weight EMA (the last flag of the algorithms' kernels, see EMA).
     """
     storage, math, _ = TYPES[dtype]
     values = "".join(f", {_bool(flags[f])}" for f in __getattr__("FLAGS")[name])
+    if name in __getattr__("EMA"):
+        values += f", {_bool(ema)}"
     return f"{name}<{storage}, {math}, {vec}{values}>"
 
 
@@ -86,6 +96,7 @@ def all_expressions(name, dtype):
     out = []
     for vec in (1, TYPES[dtype][2]):
         names = __getattr__("FLAGS")[name]
-        for values in itertools.product((False, True), repeat=len(names)):
-            out.append(name_expression(name, dtype, vec, dict(zip(names, values))))
+        for ema in (False, True) if name in __getattr__("EMA") else (False,):
+            for values in itertools.product((False, True), repeat=len(names)):
+                out.append(name_expression(name, dtype, vec, dict(zip(names, values)), ema))
     return out

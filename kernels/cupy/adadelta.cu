@@ -14,10 +14,11 @@ __device__ __forceinline__ void adadelta_rule(M& p, M g, M& square_avg, M& acc_d
     p = p - lr * delta;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void adadelta(T* __restrict__ param, const T* __restrict__ grad,
                          T* __restrict__ square_avg, T* __restrict__ acc_delta, long long n, M lr,
-                         M rho, M one_minus_rho, M eps, M weight_decay) {
+                         M rho, M one_minus_rho, M eps, M weight_decay,
+                         T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -32,6 +33,7 @@ __global__ void adadelta(T* __restrict__ param, const T* __restrict__ grad,
             D.v[k] = static_cast<T>(d);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(square_avg, i, S);
         store<N>(acc_delta, i, D);
     });

@@ -11,9 +11,10 @@ __device__ __forceinline__ void adagrad_rule(M& p, M g, M& state_sum, M clr, M w
     p = p - clr * (g / (root(state_sum) + eps));
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void adagrad(T* __restrict__ param, const T* __restrict__ grad,
-                        T* __restrict__ state_sum, long long n, M clr, M weight_decay, M eps) {
+                        T* __restrict__ state_sum, long long n, M clr, M weight_decay, M eps,
+                        T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), S = load<N>(state_sum, i);
@@ -26,6 +27,7 @@ __global__ void adagrad(T* __restrict__ param, const T* __restrict__ grad,
             S.v[k] = static_cast<T>(s);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(state_sum, i, S);
     });
 }

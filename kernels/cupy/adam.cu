@@ -29,11 +29,12 @@ __device__ __forceinline__ void adam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq, 
 
 // max_exp_avg_sq is not touched unless AMSGRAD.
 template <typename T, typename M, int VEC, bool AMSGRAD, bool MAXIMIZE, bool WEIGHT_DECAY,
-          bool DECOUPLED>
+          bool DECOUPLED, bool EMA>
 __global__ void adam(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
                      T* __restrict__ exp_avg_sq, T* __restrict__ max_exp_avg_sq, long long n,
                      M one_minus_beta1, M beta2, M one_minus_beta2, M step_size, M inv_bc2_sqrt,
-                     M eps, M decay, M one) {
+                     M eps, M decay, M one,
+                     T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -52,6 +53,7 @@ __global__ void adam(T* __restrict__ param, const T* __restrict__ grad, T* __res
             if (AMSGRAD) X.v[k] = static_cast<T>(vmax);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, S);
         if (AMSGRAD) store<N>(max_exp_avg_sq, i, X);

@@ -16,10 +16,11 @@ __device__ __forceinline__ void adamax_rule(M& p, M g, M& exp_avg, M& exp_inf,
     p = p - clr * (exp_avg / exp_inf);
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void adamax(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
                        T* __restrict__ exp_inf, long long n, M one_minus_beta1, M beta2, M eps,
-                       M weight_decay, M clr, M one) {
+                       M weight_decay, M clr, M one,
+                       T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -35,6 +36,7 @@ __global__ void adamax(T* __restrict__ param, const T* __restrict__ grad, T* __r
             U.v[k] = static_cast<T>(u);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_inf, i, U);
     });

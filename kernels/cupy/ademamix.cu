@@ -17,12 +17,13 @@ __device__ __forceinline__ void ademamix_rule(M& p, M g, M& exp_avg, M& exp_avg_
     p = p + neg_lr * ((exp_avg * inv_bc1 + alpha * exp_avg_slow) / denom);
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void ademamix(T* __restrict__ param, const T* __restrict__ grad,
                          T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq,
                          T* __restrict__ exp_avg_slow, long long n, M one_minus_beta1, M beta2,
                          M one_minus_beta2, M one_minus_beta3, M inv_bc1, M inv_bc2_sqrt,
-                         M alpha, M eps, M neg_lr, M decay, M one) {
+                         M alpha, M eps, M neg_lr, M decay, M one,
+                         T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -41,6 +42,7 @@ __global__ void ademamix(T* __restrict__ param, const T* __restrict__ grad,
             S.v[k] = static_cast<T>(s);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, V);
         store<N>(exp_avg_slow, i, S);

@@ -25,11 +25,13 @@ __device__ __forceinline__ void adopt_rule(M& p, M g, M& exp_avg, M& exp_avg_sq,
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * g * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool DECOUPLE>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY,
+          bool DECOUPLE, bool EMA>
 __global__ void adopt(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
                       T* __restrict__ exp_avg_sq, long long n, M one_minus_beta1, M beta2,
                       M one_minus_beta2, M eps, M clip, M neg_lr, M neg_lr_wd, M weight_decay,
-                      M first, M one) {
+                      M first, M one,
+                      T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -45,6 +47,7 @@ __global__ void adopt(T* __restrict__ param, const T* __restrict__ grad, T* __re
             V.v[k] = static_cast<T>(v);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, V);
     });

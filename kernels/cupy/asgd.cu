@@ -13,9 +13,10 @@ __device__ __forceinline__ void asgd_rule(M& p, M g, M& ax, M decay, M neg_eta, 
     else ax = p;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void asgd(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ ax,
-                     long long n, M decay, M neg_eta, M mu, M averaging, M weight_decay) {
+                     long long n, M decay, M neg_eta, M mu, M averaging, M weight_decay,
+                     T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), A = load<N>(ax, i);
@@ -28,6 +29,7 @@ __global__ void asgd(T* __restrict__ param, const T* __restrict__ grad, T* __res
             A.v[k] = static_cast<T>(a);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(ax, i, A);
     });
 }

@@ -55,3 +55,23 @@ __device__ __forceinline__ void grid_stride(long long n, Body body) {
         }
     }
 }
+
+// The weight EMA fused after an algorithm's update (kernels/rules.py `ema`): when EMA, each
+// element of `ema` moves toward the parameter just stored, P (as stored: type T), by
+// torch.lerp with `weight` = 1 - decay and `rest` = 1 - weight; `first` nonzero copies P.
+// Every algorithm's kernel takes (T* ema, M ema_weight, M ema_rest, M ema_first) last and
+// calls this right after storing the parameter.
+template <bool EMA, int N, typename T, typename M>
+__device__ __forceinline__ void ema_update(T* __restrict__ ema, long long i, const Pack<T, N>& P,
+                                           M weight, M rest, M first) {
+    if (EMA) {
+        Pack<T, N> E = load<N>(ema, i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            const M p = static_cast<M>(P.v[k]);
+            E.v[k] = first != M(0) ? P.v[k]
+                                   : static_cast<T>(lerp(static_cast<M>(E.v[k]), p, weight, rest));
+        }
+        store<N>(ema, i, E);
+    }
+}

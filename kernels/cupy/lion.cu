@@ -15,10 +15,11 @@ __device__ __forceinline__ void lion_rule(M& p, M g, M& exp_avg, M lr, M decay, 
     exp_avg = beta2 * exp_avg + one_minus_beta2 * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void lion(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
                      long long n, M lr, M decay, M beta1, M one_minus_beta1, M beta2,
-                     M one_minus_beta2) {
+                     M one_minus_beta2,
+                     T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), E = load<N>(exp_avg, i);
@@ -31,6 +32,7 @@ __global__ void lion(T* __restrict__ param, const T* __restrict__ grad, T* __res
             E.v[k] = static_cast<T>(m);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
     });
 }

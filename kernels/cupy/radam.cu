@@ -19,11 +19,13 @@ __device__ __forceinline__ void radam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq,
     p = p - update;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool DECOUPLED>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY,
+          bool DECOUPLED, bool EMA>
 __global__ void radam(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
                       T* __restrict__ exp_avg_sq, long long n, M one_minus_beta1, M beta2,
                       M one_minus_beta2, M bias_correction1, M lr, M sqrt_bc2, M eps, M rect,
-                      M rectified, M decay, M one) {
+                      M rectified, M decay, M one,
+                      T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -39,6 +41,7 @@ __global__ void radam(T* __restrict__ param, const T* __restrict__ grad, T* __re
             V.v[k] = static_cast<T>(v);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, V);
     });

@@ -26,11 +26,12 @@ __device__ __forceinline__ void rmsprop_rule(M& p, M g, M& square_avg, M& buf, M
 
 // momentum_buffer and grad_avg are not touched unless MOMENTUM / CENTERED.
 template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool MOMENTUM,
-          bool CENTERED>
+          bool CENTERED, bool EMA>
 __global__ void rmsprop(T* __restrict__ param, const T* __restrict__ grad,
                         T* __restrict__ square_avg, T* __restrict__ momentum_buffer,
                         T* __restrict__ grad_avg, long long n, M lr, M alpha,
-                        M one_minus_alpha, M eps, M weight_decay, M momentum, M one) {
+                        M one_minus_alpha, M eps, M weight_decay, M momentum, M one,
+                        T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), S = load<N>(square_avg, i), B, A;
@@ -50,6 +51,7 @@ __global__ void rmsprop(T* __restrict__ param, const T* __restrict__ grad,
             if (CENTERED) A.v[k] = static_cast<T>(gavg);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(square_avg, i, S);
         if (MOMENTUM) store<N>(momentum_buffer, i, B);
         if (CENTERED) store<N>(grad_avg, i, A);

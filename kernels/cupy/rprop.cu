@@ -25,10 +25,11 @@ __device__ __forceinline__ void rprop_rule(M& p, M g, M& prev, M& step_size, M e
     prev = g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool EMA>
 __global__ void rprop(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ prev,
                       T* __restrict__ step_size, long long n, M eta_minus, M eta_plus,
-                      M step_size_min, M step_size_max, M one) {
+                      M step_size_min, M step_size_max, M one,
+                      T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -43,6 +44,7 @@ __global__ void rprop(T* __restrict__ param, const T* __restrict__ grad, T* __re
             S.v[k] = static_cast<T>(s);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(prev, i, R);
         store<N>(step_size, i, S);
     });

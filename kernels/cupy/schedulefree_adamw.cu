@@ -17,11 +17,12 @@ __device__ __forceinline__ void schedulefree_adamw_rule(M& p, M g, M& z, M& exp_
     z = z - lr * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void schedulefree_adamw(T* __restrict__ param, const T* __restrict__ grad,
                                    T* __restrict__ z, T* __restrict__ exp_avg_sq, long long n,
                                    M ckp1, M y_coef, M lr, M beta2, M one_minus_beta2,
-                                   M inv_bc2, M eps, M weight_decay, M one) {
+                                   M inv_bc2, M eps, M weight_decay, M one,
+                                   T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
@@ -38,6 +39,7 @@ __global__ void schedulefree_adamw(T* __restrict__ param, const T* __restrict__ 
             V.v[k] = static_cast<T>(v);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(z, i, Z);
         store<N>(exp_avg_sq, i, V);
     });

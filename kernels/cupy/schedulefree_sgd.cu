@@ -13,10 +13,11 @@ __device__ __forceinline__ void schedulefree_sgd_rule(M& p, M g, M& z, M ckp1, M
     z = z - lr * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY>
+template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void schedulefree_sgd(T* __restrict__ param, const T* __restrict__ grad,
                                  T* __restrict__ z, long long n, M ckp1, M y_coef, M lr,
-                                 M weight_decay, M one) {
+                                 M weight_decay, M one,
+                                 T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), Z = load<N>(z, i);
@@ -29,6 +30,7 @@ __global__ void schedulefree_sgd(T* __restrict__ param, const T* __restrict__ gr
             Z.v[k] = static_cast<T>(zz);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(z, i, Z);
     });
 }

@@ -18,10 +18,11 @@ __device__ __forceinline__ void sgd_rule(M& p, M g, M& buf, M lr, M momentum,
 
 // momentum_buffer is not touched unless MOMENTUM.
 template <typename T, typename M, int VEC, bool MOMENTUM, bool NESTEROV, bool MAXIMIZE,
-          bool WEIGHT_DECAY>
+          bool WEIGHT_DECAY, bool EMA>
 __global__ void sgd(T* __restrict__ param, const T* __restrict__ grad,
                     T* __restrict__ momentum_buffer, long long n, M lr, M momentum,
-                    M one_minus_dampening, M weight_decay, M first) {
+                    M one_minus_dampening, M weight_decay, M first,
+                    T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), B;
@@ -37,6 +38,7 @@ __global__ void sgd(T* __restrict__ param, const T* __restrict__ grad,
             if (MOMENTUM) B.v[k] = static_cast<T>(buf);
         }
         store<N>(param, i, P);
+        ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         if (MOMENTUM) store<N>(momentum_buffer, i, B);
     });
 }
