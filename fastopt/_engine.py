@@ -90,18 +90,23 @@ def numba_disabled() -> bool:
 
 def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
            grads: list[np.ndarray], states: list[dict[str, np.ndarray]], steps: list[int], *,
-           backend: str, scale: float = 1.0) -> None:
+           backend: str, scale: float = 1.0, ema_decay: float | None = None,
+           ema_first: list[bool] | None = None) -> None:
     """Update ``params[i]`` in place with ``grads[i] * scale`` and ``states[i]``, one call of
     the functional API per tensor (the reference backend, ``multi_tensor=False``, or under
     NUMBA_DISABLE_JIT; one launch over many tensors is ``_numba_backend.multi_step_rows``).
 
     ``steps[i]`` is the 1-based number of this update of tensor ``i``. Arrays validated, each
-    state of its param's shape, dtype and layout.
+    state of its param's shape, dtype and layout. With ``ema_decay``, ``states[i]['ema']`` is
+    the tensor's weight EMA, its first update where ``ema_first[i]``.
     """
     fn, names = ALGORITHMS[algorithm]
     scalars = SPECS[algorithm].scalar_names  # 0-d arrays in the state dicts, updated in place
     active = active_states(algorithm, options)
-    for p, g, s, t in zip(params, grads, states, steps):
+    firsts = ema_first or [False] * len(params)
+    for p, g, s, t, first in zip(params, grads, states, steps, firsts):
+        ema = {} if ema_decay is None else {"ema": s["ema"], "ema_decay": ema_decay,
+                                            "ema_step": 1 if first else 2}
         if scale != 1.0:
             # Into an array of the gradient's own layout (``g * s`` would give a NumPy scalar
             # for a 0-d gradient and positive strides for a negative-stride one).
@@ -109,4 +114,4 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
             np.multiply(g, p.dtype.type(scale), out=scaled)
             g = scaled
         fn(p, g, *[s[n] if n in active else None for n in names], step=t, backend=backend,
-           **{n: s[n] for n in scalars}, **options)
+           **{n: s[n] for n in scalars}, **options, **ema)

@@ -22,6 +22,7 @@ written and never copied.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import functools
 import itertools
@@ -32,14 +33,14 @@ import os
 import stat
 import tempfile
 import zipfile
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from . import _validate as check
 from . import _generic
 from ._algorithms import ALGORITHMS, active_states
-from ._specs import SPECS, no_warmup
+from ._specs import SPECS, Ema, no_warmup
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
@@ -126,6 +127,12 @@ def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
     return n
 
 
+def _ema_decay(group: dict[str, Any]) -> float | None:
+    """A group's weight EMA decay (``ema_decay``, torch's range [0, 1]), or None: no EMA."""
+    decay = group.get("ema_decay")
+    return None if decay is None else check.real("ema_decay", decay, 0.0, 1.0)
+
+
 _NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
 
 _GEOMETRY = operator.attrgetter("dtype", "shape", "strides")
@@ -150,7 +157,7 @@ class _Plan:
                  "shapes", "strides", "nbytes", "starts", "ends", "complete", "geometry")
 
     def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
-        names = ALGORITHMS[opt.algorithm][1]
+        names = (*ALGORITHMS[opt.algorithm][1], "ema")
         state = opt.state
         if not isinstance(state, dict):
             raise TypeError(f"Invalid state: {type(state).__name__} (expected a dict mapping "
@@ -284,7 +291,8 @@ class Optimizer:
     algorithm: ClassVar[str]
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
-                 backend: str = "auto", multi_tensor: bool = True) -> None:
+                 backend: str = "auto", multi_tensor: bool = True,
+                 ema_decay: float | None = None) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"Invalid backend: {backend!r} (expected a backend name)")
         if backend not in ("auto", "numba", "numpy"):
@@ -292,7 +300,9 @@ class Optimizer:
                              f"'numpy'; the optimizer classes update NumPy arrays)")
         self.backend = backend
         self.multi_tensor = check.flag("multi_tensor", multi_tensor)
-        self.defaults = dict(defaults)
+        self.defaults = {**defaults, "ema_decay": ema_decay}
+        # Whether swap_ema() has put the EMA weights in the parameters (step() refuses then).
+        self.ema_swapped = False
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
         # The validated arrays of the last step; checked against param_groups and state at
@@ -344,6 +354,7 @@ class Optimizer:
         spec = SPECS[self.algorithm]
         for h in spec.class_hypers:
             _generic.hyper(h, group[h.name])
+        _ema_decay(group)
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
@@ -377,6 +388,10 @@ class Optimizer:
         (all or nothing), then written: a rejected step changes nothing, and an interrupt
         (Ctrl-C) arriving while the step writes is raised once it is complete.
         """
+        if self.ema_swapped:
+            raise RuntimeError(f"{type(self).__name__}.step() with the EMA weights swapped in: "
+                               f"call .swap_ema() again (or leave the ema_weights() block) "
+                               f"before training")
         params = self._params()
         plan = self._plan
         if plan is None or not plan.current(self, params):
@@ -410,15 +425,19 @@ class Optimizer:
                     coef = math.nan
         scale = inv_scale * coef
         fresh: set[int] = set()
+        fresh_ema: set[int] = set()
         scalar_names = SPECS[self.algorithm].scalar_names
-        if not all(plan.has_states(active_states(self.algorithm, o) + scalar_names)
-                   for o in options):
-            allocated = self._allocate_states(plan, grads, options, params)
+        emas = [_ema_decay(g) for g in self.param_groups]
+        if not all(plan.has_states(active_states(self.algorithm, o) + scalar_names
+                                   + (() if e is None else ("ema",)))
+                   for o, e in zip(options, emas)):
+            allocated = self._allocate_states(plan, grads, options, params, emas)
             if allocated is not None:
-                fresh, plan = allocated
+                fresh, fresh_ema, plan = allocated
                 self._plan = plan
         writes: list[tuple[np.ndarray, float]] = []
-        work = self._work(plan, options, grads, addresses, stepped, steps, fresh, writes)
+        work = self._work(plan, options, grads, addresses, stepped, steps, fresh, writes,
+                          emas, fresh_ema)
         dicts = plan.dicts
         # Everything is checked and allocated: from here on the step completes. Interrupts
         # (Ctrl-C) arriving meanwhile are delivered when it has (see _signals).
@@ -446,9 +465,12 @@ class Optimizer:
 
     def _work(self, plan: _Plan, options: list[dict[str, Any]], grads: list[Any],
               addresses: np.ndarray, stepped: list[int], steps: list[int],
-              fresh: set[int], writes: list[tuple[np.ndarray, float]]) -> list[Any]:
+              fresh: set[int], writes: list[tuple[np.ndarray, float]],
+              emas: list[float | None], fresh_ema: set[int]) -> list[Any]:
         """One callable per launch: ``run(scale=...)`` updates a group's stepped tensors.
-        The scalar states' new values are appended to ``writes`` (made after the launches)."""
+        The scalar states' new values are appended to ``writes`` (made after the launches).
+        ``emas``: each group's EMA decay or None; ``fresh_ema``: the tensors whose EMA this
+        step creates (its first update copies the parameter)."""
         spec = SPECS[self.algorithm]
         names = spec.state_names
         position = dict(zip(stepped, range(len(stepped))))
@@ -456,7 +478,7 @@ class Optimizer:
                 and not numba_disabled())
         work = []
         first = 0
-        for group, opts in zip(self.param_groups, options):
+        for group, opts, decay in zip(self.param_groups, options, emas):
             n = len(group["params"])
             idx = [i for i in range(first, first + n) if grads[i] is not None]
             first += n
@@ -466,6 +488,11 @@ class Optimizer:
             ts = [1 if i in fresh else steps[position[i]] + 1 for i in idx]
             used = self._scalar_states(plan, idx, ts, opts, writes) if spec.scalar_states \
                 else None
+            ema = decay is not None
+            if decay is not None:  # the EMA's scalars (Ema.scalars) after the scalar states, per tensor
+                rows_ema = np.array([Ema.of(None, decay, i in fresh_ema, plan.dtypes[i]).scalars
+                                     for i in idx], np.float64)
+                used = rows_ema if used is None else np.hstack([used, rows_ema])
             if fast:
                 from . import _numba_backend
 
@@ -473,25 +500,26 @@ class Optimizer:
                     sel = [i for i in idx if plan.dtypes[i] == dtype] if len(
                         set(plan.dtypes[i] for i in idx)) > 1 else idx
                     take = np.array(sel, np.int64)
-                    table = np.empty((len(sel), 2 + len(names)), np.int64)
+                    table = np.empty((len(sel), 2 + len(names) + ema), np.int64)
                     table[:, 0] = plan.table[take, 0]
                     table[:, 1] = addresses[take]
-                    table[:, 2:] = plan.table[take, 1:]
+                    table[:, 2:] = plan.table[take, 1:1 + len(names) + ema]
                     sizes = tuple(plan.params[i].size for i in sel)
                     tsel = ts if sel is idx else [ts[idx.index(i)] for i in sel]
                     rows = None if used is None else used[[idx.index(i) for i in sel]]
                     work.append(functools.partial(
                         _numba_backend.multi_step_rows, spec, opts, dtype, sizes, table,
-                        np.array(tsel, np.int64), scalars=rows))
+                        np.array(tsel, np.int64), scalars=rows, ema=ema))
             else:
                 # The functional API updates the scalar states: it is handed copies holding
                 # the old values (the new ones are in ``writes``).
-                dicts = [plan.dicts[i] if used is None else {
+                dicts = [plan.dicts[i] if not spec.scalar_states else {
                     **plan.dicts[i], **{n: np.array(plan.dicts[i][n]).reshape(())
                                         for n in spec.scalar_names}} for i in idx]
                 work.append(functools.partial(
                     update, self.algorithm, opts, [plan.params[i] for i in idx],
-                    [grads[i] for i in idx], dicts, ts, backend=self.backend))
+                    [grads[i] for i in idx], dicts, ts, backend=self.backend,
+                    ema_decay=decay, ema_first=[i in fresh_ema for i in idx]))
         return work
 
     def _scalar_states(self, plan: _Plan, idx: list[int], ts: list[int],
@@ -510,17 +538,19 @@ class Optimizer:
         return used
 
     def _allocate_states(self, plan: _Plan, grads: list[Any], options: list[dict[str, Any]],
-                         params: list[np.ndarray]) -> tuple[set[int], _Plan] | None:
+                         params: list[np.ndarray], emas: list[float | None]
+                         ) -> tuple[set[int], set[int], _Plan] | None:
         """Create the state a step needs and lacks (zeros, torch's initialisation). Returns
-        None when nothing was created, else the indices whose momentum buffer is new and the
-        plan with the new arrays. All or nothing: on any error (memory, a check of the new
-        plan) the state is left as it was."""
+        None when nothing was created, else the indices whose momentum buffer is new, those
+        whose weight EMA is new, and the plan with the new arrays. All or nothing: on any
+        error (memory, a check of the new plan) the state is left as it was."""
         created: list[tuple[int, str | None]] = []  # (index, key); None: the whole dict
         fresh: set[int] = set()
+        fresh_ema: set[int] = set()
         fresh_names = {s.name for s in SPECS[self.algorithm].states if s.fresh}
         index = 0
         try:
-            for group, opts in zip(self.param_groups, options):
+            for group, opts, decay in zip(self.param_groups, options, emas):
                 active = active_states(self.algorithm, opts)
                 for p in group["params"]:
                     if grads[index] is not None:
@@ -541,10 +571,14 @@ class Optimizer:
                             if d.get(n) is None:  # 0-d, the parameter's dtype
                                 d[n] = a
                                 created.append((index, n))
+                        if decay is not None and d.get("ema") is None:
+                            d["ema"] = zeros_like(p)  # the first update copies the parameter
+                            created.append((index, "ema"))
+                            fresh_ema.add(index)
                     index += 1
             if not created:
                 return None
-            return fresh, _Plan(self, params)
+            return fresh, fresh_ema, _Plan(self, params)
         except BaseException:
             for i, key in reversed(created):
                 if key is None:
@@ -605,6 +639,42 @@ class Optimizer:
         if not (g.flags.c_contiguous and p.flags.c_contiguous):
             check.check_layout(f"grads[{i}]", g, f"params[{i}]", p)
 
+    # -- the weight EMA -----------------------------------------------------------------------
+
+    def swap_ema(self) -> None:
+        """Exchange every parameter with its weight EMA (``state[i]['ema']``), in place, one
+        pass per array: call it to evaluate (or save) the EMA weights, and again to go back to
+        training. Exact both ways. Parameters without an EMA (never stepped with
+        ``ema_decay`` set) are left as they are. All or nothing: everything is checked first
+        and an interrupt waits for the swap to finish. ``step()`` refuses to run while the
+        EMA weights are in (``ema_swapped``)."""
+        work = []
+        for i, p in enumerate(self._params()):
+            ema = self.state.get(i, {}).get("ema")
+            if ema is not None:
+                check.arrays(("param", f"state[{i}]['ema']"), (p, ema))
+                work.append((p, ema))
+        if not work and not self.ema_swapped:
+            raise RuntimeError(f"{type(self).__name__}.swap_ema(): no parameter has a weight "
+                               f"EMA (set ema_decay and step first)")
+        with deferred_signals():
+            for p, ema in work:
+                _generic.ema_swap(p, ema, self.backend)
+            self.ema_swapped = not self.ema_swapped
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """``with opt.ema_weights(): evaluate()``: the EMA weights in the parameters inside the
+        block, the training weights back after it (even when it raises)."""
+        if self.ema_swapped:
+            raise RuntimeError(f"{type(self).__name__}.ema_weights(): the EMA weights are "
+                               f"already swapped in")
+        self.swap_ema()
+        try:
+            yield
+        finally:
+            self.swap_ema()
+
     # -- checkpoints --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -621,14 +691,20 @@ class Optimizer:
         state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
                  for i, s in self.state.items()}
         return {"format": _FORMAT, "format_version": FORMAT_VERSION,
-                "optimizer": type(self).__name__, "state": state, "param_groups": groups}
+                "optimizer": type(self).__name__, "state": state, "param_groups": groups,
+                "ema_swapped": self.ema_swapped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict()``; everything is checked first, so an error changes nothing."""
         groups, state = self._check_state_dict(state_dict)
+        swapped = state_dict.get("ema_swapped", False)
+        if type(swapped) is not bool:
+            raise ValueError(f"Invalid state_dict for {type(self).__name__}: ema_swapped "
+                             f"{swapped!r} (expected a bool)")
         for mine, theirs in zip(self.param_groups, groups):
             mine.update({k: v for k, v in theirs.items() if k != "params"})
         self.state = state
+        self.ema_swapped = swapped
         self._plan = None
 
     def _check_state_dict(self, sd: Any) -> tuple[list[dict[str, Any]], dict[int, Any]]:
@@ -670,7 +746,7 @@ class Optimizer:
         if not isinstance(raw, dict):
             raise bad("no 'state' dict")
         group_of = [k for k, g in enumerate(self.param_groups) for _ in g["params"]]
-        names = ALGORITHMS[self.algorithm][1]
+        names = (*ALGORITHMS[self.algorithm][1], "ema")
         state: dict[int, dict[str, Any]] = {}
         for i, s in raw.items():
             if type(i) is not int or not 0 <= i < len(params) or not isinstance(s, dict):
@@ -722,7 +798,8 @@ class Optimizer:
             for k, v in s.items():
                 if k != "step":
                     arrays[f"state/{i}/{k}"] = v
-        meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups")}
+        meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups",
+                                   "ema_swapped")}
         meta["steps"] = steps
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_scalar).encode(),
                                        np.uint8)
@@ -802,12 +879,13 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
-                 maximize: bool = False, backend: str = "auto",
+                 maximize: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class Adam(Optimizer):
@@ -818,10 +896,11 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class AdamW(Optimizer):
@@ -832,10 +911,11 @@ class AdamW(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class RMSprop(Optimizer):
@@ -845,11 +925,12 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, *, maximize: bool = False, backend: str = "auto",
+                 centered: bool = False, *, maximize: bool = False,
+                 ema_decay: float | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class Adagrad(Optimizer):
@@ -860,12 +941,13 @@ class Adagrad(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, *, maximize: bool = False, backend: str = "auto",
+                 eps: float = 1e-10, *, maximize: bool = False,
+                 ema_decay: float | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class Adadelta(Optimizer):
@@ -875,10 +957,11 @@ class Adadelta(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0.0, *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class Adamax(Optimizer):
@@ -888,11 +971,12 @@ class Adamax(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, maximize: bool = False, backend: str = "auto",
+                 weight_decay: float = 0.0, *, maximize: bool = False,
+                 ema_decay: float | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class Lion(Optimizer):
@@ -903,11 +987,12 @@ class Lion(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
-                 maximize: bool = False, backend: str = "auto",
+                 maximize: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class RAdam(Optimizer):
@@ -919,12 +1004,13 @@ class RAdam(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False, backend: str = "auto",
+                 maximize: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class NAdam(Optimizer):
@@ -937,12 +1023,13 @@ class NAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class ASGD(Optimizer):
@@ -953,11 +1040,12 @@ class ASGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
-                 maximize: bool = False, backend: str = "auto",
+                 maximize: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                                       weight_decay=weight_decay, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class Rprop(Optimizer):
@@ -968,10 +1056,11 @@ class Rprop(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2,
                  etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class ADOPT(Optimizer):
@@ -983,12 +1072,13 @@ class ADOPT(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.9999), eps: float = 1e-6,
                  clip_exponent: float = 0.25, weight_decay: float = 0.0,
-                 decouple: bool = False, *, maximize: bool = False, backend: str = "auto",
+                 decouple: bool = False, *, maximize: bool = False,
+                 ema_decay: float | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class AdEMAMix(Optimizer):
@@ -1001,14 +1091,15 @@ class AdEMAMix(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float, float] = (0.9, 0.999, 0.9999), alpha: float = 5.0,
                  t_alpha: float | None = None, t_beta3: float | None = None, eps: float = 1e-8,
-                 weight_decay: float = 1e-2, *, maximize: bool = False, backend: str = "auto",
+                 weight_decay: float = 1e-2, *, maximize: bool = False,
+                 ema_decay: float | None = None, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
                                       t_alpha=no_warmup(t_alpha),
                                       t_beta3=no_warmup(t_beta3),
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class _ScheduleFree(Optimizer):
@@ -1072,12 +1163,13 @@ class AdamWScheduleFree(_ScheduleFree):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
 
 
 class SGDScheduleFree(_ScheduleFree):
@@ -1089,9 +1181,10 @@ class SGDScheduleFree(_ScheduleFree):
     def __init__(self, params: Iterable[Any], lr: float = 1.0, momentum: float = 0.9,
                  weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, *, maximize: bool = False,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True),
-                         backend=backend, multi_tensor=multi_tensor)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)

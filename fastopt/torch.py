@@ -30,19 +30,20 @@ This module imports torch; ``import fastopt`` does not.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from . import _generic
 from ._algorithms import active_states
-from ._specs import PARAM, SPECS, no_warmup
+from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
-from .optim import functional_options
+from .optim import _ema_decay, functional_options
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
            "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "AdamWScheduleFree", "SGDScheduleFree"]
@@ -85,6 +86,7 @@ def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
                              f"{spec.torch_class}{instead}")
     for h in spec.class_hypers:
         _generic.hyper(h, _as_number(h.name, group[h.name]))
+    _ema_decay(group)
     numbers = {k: _as_number(k, v) for k, v in group.items() if k != "params"}
     return check_options(algorithm, functional_options(algorithm, numbers))
 
@@ -179,8 +181,12 @@ class _Batch:
     still to be allocated stands as the parameter's address until ``_commit`` fills it in.
     """
 
-    def __init__(self, opts: dict[str, Any], multi: bool, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, opts: dict[str, Any], multi: bool, keys: list[tuple[str, str]],
+                 ema_decay: float | None = None) -> None:
         self.opts, self.multi, self.keys = opts, multi, keys
+        # The weight EMA's decay (None: none), and per tensor whether this step creates it.
+        self.ema_decay = ema_decay
+        self.ema_first: list[bool] = []
         self.params: list[torch.Tensor] = []
         self.grads: list[torch.Tensor] = []
         self.states: list[dict[str, Any]] = []
@@ -202,24 +208,31 @@ class _Batch:
         if self.multi and opt.backend != "numpy" and not numba_disabled():
             from . import _numba_backend
 
+            scalars = self.scalars
+            ema = self.ema_decay is not None
+            if self.ema_decay is not None:  # its scalars after the scalar states, per tensor
+                rows = np.array([Ema.of(None, self.ema_decay, first, _NUMPY[p.dtype]).scalars
+                                 for p, first in zip(self.params, self.ema_first)], np.float64)
+                scalars = rows if scalars is None else np.hstack([scalars, rows])
             if not self.mixed:
                 _numba_backend.multi_step_rows(
                     spec, self.opts, np.dtype(_NUMPY[self.dtype]), tuple(self.sizes),
-                    self.rows, self.steps, 1.0, self.scalars)
+                    self.rows, self.steps, 1.0, scalars, ema)
                 return
             for dtype in {p.dtype for p in self.params}:
                 idx = [i for i, p in enumerate(self.params) if p.dtype is dtype]
                 _numba_backend.multi_step_rows(
                     spec, self.opts, np.dtype(_NUMPY[dtype]), tuple(self.sizes[i] for i in idx),
                     [self.rows[i] for i in idx], [self.steps[i] for i in idx], 1.0,
-                    None if self.scalars is None else self.scalars[idx])
+                    None if scalars is None else scalars[idx], ema)
             return
         torch_keys = dict(self.keys)
         update(opt.algorithm, self.opts, [p.detach().numpy() for p in self.params],
                [g.detach().numpy() for g in self.grads],
                [{**{n: s[torch_keys[n]].detach().numpy() for n in torch_keys},
                  **(self.scalars_old[r] if self.scalars_old else {})}
-                for r, s in enumerate(self.states)], self.steps, backend=opt.backend)
+                for r, s in enumerate(self.states)], self.steps, backend=opt.backend,
+               ema_decay=self.ema_decay, ema_first=self.ema_first)
 
 
 def _describe_tensor(group: int, index: int, what: str | None) -> str:
@@ -389,7 +402,8 @@ class _Optimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], backend: str,
                  multi_tensor: bool, foreach: bool | None, fused: bool | None,
-                 capturable: bool, differentiable: bool) -> None:
+                 capturable: bool, differentiable: bool,
+                 ema_decay: float | None = None) -> None:
         if backend not in ("auto", "numba", "numpy"):
             raise ValueError(f"Invalid backend: {backend!r} (expected 'auto', 'numba' or "
                              f"'numpy')")
@@ -402,7 +416,7 @@ class _Optimizer(torch.optim.Optimizer):
         self._checked: dict[int, Any] = {}
         self._keys_interned: dict[Any, Any] = {}
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
-                        differentiable=differentiable)
+                        differentiable=differentiable, ema_decay=ema_decay, ema_swapped=False)
         _group_options(self.algorithm, defaults)
         super().__init__(params, defaults)
 
@@ -443,8 +457,8 @@ class _Optimizer(torch.optim.Optimizer):
                                                              copy=True)
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
-        init = SPECS[self.algorithm].state(name).init
-        if init == PARAM:
+        init = PARAM if name == "ema" else SPECS[self.algorithm].state(name).init
+        if init == PARAM:  # the weight EMA starts as the parameter (AveragedModel's copy)
             return p.detach().clone(memory_format=torch.preserve_format)
         if isinstance(init, str):  # a group key holding the value
             init = float(_as_number(init, group[init]))
@@ -461,6 +475,10 @@ class _Optimizer(torch.optim.Optimizer):
         delivered once the step is complete. Every tensor written has its autograd version
         bumped, as torch's in-place ops do. Not compiled by ``torch.compile``: a compiled
         function that calls it breaks its graph there and runs the step eagerly."""
+        if any(g.get("ema_swapped") for g in self.param_groups):
+            raise RuntimeError(f"{type(self).__name__}.step() with the EMA weights swapped in: "
+                               f"call .swap_ema() again (or leave the ema_weights() block) "
+                               f"before training")
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -487,9 +505,15 @@ class _Optimizer(torch.optim.Optimizer):
             opts = _group_options(self.algorithm, group)
             active = active_states(self.algorithm, opts)
             keys = [(n, spec.state(n).torch_name) for n in active]
-            keys_t = self._keys_for(tuple(keys))
             column = {n: 2 + names.index(n) for n in active}
-            batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor, keys)
+            decay = _ema_decay(group)
+            if decay is not None:  # the weight EMA: one more state, in the last column
+                keys.append(("ema", "ema"))
+                column["ema"] = 2 + len(names)
+            slots = len(names) + (decay is not None)
+            keys_t = self._keys_for(tuple(keys))
+            batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor, keys,
+                           decay)
             rows = batch.rows
             for k, p in enumerate(group["params"]):
                 g = p.grad
@@ -512,6 +536,7 @@ class _Optimizer(torch.optim.Optimizer):
                 ga = g.data_ptr()
                 r = len(rows)
                 fresh = False
+                ema_fresh = False
                 # The states validated at an earlier step, if nothing about them changed: the
                 # same state dict, tensors and storage, the parameter's storage, shape and
                 # layout (a cache checked by identity and address, never trusted blindly).
@@ -541,7 +566,7 @@ class _Optimizer(torch.optim.Optimizer):
                 else:
                     nbytes = p.nbytes
                     numel = p.numel()
-                    row = [pa, ga, *([pa] * len(names))]
+                    row = [pa, ga, *([pa] * slots)]
                     checked = []
                     for n, key in keys:
                         t = state.get(key)
@@ -549,6 +574,7 @@ class _Optimizer(torch.optim.Optimizer):
                             work.allocate.append((state, key, p, group, n, batch, r,
                                                   column[n]))
                             fresh = fresh or n in fresh_names
+                            ema_fresh = ema_fresh or n == "ema"
                             continue
                         if type(t) is not torch.Tensor or t.dtype is not dtype or \
                                 t.shape != shape or not t.is_cpu or t.layout is not _STRIDED:
@@ -598,6 +624,7 @@ class _Optimizer(torch.optim.Optimizer):
                     batch.dtype = dtype
                 batch.grads.append(g)
                 batch.states.append(state)
+                batch.ema_first.append(ema_fresh)
                 rows.append(row)
             if batch.params:
                 work.batches.append(batch)
@@ -609,6 +636,54 @@ class _Optimizer(torch.optim.Optimizer):
         work.check_overlaps()
         work.checked = seen
         return work
+
+    @torch.no_grad()
+    def swap_ema(self) -> None:
+        """Exchange every parameter with its weight EMA (``state[p]['ema']``, kept when
+        ``ema_decay`` is set), in place, one pass per tensor: call it to evaluate (or save) the
+        EMA weights, and again to go back to training. Exact both ways; parameters without an
+        EMA are left as they are; all or nothing; ``step()`` refuses to run while the EMA
+        weights are in (``param_groups[k]['ema_swapped']``, saved with checkpoints)."""
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            for k, p in enumerate(group["params"]):
+                ema = self.state[p].get("ema") if p in self.state else None
+                if ema is None:
+                    continue
+                where = f"param_groups[{gi}]['params'][{k}]"
+                _check_param(p, where)
+                if type(ema) is not torch.Tensor or ema.dtype != p.dtype or \
+                        ema.shape != p.shape or ema.device != p.device:
+                    _check_state(p, ema, "ema", where)
+                if ema.stride() != p.stride() and p.numel() > 1:
+                    raise ValueError(f"fastopt.torch: state 'ema' of {where} has strides "
+                                     f"{ema.stride()} (expected its parameter's {p.stride()})")
+                work.append((p.detach(), ema))
+        swapped = any(g.get("ema_swapped") for g in self.param_groups)
+        if not work and not swapped:
+            raise RuntimeError(f"{type(self).__name__}.swap_ema(): no parameter has a weight "
+                               f"EMA (set ema_decay and step first)")
+        fn = _generic.ema_swap
+        with deferred_signals():
+            for p, ema in work:
+                fn(p, ema, self.backend)
+            if work:
+                torch.autograd.graph.increment_version([t for pair in work for t in pair])
+            for group in self.param_groups:
+                group["ema_swapped"] = not swapped
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """``with opt.ema_weights(): evaluate(model)``: the EMA weights in the parameters
+        inside the block, the training weights back after it (even when it raises)."""
+        if any(g.get("ema_swapped") for g in self.param_groups):
+            raise RuntimeError(f"{type(self).__name__}.ema_weights(): the EMA weights are "
+                               f"already swapped in")
+        self.swap_ema()
+        try:
+            yield
+        finally:
+            self.swap_ema()
 
     def _keys_for(self, keys: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
         """One object per distinct state-key tuple, so cache entries compare by identity."""
@@ -671,12 +746,13 @@ class SGD(_Optimizer):
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
                  maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False,
-                 fused: bool | None = None, backend: str = "auto",
+                 fused: bool | None = None, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class Adam(_Optimizer):
@@ -689,12 +765,13 @@ class Adam(_Optimizer):
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
-                 decoupled_weight_decay: bool = False, backend: str = "auto",
+                 decoupled_weight_decay: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay), backend,
-                         multi_tensor, foreach, fused, capturable, differentiable)
+                         multi_tensor, foreach, fused, capturable, differentiable, ema_decay)
 
 
 class AdamW(_Optimizer):
@@ -707,11 +784,12 @@ class AdamW(_Optimizer):
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=True), backend,
-                         multi_tensor, foreach, fused, capturable, differentiable)
+                         multi_tensor, foreach, fused, capturable, differentiable, ema_decay)
 
 
 class RMSprop(_Optimizer):
@@ -723,12 +801,13 @@ class RMSprop(_Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False,
-                 fused: bool | None = None, backend: str = "auto",
+                 fused: bool | None = None, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class Adagrad(_Optimizer):
@@ -740,12 +819,13 @@ class Adagrad(_Optimizer):
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False,
-                 fused: bool | None = None, backend: str = "auto",
+                 fused: bool | None = None, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class Adadelta(_Optimizer):
@@ -757,10 +837,11 @@ class Adadelta(_Optimizer):
                  eps: float = 1e-6, weight_decay: float = 0.0, *, maximize: bool = False,
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class Adamax(_Optimizer):
@@ -772,11 +853,12 @@ class Adamax(_Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, capturable: bool = False,
-                 fused: bool | None = None, backend: str = "auto",
+                 fused: bool | None = None, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class Lion(_Optimizer):
@@ -802,12 +884,13 @@ class RAdam(_Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, backend: str = "auto",
+                 differentiable: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, capturable, differentiable)
+                         foreach, None, capturable, differentiable, ema_decay)
 
 
 class NAdam(_Optimizer):
@@ -821,13 +904,14 @@ class NAdam(_Optimizer):
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
-                 differentiable: bool = False, backend: str = "auto",
+                 differentiable: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, capturable, differentiable)
+                         foreach, None, capturable, differentiable, ema_decay)
 
 
 class ASGD(_Optimizer):
@@ -840,10 +924,11 @@ class ASGD(_Optimizer):
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0,
                  foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False, capturable: bool = False, *,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                                       weight_decay=weight_decay, maximize=maximize), backend,
-                         multi_tensor, foreach, None, capturable, differentiable)
+                         multi_tensor, foreach, None, capturable, differentiable, ema_decay)
 
 
 class Rprop(_Optimizer):
@@ -855,11 +940,12 @@ class Rprop(_Optimizer):
                  etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
-                 differentiable: bool = False, backend: str = "auto",
+                 differentiable: bool = False, ema_decay: float | None = None,
+                 backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, capturable, differentiable)
+                         foreach, None, capturable, differentiable, ema_decay)
 
 
 class ADOPT(_Optimizer):
@@ -874,11 +960,12 @@ class ADOPT(_Optimizer):
                  decouple: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class AdEMAMix(_Optimizer):
@@ -894,13 +981,14 @@ class AdEMAMix(_Optimizer):
                  weight_decay: float = 1e-2, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
                                       t_alpha=no_warmup(t_alpha),
                                       t_beta3=no_warmup(t_beta3),
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class _ScheduleFree(_Optimizer):
@@ -969,12 +1057,13 @@ class AdamWScheduleFree(_ScheduleFree):
                  weight_lr_power: float = 2.0, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)
 
 
 class SGDScheduleFree(_ScheduleFree):
@@ -988,9 +1077,10 @@ class SGDScheduleFree(_ScheduleFree):
                  weight_lr_power: float = 2.0, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
+                 ema_decay: float | None = None,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable)
+                         foreach, fused, capturable, differentiable, ema_decay)

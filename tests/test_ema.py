@@ -194,3 +194,157 @@ def test_ema_swap_of_torch_tensors_marks_them_modified():
 def test_every_step_function_documents_the_ema():
     for algo in ALGORITHMS:
         assert "ema_decay" in algo.step_fn.__doc__ and "ema_swap" in algo.step_fn.__doc__
+
+
+# -- the optimizer classes ----------------------------------------------------------------------
+
+def _class_problem(algo, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (3, 2**15 + 5)]
+    grads = [[rng.standard_normal(p.size).astype(np.float32) for p in params] for _ in range(4)]
+    return params, grads
+
+
+@pytest.mark.parametrize("multi_tensor", [True, False])
+@pytest.mark.parametrize("algo", ALGORITHMS, ids=lambda a: a.name)
+def test_classes_fuse_the_ema_bit_for_bit(algo, multi_tensor):
+    """Every class with ``ema_decay``: the parameters are those of the class without it, the
+    EMA reference.ema_update of them (the first update a copy)."""
+    cls = getattr(fastopt, algo.spec.torch_class)
+    params, grads = _class_problem(algo)
+    plain = [p.copy() for p in params]
+    opt = cls(params, ema_decay=0.8, multi_tensor=multi_tensor)
+    other = cls(plain, multi_tensor=multi_tensor)
+    expected = [np.full_like(p, np.nan) for p in params]
+    for t, gs in enumerate(grads, 1):
+        opt.step(gs)
+        other.step(gs)
+        for e, p in zip(expected, plain):
+            reference.ema_update(e, p, decay=0.8, first=t == 1)
+    for i, (p, q, e) in enumerate(zip(params, plain, expected)):
+        np.testing.assert_array_equal(p, q)
+        np.testing.assert_array_equal(opt.state[i]["ema"], e)
+
+
+def test_class_ema_weights_swap_in_and_back():
+    params, grads = _class_problem(None)
+    opt = fastopt.AdamW(params, lr=0.1, ema_decay=0.5)
+    for gs in grads:
+        opt.step(gs)
+    trained = [p.copy() for p in params]
+    emas = [opt.state[i]["ema"].copy() for i in range(2)]
+    with pytest.raises(ZeroDivisionError):
+        with opt.ema_weights():
+            for p, e in zip(params, emas):
+                np.testing.assert_array_equal(p, e)
+            with pytest.raises(RuntimeError, match="EMA weights swapped in"):
+                opt.step(grads[0])
+            with pytest.raises(RuntimeError, match="already swapped in"):
+                with opt.ema_weights():
+                    pass
+            1 / 0  # the block fails: the training weights still come back
+    for p, q in zip(params, trained):
+        np.testing.assert_array_equal(p, q)
+    assert not opt.ema_swapped
+    opt.step(grads[0])  # trains again
+
+
+def test_class_ema_checkpoint_round_trip(tmp_path):
+    params, grads = _class_problem(None, seed=3)
+    twin = [p.copy() for p in params]
+    opt = fastopt.Adam(params, lr=0.1, ema_decay=0.9)
+    for gs in grads[:2]:
+        opt.step(gs)
+    opt.swap_ema()
+    opt.save(tmp_path / "ckpt.npz")
+    other = fastopt.Adam(twin, lr=0.1, ema_decay=0.9)
+    other.load(tmp_path / "ckpt.npz")
+    assert other.ema_swapped
+    for i in range(2):
+        np.testing.assert_array_equal(other.state[i]["ema"], opt.state[i]["ema"])
+    opt.swap_ema()
+    twin[:] = [p.copy() for p in params]  # the training weights, as a user would restore them
+    other = fastopt.Adam(twin, lr=0.1, ema_decay=0.9)
+    sd = opt.state_dict()
+    other.load_state_dict(sd)
+    for gs in grads[2:]:
+        opt.step(gs)
+        other.step(gs)
+    for i in range(2):
+        np.testing.assert_array_equal(twin[i], params[i])
+        np.testing.assert_array_equal(other.state[i]["ema"], opt.state[i]["ema"])
+    with pytest.raises(ValueError, match="ema_swapped"):
+        other.load_state_dict({**sd, "ema_swapped": "yes"})
+
+
+def test_class_ema_bad_decay_and_nothing_to_swap():
+    p = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="Invalid ema_decay: 2.0"):
+        fastopt.SGD([p], lr=0.1, ema_decay=2.0)
+    opt = fastopt.SGD([p], lr=0.1)
+    with pytest.raises(RuntimeError, match="no parameter has a weight EMA"):
+        opt.swap_ema()
+    opt.param_groups[0]["ema_decay"] = float("nan")
+    with pytest.raises(ValueError, match="Invalid ema_decay: nan"):
+        opt.step([np.ones(3, np.float32)])
+    np.testing.assert_array_equal(p, 1.0)
+    assert opt.state == {}
+
+
+def test_class_ema_turned_on_later_starts_with_a_copy():
+    p = np.ones(4, np.float32)
+    opt = fastopt.SGD([p], lr=0.25)
+    g = np.ones(4, np.float32)
+    opt.step([g])
+    assert "ema" not in opt.state[0]
+    opt.param_groups[0]["ema_decay"] = 0.5
+    opt.step([g])
+    np.testing.assert_array_equal(opt.state[0]["ema"], p)  # 0.5: its first update copies
+    opt.step([g])
+    np.testing.assert_array_equal(opt.state[0]["ema"], (0.5 + 0.25) / 2)
+
+
+# -- fastopt.torch -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("foreach", [None, False])
+def test_torch_drop_in_matches_averaged_model(foreach):
+    torch = pytest.importorskip("torch")
+    import copy
+
+    import fastopt.torch as ft
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.Linear(20, 3))
+    twin = copy.deepcopy(model)
+    opt = ft.AdamW(model.parameters(), lr=0.01, ema_decay=0.9, foreach=foreach)
+    plain = ft.AdamW(twin.parameters(), lr=0.01, foreach=foreach)
+    averaged = AveragedModel(twin, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    for _ in range(8):
+        x = torch.randn(4, 10)
+        for m, o in ((model, opt), (twin, plain)):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+        averaged.update_parameters(twin)
+    for p, q, a in zip(model.parameters(), twin.parameters(), averaged.module.parameters()):
+        assert torch.equal(p, q)
+        torch.testing.assert_close(opt.state[p]["ema"], a.detach(), rtol=1e-6, atol=1e-7)
+    versions = [p._version for p in model.parameters()]
+    with opt.ema_weights():
+        for p, a in zip(model.parameters(), averaged.module.parameters()):
+            torch.testing.assert_close(p.detach(), a.detach(), rtol=1e-6, atol=1e-7)
+        with pytest.raises(RuntimeError, match="EMA weights swapped in"):
+            opt.step()
+        assert all(g["ema_swapped"] for g in opt.param_groups)
+        sd = opt.state_dict()
+    assert all(p._version > v for p, v in zip(model.parameters(), versions))
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    # A checkpoint taken with the EMA weights in says so; another drop-in resumes from it.
+    other = ft.AdamW(copy.deepcopy(model).parameters(), lr=0.01, ema_decay=0.9)
+    other.load_state_dict(sd)
+    assert all(g["ema_swapped"] for g in other.param_groups)
+    # torch.optim loads fastopt's checkpoint (it keeps the extra state and group keys).
+    torch.optim.AdamW(copy.deepcopy(model).parameters(), lr=0.01).load_state_dict(
+        opt.state_dict())
