@@ -637,6 +637,23 @@ class _Optimizer(torch.optim.Optimizer):
         work.checked = seen
         return work
 
+    def _paired_state(self, p: torch.Tensor, key: str, gi: int, k: int) -> torch.Tensor | None:
+        """State ``key`` of ``p`` for a pass over the two (Schedule-Free's switch, the EMA
+        swap), checked against its parameter (shape, dtype, device, layout), or None."""
+        t = self.state[p].get(key) if p in self.state else None
+        if t is None:
+            return None
+        where = f"param_groups[{gi}]['params'][{k}]"
+        _check_param(p, where)
+        if type(t) is not torch.Tensor or t.dtype != p.dtype or t.shape != p.shape or \
+                t.device != p.device:
+            _check_state(p, t, key, where)
+        if t.stride() != p.stride() and p.numel() > 1:
+            raise ValueError(f"fastopt.torch: state {key!r} of {where} has strides "
+                             f"{t.stride()} (expected its parameter's {p.stride()})")
+        result: torch.Tensor = t
+        return result
+
     @torch.no_grad()
     def swap_ema(self) -> None:
         """Exchange every parameter with its weight EMA (``state[p]['ema']``, kept when
@@ -647,18 +664,9 @@ class _Optimizer(torch.optim.Optimizer):
         work = []
         for gi, group in enumerate(self.param_groups):
             for k, p in enumerate(group["params"]):
-                ema = self.state[p].get("ema") if p in self.state else None
-                if ema is None:
-                    continue
-                where = f"param_groups[{gi}]['params'][{k}]"
-                _check_param(p, where)
-                if type(ema) is not torch.Tensor or ema.dtype != p.dtype or \
-                        ema.shape != p.shape or ema.device != p.device:
-                    _check_state(p, ema, "ema", where)
-                if ema.stride() != p.stride() and p.numel() > 1:
-                    raise ValueError(f"fastopt.torch: state 'ema' of {where} has strides "
-                                     f"{ema.stride()} (expected its parameter's {p.stride()})")
-                work.append((p.detach(), ema))
+                ema = self._paired_state(p, "ema", gi, k)
+                if ema is not None:
+                    work.append((p.detach(), ema))
         swapped = any(g.get("ema_swapped") for g in self.param_groups)
         if not work and not swapped:
             raise RuntimeError(f"{type(self).__name__}.swap_ema(): no parameter has a weight "
@@ -1025,17 +1033,9 @@ class _ScheduleFree(_Optimizer):
                 continue
             beta1 = _group_options(self.algorithm, group)[self._beta1]  # checked by the spec
             for k, p in enumerate(group["params"]):
-                z = self.state[p].get("z") if p in self.state else None
-                if z is None:
-                    continue
-                where = f"param_groups[{gi}]['params'][{k}]"
-                _check_param(p, where)
-                if type(z) is not torch.Tensor or z.dtype != p.dtype or z.shape != p.shape \
-                        or z.device != p.device or z.stride() != p.stride():
-                    _check_state(p, z, "z", where)
-                    raise ValueError(f"fastopt.torch: state 'z' of {where} has strides "
-                                     f"{z.stride()} (expected its parameter's {p.stride()})")
-                work.append((p.detach(), z, beta1))
+                z = self._paired_state(p, "z", gi, k)
+                if z is not None:
+                    work.append((p.detach(), z, beta1))
         with deferred_signals():
             for p, z, beta1 in work:
                 _generic.schedulefree_swap(p, z, beta1, to_eval, self.backend)
