@@ -2,7 +2,8 @@
 
 An update is memory-bound, so each measurement is set against a roofline: a kernel with the same
 memory traffic and no arithmetic to speak of (kernels/cpu/roofline.py), timed in the same run,
-interleaved with the update so that both see the same machine noise.
+interleaved with the update so that both see the same machine noise. Ratios (the roofline
+fraction, the speedups) are medians over rounds of each round's ratio (:func:`paired_ratio`).
 """
 
 from __future__ import annotations
@@ -118,10 +119,11 @@ class Case:
         return step
 
 
-def interleaved_medians(fns: dict[str, Callable[[], None]], *, rounds: int = 10,
-                        per_round: int = 5, settle: float = 2e-3,
-                        max_seconds: float = 10.0) -> dict[str, float]:
-    """Median seconds per call of each function, timed side by side in one process.
+def interleaved_times(fns: dict[str, Callable[[], None]], *, rounds: int = 10,
+                      per_round: int = 5, settle: float = 2e-3,
+                      max_seconds: float = 10.0) -> dict[str, list[list[float]]]:
+    """Seconds per call of each function, timed side by side in one process: for each
+    function, one list of samples per round.
 
     The functions take turns in blocks: each block first runs its function untimed for
     ``settle`` seconds (at least once), then times ``per_round`` calls. The settling matters:
@@ -130,7 +132,7 @@ def interleaved_medians(fns: dict[str, Callable[[], None]], *, rounds: int = 10,
     halve the next one's speed. Stops early (after at least 3 rounds) past ``max_seconds``.
     """
     clock = time.perf_counter
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[str, list[list[float]]] = {k: [] for k in fns}
     deadline = clock() + max_seconds
     for r in range(rounds):
         for name, fn in fns.items():
@@ -138,14 +140,35 @@ def interleaved_medians(fns: dict[str, Callable[[], None]], *, rounds: int = 10,
             until = clock() + settle
             while clock() < until:
                 fn()
-            samples = times[name]
+            samples: list[float] = []
             for _ in range(per_round):
                 t0 = clock()
                 fn()
                 samples.append(clock() - t0)
+            times[name].append(samples)
         if r >= 2 and clock() > deadline:
             break
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def medians(times: dict[str, list[list[float]]]) -> dict[str, float]:
+    """The median over every sample of each function (:func:`interleaved_times`)."""
+    return {k: statistics.median(s for block in v for s in block) for k, v in times.items()}
+
+
+def interleaved_medians(fns: dict[str, Callable[[], None]], **timing: Any) -> dict[str, float]:
+    """Median seconds per call of each function, timed side by side in one process
+    (:func:`interleaved_times`, same keywords)."""
+    return medians(interleaved_times(fns, **timing))
+
+
+def paired_ratio(times: dict[str, list[list[float]]], numerator: str,
+                 denominator: str) -> float:
+    """The median over rounds of ``numerator``'s median time in the round over
+    ``denominator``'s: each ratio compares blocks run a few milliseconds apart, so a drift of
+    the machine's speed between rounds (other guests on a shared host) cancels out of it."""
+    return statistics.median(statistics.median(a) / statistics.median(b)
+                             for a, b in zip(times[numerator], times[denominator]))
 
 
 DEFAULT_SIZES = (2**12, 2**16, 2**20, 2**22, 2**24)
@@ -158,7 +181,7 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
     """Time every backend on every algorithm and size; one record per (backend, case).
 
     Within one (algorithm, size) case, the backends, the roofline kernel and torch.optim (when
-    importable) are timed side by side (:func:`interleaved_medians`). Records are appended as
+    importable) are timed side by side (:func:`interleaved_times`). Records are appended as
     cases finish, so a KeyboardInterrupt leaves what was measured in ``records`` (re-raised).
     """
     records: list[dict[str, Any]] = []
@@ -178,17 +201,19 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
                 if torch_fn is not None:
                     fns["torch"] = torch_fn
                 per_round = max(3, min(40, 2**22 // size))
-                med = interleaved_medians(fns, rounds=rounds, per_round=per_round,
+                times = interleaved_times(fns, rounds=rounds, per_round=per_round,
                                           max_seconds=max_seconds)
+                med = medians(times)
                 for b in backends:
                     rec: dict[str, Any] = dict(
                         backend=b, algorithm=algorithm, dtype=np.dtype(dtype).name, size=size,
                         seconds=med[b], gbps=first.nbytes / med[b] / 1e9,
-                        roofline_fraction=med["roofline"] / med[b],
+                        roofline_fraction=paired_ratio(times, "roofline", b),
                         roofline_gbps=first.nbytes / med["roofline"] / 1e9,
-                        speedup_vs_reference=(med["numpy"] / med[b]) if "numpy" in med
-                        else None,
-                        speedup_vs_torch=(med["torch"] / med[b]) if "torch" in med else None,
+                        speedup_vs_reference=(paired_ratio(times, "numpy", b)
+                                              if "numpy" in med else None),
+                        speedup_vs_torch=(paired_ratio(times, "torch", b)
+                                          if "torch" in med else None),
                         torch_impl=(f"torch.optim.{TORCH_CLASSES[algorithm]} "
                                     f"{first.torch_impl()}") if "torch" in med else None,
                         working_set_bytes=first.working_set_bytes,

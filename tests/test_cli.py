@@ -75,7 +75,7 @@ def test_bench_quick_json(tmp_path, capsys):
 
 
 def test_bench_ctrl_c_prints_what_was_measured(monkeypatch, capsys):
-    real = _bench.interleaved_medians
+    real = _bench.interleaved_times
     calls = []
 
     def interrupt_second(*args, **kwargs):
@@ -84,7 +84,7 @@ def test_bench_ctrl_c_prints_what_was_measured(monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_bench, "interleaved_medians", interrupt_second)
+    monkeypatch.setattr(_bench, "interleaved_times", interrupt_second)
     code = cli.main(["bench", "--algo", "sgd,adam", "--sizes", "500", "--repeat", "1",
                      "--backends", "numba"])
     captured = capsys.readouterr()
@@ -278,3 +278,13 @@ def test_multi_tensor_benchmark_reports_bookkeeping_per_tensor():
     assert rec["seconds"]["kernel_only"] > 0 and "multi_tensor" in rec["bookkeeping_us_per_tensor"]
     if "torch_fused" in rec["seconds"]:
         assert rec["fastopt_torch_vs_torch_fused"] > 0
+
+
+def test_bench_ratios_pair_the_blocks_of_one_round():
+    # The machine slows down 3x in round 2, between the kernel's block and the roofline's.
+    # Unpaired medians make the roofline 1.5x slower than the kernel; the rounds' own ratios
+    # say 0.5 in every round but the one with the change.
+    times = {"kernel": [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0], [6.0, 6.0], [6.0, 6.0]],
+             "roofline": [[1.0, 1.0], [1.0, 1.0], [3.0, 3.0], [3.0, 3.0], [3.0, 3.0]]}
+    assert _bench.medians(times) == {"kernel": 2.0, "roofline": 3.0}
+    assert _bench.paired_ratio(times, "roofline", "kernel") == 0.5

@@ -40,6 +40,35 @@ def test_nan_and_inf_gradients_propagate_as_in_the_reference(case, dtype):
     assert_close(fast.arrays(), ref.arrays())
 
 
+@pytest.mark.parametrize("size", [1031, pytest.param(BIG, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", cases(), ids=case_id)
+def test_nan_and_inf_states_propagate_as_in_the_reference(case, size):
+    # A state's non-finite values must meet the rule's own treatment: a select that drops the
+    # state (ASGD copying the parameter while mu = 1) drops them too, and nothing a kernel
+    # does for speed (a select reading the state, a split loop) may differ.
+    algo, options = case
+    prob = Problem(algo, options, size, np.float32, seed=6)
+    fast, ref = prob.copy(), prob.copy()
+    g = prob.grad()
+    fast.step(g, 1, "numba")
+    ref.step_reference(g, 1)
+    for p in (fast, ref):
+        for s in p.state.values():
+            if s is not None:
+                s[[5, 200, 600, size - 1]] = [np.nan, np.inf, -np.inf, np.nan]
+    for t in (2, 3):
+        g = prob.grad()
+        with np.errstate(all="ignore"):
+            fast.step(g, t, "numba")
+            ref.step_reference(g, t)
+    for name, expected in ref.arrays().items():
+        actual = fast.arrays()[name]
+        np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=name)
+        np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected), err_msg=name)
+        np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected), err_msg=name)
+    assert_close(fast.arrays(), ref.arrays())
+
+
 @pytest.mark.parametrize("algo", ALGORITHMS, ids=lambda a: a.name)
 def test_size_zero_is_a_no_op(algo):
     for options in algo.option_sets:

@@ -4,18 +4,21 @@
 
 template <typename M, bool MAXIMIZE, bool WEIGHT_DECAY>
 __device__ __forceinline__ void asgd_rule(M& p, M g, M& ax, M decay, M neg_eta, M mu,
-                                          M averaging, M weight_decay) {
+                                          M copy, M weight_decay, M zero) {
     if (MAXIMIZE) g = -g;
     if (WEIGHT_DECAY) g = g + weight_decay * p;
     p = p * decay;
     p = p + neg_eta * g;
-    if (averaging != decay - decay) ax = ax + (p - ax) * mu;
-    else ax = p;
+    // copy (mu = 1): ax = p exactly; z is +-0 for every ax (the CPU rule's select, see rules.py).
+    M averaged = ax + (p - ax) * mu;
+    M z = zero * ax;
+    z = z == z ? z : zero;
+    ax = copy > z ? p : averaged;
 }
 
 template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
 __global__ void asgd(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ ax,
-                     long long n, M decay, M neg_eta, M mu, M averaging, M weight_decay,
+                     long long n, M decay, M neg_eta, M mu, M copy, M weight_decay, M zero,
                      T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
@@ -24,7 +27,7 @@ __global__ void asgd(T* __restrict__ param, const T* __restrict__ grad, T* __res
         for (int k = 0; k < N; ++k) {
             M p = static_cast<M>(P.v[k]), a = static_cast<M>(A.v[k]);
             asgd_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), a, decay, neg_eta,
-                                                 mu, averaging, weight_decay);
+                                                 mu, copy, weight_decay, zero);
             P.v[k] = static_cast<T>(p);
             A.v[k] = static_cast<T>(a);
         }
