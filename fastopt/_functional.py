@@ -22,8 +22,8 @@ F = TypeVar("F", bound=Callable[..., None])
 
 
 def declared(fn: F) -> F:
-    """Check ``fn``'s signature against the spec of its name, and mark torch tensors it
-    writes as modified (see _validate.bumps_torch_versions)."""
+    """Check ``fn``'s signature against the spec of its name (the generic step it calls marks
+    the torch tensors it writes as modified)."""
     spec = SPECS[fn.__name__.removesuffix("_step")]
     params = list(inspect.signature(fn).parameters.values())
     arrays = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
@@ -44,7 +44,7 @@ def declared(fn: F) -> F:
             raise TypeError(f"{fn.__name__}: {p.name} must default to None exactly when it "
                             f"is optional")
     fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n\n    " + EMA_DOC + "\n    "
-    return check.bumps_torch_versions(fn)
+    return fn
 
 
 # Appended to every step function's docstring: the keywords they all share.

@@ -9,6 +9,7 @@ options)``. Nothing is written before every check has passed.
 from __future__ import annotations
 
 import math
+from operator import is_ as _is
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,6 @@ from . import _validate as check
 from ._specs import EMA_SWAP, SCHEDULEFREE_SWAP, Ema, Hyper, Scalar, Spec
 
 _INF = math.inf
-
-# Per spec: the array names of each pattern of active states (tuples reused every call).
-_names: dict[tuple[str, tuple[bool, ...]], tuple[str, ...]] = {}
-
 
 def hyper(h: Hyper, v: Any) -> Any:
     """One hyperparameter checked: a real as a Python float, a flag as a bool."""
@@ -60,40 +57,83 @@ def _step(spec: Spec, value: Any, flags: tuple[bool, ...]) -> int:
     return check.step(f"{spec.fn_name} with {spec.step}", value, on)
 
 
+class _Config:
+    """What a call's hyperparameters decide, checked once: the options, the flags, the active
+    states and the names of the call's arrays. Reused while a spec is called with the very same
+    value objects (literals and defaults are; a schedule's new lr is a new float: checked
+    again), so identity, not equality, is the test: ``1.0 == True``."""
+
+    __slots__ = ("values", "opts", "flags", "active", "names", "on", "off")
+
+    def __init__(self, spec: Spec, values: tuple[Any, ...]) -> None:
+        self.opts = options(spec, values)  # raises on a bad value: nothing is cached
+        self.flags = spec.flag_values(self.opts)
+        self.active = spec.active(self.flags)
+        self.names = ("param", "grad",
+                      *[s.name for s, on in zip(spec.states, self.active) if on])
+        # The positions of the active states (with whether each may be None: optional ones
+        # activated by a flag must be given), and of the inactive ones.
+        self.on = tuple((k, spec.states[k].when is not None)
+                        for k, on in enumerate(self.active) if on)
+        self.off = tuple(k for k, on in enumerate(self.active) if not on)
+        self.values = values
+
+
+# The last configuration of each spec (a plain dict write: safe across threads, each call
+# reads one entry and checks it matches). Only values that cannot change in place are kept
+# (a 0-d array lr could be assigned between two calls with the same object).
+_configs: dict[str, _Config] = {}
+_IMMUTABLE = frozenset({float, bool, int, type(None)})
+
+
+def _config(spec: Spec, values: tuple[Any, ...]) -> _Config:
+    c = _configs.get(spec.name)
+    if c is None or len(c.values) != len(values) or not all(map(_is, c.values, values)):
+        c = _Config(spec, values)
+        if all(type(v) in _IMMUTABLE for v in values):
+            _configs[spec.name] = c
+    return c
+
+
 def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, backend: str,
          values: tuple[Any, ...], scalars: tuple[Any, ...] = (),
          ema: tuple[Any, Any, Any] = (None, 0.999, None)) -> None:
     """Validate, then update in place (see the module docstring). ``scalars``: the scalar
     states (0-d arrays, or None to derive them from ``step``), in the spec's order; ``ema``:
-    the weight EMA's ``(array or None, decay, ema_step)`` (see ema_options)."""
-    opts = options(spec, values)
-    flags = spec.flag_values(opts)
+    the weight EMA's ``(array or None, decay, ema_step)`` (see ema_options). Torch tensors
+    written (all arrays but the gradient) get their autograd version bumped afterwards."""
+    c = _config(spec, values)
+    opts, flags, active = c.opts, c.flags, c.active
     t = _step(spec, step, flags)
     ema_array = ema[0]
     if ema_array is not None or ema[2] is not None:
         decay, first = ema_options(ema_array, ema[1], ema[2], step)
-    active = spec.active(flags)
-    names = _names.get((spec.name, active))
-    if names is None:
-        names = _names[(spec.name, active)] = (
-            "param", "grad", *[s.name for s, on in zip(spec.states, active) if on])
-    given = []
-    for s, a, on in zip(spec.states, states, active):
-        if on:
-            if a is None and s.when is not None:  # a required one: arrays() names it
-                raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
-            given.append(a)
-        elif a is not None:
+    given = [param, grad]
+    for k, optional in c.on:
+        a = states[k]
+        if a is None and optional:  # a required one: arrays() names it
+            s = spec.states[k]
+            raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
+        given.append(a)
+    for k in c.off:
+        if states[k] is not None:
+            s = spec.states[k]
             raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
                              f"None unless {s.condition})")
     if ema_array is None:
-        arrays = check.arrays(names, (param, grad, *given))
+        names, inputs = c.names, tuple(given)
+    else:
+        names, inputs = (*c.names, "ema"), (*given, ema_array)
+    arrays = check.arrays(names, inputs, overlap=False)
+    mod = _backends.get(backend, arrays[0])
+    if type(arrays[0]) is np.ndarray and (
+            not arrays[0].size or not getattr(mod, "CHECKS_OVERLAP", False)):
+        check.no_overlap(names, arrays)  # else: the kernel checks, before writing
+    if ema_array is None:
         fused = None
     else:
-        arrays = check.arrays((*names, "ema"), (param, grad, *given, ema_array))
         fused = Ema.of(arrays[-1], decay, first, arrays[0].dtype)
         arrays = arrays[:-1]
-    mod = _backends.get(backend, arrays[0])
     written: list[tuple[Any, float]] = []
     if spec.scalar_states:
         opts = dict(opts)
@@ -105,14 +145,24 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
                 opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
                 written.append((a, new))
     if arrays[0].size:
-        it = iter(arrays[2:])
-        full = tuple(next(it) if on else None for on in active)
-        if fused is None:
-            mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
+        if arrays is inputs:  # the states as given: None exactly where inactive
+            full = states
         else:
-            mod.update(spec, flags, arrays[0], arrays[1], full, t, opts, fused)
+            it = iter(arrays[2:])
+            full = tuple(next(it) if on else None for on in active)
+        if fused is None:
+            overlap = mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
+        else:
+            overlap = mod.update(spec, flags, arrays[0], arrays[1], full, t, opts, fused)
+        if overlap is not None:  # found by the kernel, before it wrote anything
+            raise check.overlap_error(names, *overlap)
     for a, new in written:
         a[...] = new
+    if arrays is not inputs or (written and any(type(a) is not np.ndarray for a in scalars)):
+        # Some input was not a NumPy array (check.arrays returns the very tuple it was given
+        # when all are): mark the torch tensors among what was written.
+        check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
+                                  + [a for a in scalars if a is not None])
 
 
 def ema_options(array: Any, decay: Any, ema_step: Any, step: Any) -> tuple[float, bool]:
@@ -140,16 +190,18 @@ def schedulefree_swap(param: Any, z: Any, beta1: Any, to_eval: bool, backend: st
     weight = 1.0 - 1.0 / b if to_eval else 1.0 - b
     arrays = check.arrays(("param", "z"), (param, z))
     if arrays[0].size:
-        _backends.get(backend, arrays[0]).update(SCHEDULEFREE_SWAP, (), arrays[0], arrays[1],
-                                                 (), 1, {"weight": weight})
+        found = _backends.get(backend, arrays[0]).update(SCHEDULEFREE_SWAP, (), arrays[0],
+                                                         arrays[1], (), 1, {"weight": weight})
+        assert found is None, "checked above"
 
 
 def ema_swap(param: Any, ema: Any, backend: str) -> None:
     """Validate, then exchange the contents of ``param`` and ``ema`` in place, one pass."""
     arrays = check.arrays(("param", "ema"), (param, ema))
     if arrays[0].size:
-        _backends.get(backend, arrays[0]).update(EMA_SWAP, (), arrays[0], arrays[0],
-                                                 (arrays[1],), 1, {})
+        found = _backends.get(backend, arrays[0]).update(EMA_SWAP, (), arrays[0], arrays[0],
+                                                         (arrays[1],), 1, {})
+        assert found is None, "checked above"
 
 
 # (spec, state, scalar type, options) -> (step, value after it): the last derived value, so a

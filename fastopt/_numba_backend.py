@@ -74,11 +74,11 @@ def _parallel_guard() -> contextlib.AbstractContextManager[Any]:
     return _workqueue_lock if layer == "workqueue" else contextlib.nullcontext()
 
 
-_kernels: dict[tuple[Any, ...], Callable[..., None]] = {}
+_kernels: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
 def kernel(spec: Spec, flags: tuple[bool, ...], parallel: bool,
-           ema: bool = False) -> Callable[..., None]:
+           ema: bool = False) -> Callable[..., Any]:
     """The compiled kernel of ``spec`` for ``flags`` (in the spec's flag order), with the
     fused weight EMA when ``ema``."""
     key = (spec.rule, flags, parallel, ema)
@@ -86,16 +86,16 @@ def kernel(spec: Spec, flags: tuple[bool, ...], parallel: bool,
     if k is None:
         k = _kernels[key] = generic.kernel(
             spec.rule, spec.state_names, spec.active(flags),
-            tuple(zip(spec.flag_names, flags)), spec.scalar_call, parallel, ema)
+            tuple(zip(spec.flag_names, flags)), spec.scalar_call, parallel, ema,
+            spec.reads_grad)
     return k
 
 
-def _run(kernel: Callable[..., None], parallel: bool, *args: Any) -> None:
+def _run(kernel: Callable[..., Any], parallel: bool, *args: Any) -> Any:
     if parallel:
         with _parallel_guard():
-            kernel(*args)
-    else:
-        kernel(*args)
+            return kernel(*args)
+    return kernel(*args)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -107,39 +107,66 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return f
 
 
-def _hyper_args(spec: Spec, options: dict[str, Any]) -> list[float]:
+def _hyper_args(spec: Spec, options: dict[str, Any]) -> tuple[float, ...]:
     """The kernel's hyperparameter arguments, after the arrays and the step (Python floats:
     one compiled signature per dtype)."""
-    return [float(options[a]) for a in spec.scalar_args]
+    return tuple([float(options[a]) for a in spec.scalar_args])
+
+
+# The options dict of the last update() and its hyperparameter arguments: _generic passes
+# the same dict, never mutated, while a spec is called with the same values (_generic._Config).
+_last_hypers: tuple[Any, tuple[float, ...]] = (None, ())
 
 
 def _arguments(spec: Spec, step: int, options: dict[str, Any],
-               ema: Ema | None = None) -> list[Any]:
+               ema: Ema | None = None) -> tuple[Any, ...]:
     """The kernel's arguments after the arrays: the step if it takes one, the scalar states'
     values (in ``options`` under their names), the EMA's scalars, then the hyperparameters."""
+    global _last_hypers
+    last_options, hypers = _last_hypers  # one tuple, replaced whole: consistent in threads
+    if last_options is not options:
+        hypers = _hyper_args(spec, options)
+        _last_hypers = (options, hypers)
+    if not spec.scalar_states and ema is None:
+        return (step, *hypers) if spec.takes_step else hypers
     head: list[Any] = [step] if spec.takes_step else []
     if spec.scalar_states:
         head += [float(options[n]) for n in spec.scalar_names]
     if ema is not None:
         head += ema.scalars
-    return head + _hyper_args(spec, options)
+    return (*head, *hypers)
+
+
+# update() checks that no two arrays overlap itself, in the kernel, before writing anything
+# (_generic leaves that check to it).
+CHECKS_OVERLAP = True
 
 
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
            states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
-           ema: Ema | None = None) -> None:
+           ema: Ema | None = None) -> tuple[int, int] | None:
     """One update of validated arrays; ``states`` in the spec's order, None where inactive;
-    ``ema``: the weight EMA to update in the same pass."""
+    ``ema``: the weight EMA to update in the same pass. Returns None, or, having written
+    nothing, the first pair ``(i, j)`` of the arrays used (param, grad, the active states, the
+    EMA) that overlap in memory."""
     par = param.size >= PARALLEL_MIN_SIZE
     on = ema is not None
     k = _kernels.get((spec.rule, flags, par, on))
     if k is None:
         k = kernel(spec, flags, par, on)
-    p = _flat(param)
-    arrays = [p, _flat(grad), *[p if s is None else _flat(s) for s in states]]
+    if param.ndim == 1 and param.flags.c_contiguous:
+        # Validated arrays share the param's shape and layout: all 1-D contiguous too.
+        arrays = [param, grad, *[param if s is None else s for s in states]]
+    else:
+        p = _flat(param)
+        arrays = [p, _flat(grad), *[p if s is None else _flat(s) for s in states]]
     if ema is not None:
         arrays.append(_flat(ema.array))
-    _run(k, par, *arrays, *_arguments(spec, step, options, ema))
+    if par:
+        o: int = _run(k, par, *arrays, *_arguments(spec, step, options, ema))
+    else:
+        o = k(*arrays, *_arguments(spec, step, options, ema))
+    return None if o < 0 else divmod(o, 64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +206,7 @@ def multi_step_rows(spec: Spec, options: dict[str, Any], dtype: np.dtype[Any], s
         assert not spec.scalar_states and not ema, f"{spec.name} needs its scalar states"
         scalars = _NO_SCALARS
     _run(k, par, np.asarray(rows, np.int64), tensor, lo, hi, np.asarray(steps, np.int64),
-         scalars, tuple(_hyper_args(spec, options)), float(scale))
+         scalars, _hyper_args(spec, options), float(scale))
 
 
 _NO_SCALARS = np.empty((0, 0), np.float64)

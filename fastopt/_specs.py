@@ -189,6 +189,9 @@ class Spec:
     constraints: Callable[[dict[str, Any]], None] | None = None
     # torch.optim keeps a 'step' per parameter in its state (SGD does not).
     torch_step: bool = True
+    # False where the gradient slot is a stand-in the rule never reads (EMA_SWAP passes the
+    # param there): the CPU kernels then leave it out of their overlap check.
+    reads_grad: bool = True
     # torch.optim's fastest CPU implementation ("fused", "foreach"), None if torch lacks it.
     torch_impl: str | None = "foreach"
     # torch.optim group keys fastopt's torch class fixes, with what the value means:
@@ -728,6 +731,6 @@ SCHEDULEFREE_SWAP = Spec(
 EMA_SWAP = Spec(
     name="ema_swap", rule="ema_swap", torch_class="", torch_impl=None,
     doc="The weight EMA's swap with the parameter.", states=(State("ema"),), hypers=(),
-    flags=(), step="unused")
+    flags=(), step="unused", reads_grad=False)
 # Every spec with kernels on every backend (the CUDA C++ sources are compiled for these).
 KERNEL_SPECS = (*SPECS.values(), SCHEDULEFREE_SWAP, EMA_SWAP)

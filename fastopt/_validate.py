@@ -88,11 +88,14 @@ def _to_numpy(x: Any) -> Any:
     return x
 
 
-def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
+def arrays(names: tuple[str, ...], values: tuple[Any, ...], overlap: bool = True
+           ) -> tuple[Any, ...]:
     """Check the arrays of one call: names[0] is the param, names[1] the (read-only) grad.
 
     All must be NumPy arrays of one float dtype and one shape, of one dense memory layout (the
-    same strides; see _layout), param and state writeable, and no two may overlap in memory.
+    same strides; see _layout), param and state writeable, and no two may overlap in memory
+    (with ``overlap=False`` the caller checks that for host arrays, :func:`no_overlap` or in
+    a kernel; device arrays are always checked here).
     CPU torch tensors and other DLPack CPU arrays (np.memmap included) are taken as zero-copy
     NumPy views; masked arrays are not (the mask would be ignored). Returns NumPy arrays.
     """
@@ -132,14 +135,24 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
         if i != 1 and not flags.writeable:
             raise ValueError(f"Invalid {names[i]}: read-only array (expected a writeable "
                              f"array; it is updated in place)")
-    overlap = np.may_share_memory if param.size else _same_array
-    for a, b in itertools.combinations(values, 2):
-        if overlap(a, b):
-            i = next(k for k, x in enumerate(values) if x is a)
-            j = next(k for k, x in enumerate(values) if x is b and k > i)
-            raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory "
-                             f"(expected separate arrays)")
+    if overlap:
+        no_overlap(names, values)
     return values
+
+
+def no_overlap(names: tuple[str, ...], values: tuple[np.ndarray, ...]) -> None:
+    """No two of the (checked) host arrays may share memory; empty arrays share none, but the
+    same array passed twice is still a caller's bug."""
+    share = np.may_share_memory if values[0].size else _same_array
+    for (i, a), (j, b) in itertools.combinations(enumerate(values), 2):
+        if share(a, b):
+            raise overlap_error(names, i, j)
+
+
+def overlap_error(names: tuple[str, ...], i: int, j: int) -> ValueError:
+    """The error for arrays ``i < j`` overlapping in memory."""
+    return ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in memory (expected "
+                      f"separate arrays)")
 
 
 _DEVICE_DTYPES: dict[str, np.dtype[Any]] = {"<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64}

@@ -53,3 +53,20 @@ def test_user_njit_sgd_nesterov_matches_the_reference():
     for t in range(1, 11):
         fastopt.reference.sgd(q, 2 * q, qbuf, step=t, lr=0.1, momentum=0.9, nesterov=True)
     np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
+
+
+@numba.njit
+def adam_once(p, g, m, v):
+    return adam(p, g, m, v, v, 1, 0.05, 0.9, 0.999, 1e-8, 0.0)
+
+
+def test_a_raw_kernel_refuses_overlapping_arrays_before_writing():
+    rng = np.random.default_rng(1)
+    buf = rng.standard_normal(150)
+    p, g, v = buf[:100], rng.standard_normal(100), np.zeros(100)
+    m = buf[50:]  # overlaps p: pair (param, exp_avg) = (0, 2)
+    before = buf.copy()
+    assert adam_once(p, g, m, v) == 64 * 0 + 2
+    np.testing.assert_array_equal(buf, before)
+    assert adam_once(p, g, np.zeros(100), v) == -1  # v twice: the unused slot is not checked
+    assert not np.array_equal(buf[:100], before[:100])

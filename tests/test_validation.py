@@ -120,6 +120,28 @@ def test_overlapping_state_is_rejected(algo):
 
 
 @algos
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("size", [N, 2**14 + 3], ids=["serial", "parallel"])
+def test_overlap_found_by_the_kernel_writes_nothing(algo, size, backend):
+    # The numba backend checks overlap inside its kernel, before the loop: the pair of the
+    # last arrays used (the last active state, the EMA), overlapping in part, is found in both
+    # kernel builds and named as the Python check names it; nothing is written, scalar states
+    # included.
+    options = dict(algo.option_sets[-1])
+    prob = Problem(algo, options, size, np.float32, seed=4)
+    last = algo.active_states(options)[-1]
+    buf = np.ones(2 * size + 7, np.float32)
+    buf[:size] = prob.state[last]
+    prob.state[last] = buf[:size]
+    ema = buf[size // 2: size // 2 + size]
+    args = [prob.param, prob.grad(), *prob.state.values()]
+    kw = dict(options, step=3, backend=backend, **prob.scalars, ema=ema, ema_decay=0.9)
+    expect_rejected(algo, args, kw, ValueError, f"Invalid ema: it overlaps {last} in memory",
+                    protect=[buf, *args[:2], *prob.scalars.values(),
+                             *[a for a in prob.state.values() if a is not None]])
+
+
+@algos
 @pytest.mark.parametrize("which", ["param", "state"])
 def test_read_only_param_or_state_is_rejected(algo, which):
     args, kw = setup(algo)

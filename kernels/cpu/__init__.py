@@ -1,7 +1,9 @@
 """Numba CPU kernels, each generated from its algorithm's rule in kernels.rules (see generic).
 
-These are the raw kernels: no validation, no defaults, 1-D contiguous arrays only. They can be
-called from the caller's own ``@numba.njit`` code; see the README. ``<algorithm>_kernel(**flags,
+These are the raw kernels: no defaults, 1-D contiguous arrays only, and one check, that no
+two arrays used overlap (the return value: -1, or ``64 * i + j`` for an overlapping pair, with
+nothing written; see generic). They can be called from the caller's own ``@numba.njit`` code;
+see the README. ``<algorithm>_kernel(**flags,
 parallel=...)`` (for example ``adam_kernel(amsgrad=False, maximize=False, weight_decay=False,
 decoupled=False, parallel=False)``) returns the compiled kernel of one configuration, for every
 algorithm fastopt declares: its flags are the compile-time flags of its spec, in any order.

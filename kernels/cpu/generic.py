@@ -17,7 +17,11 @@ its order. The scalars are computed
 once per call in float64, cast to the arrays' dtype, and the loop calls the rule on each element
 with the flags as constants, so a configuration's kernel carries only its own branches.
 
-Raw kernels: no validation. They can be called from the caller's own ``@numba.njit`` code.
+Raw kernels validate one thing only, first, before writing: that no two of the arrays they
+use overlap in memory (inactive state slots are not used). They return -1, or ``64 * i + j``
+for the first overlapping pair ``i < j`` of the used arrays (param, grad, the active states in
+order, the EMA), having written nothing. They can be called from the caller's own
+``@numba.njit`` code.
 """
 
 import functools
@@ -39,6 +43,14 @@ def define(source, name, namespace):
     return namespace[name]
 
 
+def overlap(a, b):
+    """Whether the memory ranges of the 1-D contiguous arrays ``a`` and ``b`` overlap (what
+    ``numpy.may_share_memory`` tells, in compiled code)."""
+    lo_a = a.ctypes.data
+    lo_b = b.ctypes.data
+    return lo_b < lo_a + a.size * a.itemsize and lo_a < lo_b + b.size * b.itemsize
+
+
 def digest(text):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -47,7 +59,7 @@ def _literal(x):
     return "True" if x else "False"
 
 
-def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False):
+def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False, grad=True):
     """The Python source of one configuration's kernel (see the module docstring)."""
     head = [name for kind, name in scalar_call if kind in ("step", "scalar")]
     hypers = [name for kind, name in scalar_call if kind == "hyper"]
@@ -58,8 +70,13 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
                      for kind, name in scalar_call)
     cs = [f"c{k}" for k in range(n_scalars)]
     values = ", ".join(f"{s}[i]" if on else "param[i]" for s, on in zip(states, active))
+    # The arrays the overlap check covers (``grad=False``: the slot holds a stand-in).
+    used = ["param", *(["grad"] if grad else []), *[s for s, on in zip(states, active) if on],
+            *(["ema"] if ema else [])]
     lines = [
         f"def {rule}({', '.join(args)}):",
+        *[f"    if _overlap({a}, {b}):\n        return {64 * i + j}"
+          for i, a in enumerate(used) for j, b in enumerate(used) if i < j],
         f"    s = _scalars({call})",
         "    t = param.dtype.type",
         *[f"    {c} = t(s[{k}])" for k, c in enumerate(cs)],
@@ -70,6 +87,7 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
         "        param[i] = r[0]",
         *[f"        {s}[i] = r[{k + 1}]" for k, (s, on) in enumerate(zip(states, active)) if on],
         *(["        ema[i] = _ema(ema[i], r[0], e0, e1, e2)"] if ema else []),
+        "    return -1",
     ]
     return "\n".join(lines) + "\n"
 
@@ -80,9 +98,15 @@ def compiled_rule(name):
     return compile_rule(getattr(rules, name))
 
 
+@functools.cache
+def _overlap():
+    return compile_rule(overlap)
+
+
 @kernel_factory
-def kernel(rule, states, active, flags, scalar_call, parallel, ema=False):
-    """The compiled kernel of one configuration (``ema``: with the fused weight EMA).
+def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=True):
+    """The compiled kernel of one configuration (``ema``: with the fused weight EMA;
+    ``grad=False``: the gradient slot is not read, and not in the overlap check).
 
     ``rule`` names ``rules.<rule>``; ``states`` the state slots in order, ``active`` which of
     them the flags activate; ``flags`` is the tuple of (flag name, value) in the rule's order;
@@ -93,10 +117,11 @@ def kernel(rule, states, active, flags, scalar_call, parallel, ema=False):
     probe = [1 if kind == "step" else False if kind == "flag" else 0.5
              for kind, _ in scalar_call]
     n_scalars = len(scalars_fn(*probe))
-    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema)
+    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema, grad)
     namespace = {
         "_rule": compiled_rule(rule),
         "_ema": compiled_rule("ema"),
+        "_overlap": _overlap(),
         "_scalars": compiled_rule(f"{rule}_scalars"),
         "loop": loop_for(parallel),
     }
