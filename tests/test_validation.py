@@ -263,3 +263,26 @@ def test_optional_state_given_exactly_when_used(name, options, state, give):
     i = 2 + algo.states.index(state)
     args[i] = np.zeros(N, np.float32) if give else None
     expect_rejected(algo, args, kw, ValueError, f"Invalid {state}: ")
+
+
+def test_hyperparameters_checked_once_are_still_checked_when_they_change():
+    # The checks are cached while a spec is called with the very same value objects: a value
+    # equal to the cached one but of another type (1.0 == True), or a new value, is checked.
+    p, g = np.ones(8, np.float32), np.full(8, 0.5, np.float32)
+    m, v, vmax = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    fastopt.adam_step(p, g, m, v, vmax, step=1, lr=1.0, amsgrad=True)
+    fastopt.adam_step(p, g, m, v, vmax, step=2, lr=1.0, amsgrad=True)
+    before = [a.copy() for a in (p, m, v, vmax)]
+    with pytest.raises(TypeError, match="Invalid lr: True"):
+        fastopt.adam_step(p, g, m, v, vmax, step=3, lr=True, amsgrad=True)
+    with pytest.raises(TypeError, match="Invalid amsgrad: 1.0"):
+        fastopt.adam_step(p, g, m, v, vmax, step=3, lr=1.0, amsgrad=1.0)
+    with pytest.raises(ValueError, match="Invalid lr: -1.0"):
+        fastopt.adam_step(p, g, m, v, vmax, step=3, lr=-1.0, amsgrad=True)
+    for a, b in zip((p, m, v, vmax), before):
+        np.testing.assert_array_equal(a, b)
+    # A new lr takes effect (as a fresh call computes it).
+    q, mq, vq, vmq = (a.copy() for a in before)
+    fastopt.adam_step(p, g, m, v, vmax, step=3, lr=0.25, amsgrad=True)
+    fastopt.adam_step(q, g, mq, vq, vmq, step=3, lr=float("0.25"), amsgrad=True, backend="numpy")
+    np.testing.assert_array_equal(p, q)
