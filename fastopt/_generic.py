@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _storage
 from . import _validate as check
 from ._specs import EMA_SWAP, SCHEDULEFREE_SWAP, Ema, Hyper, Scalar, Spec
 
 _INF = math.inf
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 def hyper(h: Hyper, v: Any) -> Any:
     """One hyperparameter checked: a real as a Python float, a flag as a bool."""
@@ -126,20 +127,23 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         names, inputs = (*c.names, "ema"), (*given, ema_array)
     arrays = check.arrays(names, inputs, overlap=False)
     mod = _backends.get(backend, arrays[0])
-    if type(arrays[0]) is np.ndarray and (
-            not arrays[0].size or not getattr(mod, "CHECKS_OVERLAP", False)):
-        check.no_overlap(names, arrays)  # else: the kernel checks, before writing
+    formats = None
+    if type(arrays[0]) is np.ndarray:
+        formats = _formats(arrays, backend, mod)
+        if not arrays[0].size or not getattr(mod, "CHECKS_OVERLAP", False):
+            check.no_overlap(names, arrays)  # else: the kernel checks, before writing
     if ema_array is None:
         fused = None
     else:
-        fused = Ema.of(arrays[-1], decay, first, arrays[0].dtype)
+        fused = Ema.of(arrays[-1], decay, first, np.float32 if formats else arrays[0].dtype)
         arrays = arrays[:-1]
     written: list[tuple[Any, float]] = []
     if spec.scalar_states:
         opts = dict(opts)
         for sc, a in zip(spec.scalar_states, scalars):
             if a is None:
-                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or arrays[0].dtype.type)
+                opts[sc.name] = derived(spec, sc, t, opts,
+                                       sc.dtype or (np.float32 if formats else arrays[0].dtype.type))
             else:
                 a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
                 opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
@@ -150,7 +154,10 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         else:
             it = iter(arrays[2:])
             full = tuple(next(it) if on else None for on in active)
-        if fused is None:
+        if formats is not None:
+            overlap = mod.update(spec, flags, arrays[0], arrays[1], full, t, opts, fused,
+                                 formats)
+        elif fused is None:
             overlap = mod.update(spec, flags, arrays[0], arrays[1], full, t, opts)
         else:
             overlap = mod.update(spec, flags, arrays[0], arrays[1], full, t, opts, fused)
@@ -163,6 +170,25 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         # when all are): mark the torch tensors among what was written.
         check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
                                   + [a for a in scalars if a is not None])
+
+
+def _formats(arrays: tuple[Any, ...], backend: str, mod: Any) -> tuple[str, ...] | None:
+    """The storage format of each host array (param, grad, the given states, the EMA), or None
+    when all are the param's float32 or float64 (the common case: a few identity tests)."""
+    d = arrays[0].dtype
+    if d is _F32 or d is _F64:
+        for a in arrays:
+            if a.dtype is not d:
+                break
+        else:
+            return None
+    formats = tuple(_storage.storage(a.dtype) or "" for a in arrays)
+    if not any(formats):
+        return None
+    if not getattr(mod, "FORMATS", False):
+        raise TypeError(f"Invalid backend: {backend!r} does not update bfloat16 or float16 "
+                        f"arrays (the numba and numpy backends do)")
+    return formats
 
 
 def ema_options(array: Any, decay: Any, ema_step: Any, step: Any) -> tuple[float, bool]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
-from . import _layout
+from . import _layout, _storage
 from ._layout import base_address
 from ._specs import Ema, Spec
 from .kernels.cpu import generic, multi
@@ -142,13 +142,22 @@ def _arguments(spec: Spec, step: int, options: dict[str, Any],
 CHECKS_OVERLAP = True
 
 
+# update() takes bfloat16 and float16 arrays (``formats``; float32 math).
+FORMATS = True
+
+
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
            states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
-           ema: Ema | None = None) -> tuple[int, int] | None:
+           ema: Ema | None = None, formats: tuple[str, ...] | None = None
+           ) -> tuple[int, int] | None:
     """One update of validated arrays; ``states`` in the spec's order, None where inactive;
-    ``ema``: the weight EMA to update in the same pass. Returns None, or, having written
-    nothing, the first pair ``(i, j)`` of the arrays used (param, grad, the active states, the
-    EMA) that overlap in memory."""
+    ``ema``: the weight EMA to update in the same pass; ``formats``: the storage format of
+    param, grad, each given state and the EMA (_storage.storage), None when all are the
+    param's float32/float64. Returns None, or, having written nothing, the first pair
+    ``(i, j)`` of the arrays used (param, grad, the active states, the EMA) that overlap in
+    memory."""
+    if formats is not None:
+        return _update_16bit(spec, flags, param, grad, states, step, options, ema, formats)
     par = param.size >= PARALLEL_MIN_SIZE
     on = ema is not None
     k = _kernels.get((spec.rule, flags, par, on))
@@ -166,6 +175,36 @@ def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndar
         o: int = _run(k, par, *arrays, *_arguments(spec, step, options, ema))
     else:
         o = k(*arrays, *_arguments(spec, step, options, ema))
+    return None if o < 0 else divmod(o, 64)
+
+
+def _update_16bit(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
+                  states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
+                  ema: Ema | None, formats: tuple[str, ...]) -> tuple[int, int] | None:
+    """update() with 16-bit arrays: their uint16 views, and a kernel keyed by every slot's
+    storage format (an inactive slot's is "": the param stands in, never read)."""
+    par = param.size >= PARALLEL_MIN_SIZE
+    given = iter(formats[2:])
+    slot_formats = (formats[0], formats[1], *[("" if s is None else next(given)) for s in states],
+                    *([next(given)] if ema is not None else []))
+
+    def view(a: np.ndarray, fmt: str) -> np.ndarray:
+        f = _flat(a)
+        return _storage.bits(f) if fmt else f
+
+    p = view(param, formats[0])
+    arrays = [p, view(grad, formats[1])]
+    arrays += [p if s is None else view(s, f) for s, f in zip(states, slot_formats[2:])]
+    if ema is not None:
+        arrays.append(view(ema.array, slot_formats[-1]))
+    key = (spec.rule, flags, par, ema is not None, slot_formats)
+    k = _kernels.get(key)
+    if k is None:
+        k = _kernels[key] = generic.kernel(
+            spec.rule, spec.state_names, spec.active(flags),
+            tuple(zip(spec.flag_names, flags)), spec.scalar_call, par, ema is not None,
+            spec.reads_grad, slot_formats)
+    o: int = _run(k, par, *arrays, *_arguments(spec, step, options, ema))
     return None if o < 0 else divmod(o, 64)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from . import _device, _layout
+from . import _device, _layout, _storage
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (_F32, _F64)
@@ -56,7 +56,7 @@ def bump_torch_versions(values: list[Any]) -> None:
 def _describe(a: Any) -> str:
     t = type(a)
     if t is np.ndarray:
-        return f"numpy.ndarray of dtype {a.dtype}"
+        return f"numpy.ndarray of dtype {_storage.name(a.dtype)}"
     if isinstance(a, np.ndarray):  # a subclass: name it, not what was expected
         return f"{t.__module__}.{t.__qualname__} of dtype {a.dtype}"
     if _device.is_simulated(a):
@@ -73,8 +73,12 @@ def _to_numpy(x: Any) -> Any:
     if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
         if x.device.type == "cpu" and not x.is_sparse:
             try:
+                if str(x.dtype) == "torch.bfloat16":  # NumPy has none: its bits, marked
+                    import torch
+
+                    return x.detach().view(torch.int16).numpy().view(_storage.BF16)
                 return x.detach().numpy()
-            except (TypeError, RuntimeError):  # a dtype NumPy lacks (bfloat16): rejected below
+            except (TypeError, RuntimeError):  # a dtype NumPy lacks: rejected below
                 return x
         return x
     if _device.is_simulated(x):  # wraps a host array but stands for a device array
@@ -112,9 +116,10 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...], overlap: bool = True
     if type(param) is not np.ndarray and _device.interface(param) is not None:
         return device_arrays(names, values)
     if type(param) is not np.ndarray or (dtype is not _F32 and dtype is not _F64
-                                         and dtype not in FLOAT_DTYPES):
+                                         and _storage.storage(param.dtype) is None):
         raise TypeError(f"Invalid {names[0]}: {_describe(param)} (expected a numpy.ndarray of "
-                        f"float32 or float64; GPU arrays need a GPU backend)")
+                        f"float32, float64, bfloat16 or float16; GPU arrays need a GPU "
+                        f"backend)")
     shape = param.shape
     param_c = param.flags.c_contiguous
     for i, a in enumerate(values):
@@ -124,8 +129,7 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...], overlap: bool = True
                                 f"like {names[0]}, a {_describe(param)}; host and device "
                                 f"arrays cannot be mixed)")
             if a.dtype is not dtype and a.dtype != dtype:
-                raise TypeError(f"Invalid {names[i]}: array of dtype {a.dtype} (expected "
-                                f"{dtype}, the dtype of {names[0]})")
+                _check_mixed(names, i, a.dtype, param.dtype)
             if a.shape != shape:
                 raise ValueError(f"Invalid {names[i]}: shape {a.shape} (expected {shape}, the "
                                  f"shape of {names[0]}; no broadcasting)")
@@ -138,6 +142,22 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...], overlap: bool = True
     if overlap:
         no_overlap(names, values)
     return values
+
+
+def _check_mixed(names: tuple[str, ...], i: int, d: np.dtype[Any],
+                 param_dtype: np.dtype[Any]) -> None:
+    """Array ``i``'s dtype ``d`` differs from the param's: fine between float32 and the 16-bit
+    formats (float32 math), never with float64 or anything else."""
+    fmt = _storage.storage(d)
+    if param_dtype != _F64 and fmt is not None and (fmt or d == _F32):
+        return
+    if param_dtype == _F64:
+        expected = "float64, the dtype of " + names[0]
+    else:
+        expected = (f"float32, bfloat16 or float16 with {names[0]} of dtype "
+                    f"{_storage.name(param_dtype)}")
+    raise TypeError(f"Invalid {names[i]}: array of dtype {_storage.name(d)} (expected "
+                    f"{expected})")
 
 
 def no_overlap(names: tuple[str, ...], values: tuple[np.ndarray, ...]) -> None:
@@ -230,7 +250,11 @@ def check_layout(name: str, a: np.ndarray, param_name: str, param: np.ndarray) -
         raise ValueError(f"Invalid {name}: array with gaps or repeated elements (strides "
                          f"{a.strides} for shape {a.shape}; expected a dense array, e.g. a "
                          f"C-contiguous one: numpy.ascontiguousarray)")
-    if a is not param and not _layout.same_strides(a.strides, param.strides, a.shape):
+    sa, sp = a.strides, param.strides
+    if a.itemsize != param.itemsize:  # 16-bit and float32 arrays: compare in elements
+        sa = tuple(x // a.itemsize for x in sa)
+        sp = tuple(x // param.itemsize for x in sp)
+    if a is not param and not _layout.same_strides(sa, sp, a.shape):
         raise ValueError(f"Invalid {name}: strides {a.strides} differ from {param_name}'s "
                          f"{param.strides} (expected the memory layout of {param_name}, e.g. "
                          f"numpy.empty_like({param_name}))")

@@ -27,7 +27,9 @@ order, the EMA), having written nothing. They can be called from the caller's ow
 import functools
 import hashlib
 
-from .. import rules
+import numpy as np
+
+from .. import formats, rules
 from ._common import compile_keyed, kernel_factory, loop_for
 from ._common import rule as compile_rule
 
@@ -59,37 +61,68 @@ def _literal(x):
     return "True" if x else "False"
 
 
-def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False, grad=True):
-    """The Python source of one configuration's kernel (see the module docstring)."""
+# Storage formats of an array slot: "" (the math dtype itself: float32 or float64), or a
+# 16-bit format held as uint16 bit patterns, converted by kernels.formats around the rule.
+STORAGE = ("", "bf16", "f16")
+
+
+def _load(fmt, expr):
+    return f"_{fmt}_load({expr})" if fmt else expr
+
+
+def _store(fmt, expr):
+    return f"_{fmt}_store({expr})" if fmt else expr
+
+
+def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False, grad=True,
+                  formats=None):
+    """The Python source of one configuration's kernel (see the module docstring).
+
+    ``formats``: the storage format of each array slot (param, grad, every state slot, the
+    EMA), from STORAGE; None: all in the math dtype. With a 16-bit slot the math is float32.
+    """
     head = [name for kind, name in scalar_call if kind in ("step", "scalar")]
     hypers = [name for kind, name in scalar_call if kind == "hyper"]
     ema_scalars = ["ema_weight", "ema_rest", "ema_first"] if ema else []
-    args = ["param", "grad", *states, *(["ema"] if ema else []), *head, *ema_scalars, *hypers]
+    slots = ["param", "grad", *states, *(["ema"] if ema else [])]
+    args = [*slots, *head, *ema_scalars, *hypers]
+    fmt = dict(zip(slots, formats or ("",) * len(slots)))
+    assert set(fmt.values()) <= set(STORAGE) and len(fmt) == len(slots), formats
     flag_values = dict(flags)
     call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
                      for kind, name in scalar_call)
     cs = [f"c{k}" for k in range(n_scalars)]
-    values = ", ".join(f"{s}[i]" if on else "param[i]" for s, on in zip(states, active))
+    values = ", ".join(_load(fmt[s], f"{s}[i]") if on else "p"
+                       for s, on in zip(states, active))
     # The arrays the overlap check covers (``grad=False``: the slot holds a stand-in).
     used = ["param", *(["grad"] if grad else []), *[s for s, on in zip(states, active) if on],
             *(["ema"] if ema else [])]
+    # The param's value as stored, for the EMA: rounded when the param is 16-bit.
+    stored = f"_{fmt['param']}_load(q)" if fmt["param"] else "r[0]"
     lines = [
         f"def {rule}({', '.join(args)}):",
         *[f"    if _overlap({a}, {b}):\n        return {64 * i + j}"
           for i, a in enumerate(used) for j, b in enumerate(used) if i < j],
         f"    s = _scalars({call})",
-        "    t = param.dtype.type",
+        "    t = _f32" if any(fmt.values()) else "    t = param.dtype.type",
         *[f"    {c} = t(s[{k}])" for k, c in enumerate(cs)],
         *[f"    e{k} = t({name})" for k, name in enumerate(ema_scalars)],
         "    for i in loop(param.size):",
-        f"        r = _rule(param[i], grad[i], {values + ', ' if values else ''}"
+        f"        p = {_load(fmt['param'], 'param[i]')}",
+        f"        r = _rule(p, {_load(fmt['grad'], 'grad[i]')}, {values + ', ' if values else ''}"
         f"{', '.join(cs + [_literal(v) for _, v in flags])})",
-        "        param[i] = r[0]",
-        *[f"        {s}[i] = r[{k + 1}]" for k, (s, on) in enumerate(zip(states, active)) if on],
-        *(["        ema[i] = _ema(ema[i], r[0], e0, e1, e2)"] if ema else []),
+        f"        q = {_store(fmt['param'], 'r[0]')}",
+        "        param[i] = q",
+        *[f"        {s}[i] = {_store(fmt[s], f'r[{k + 1}]')}"
+          for k, (s, on) in enumerate(zip(states, active)) if on],
+        *([f"        ema[i] = {_store(fmt['ema'], _ema_call(fmt['ema'], stored))}"] if ema else []),
         "    return -1",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _ema_call(fmt, stored):
+    return f"_ema({_load(fmt, 'ema[i]')}, {stored}, e0, e1, e2)"
 
 
 @functools.cache
@@ -99,12 +132,19 @@ def compiled_rule(name):
 
 
 @functools.cache
+def compiled_format(name):
+    """``formats.<name>`` compiled for inlining (once per process)."""
+    return compile_rule(getattr(formats, name))
+
+
+@functools.cache
 def _overlap():
     return compile_rule(overlap)
 
 
 @kernel_factory
-def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=True):
+def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=True,
+           formats=None):
     """The compiled kernel of one configuration (``ema``: with the fused weight EMA;
     ``grad=False``: the gradient slot is not read, and not in the overlap check).
 
@@ -117,11 +157,15 @@ def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=T
     probe = [1 if kind == "step" else False if kind == "flag" else 0.5
              for kind, _ in scalar_call]
     n_scalars = len(scalars_fn(*probe))
-    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema, grad)
+    source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema, grad,
+                           formats)
     namespace = {
         "_rule": compiled_rule(rule),
         "_ema": compiled_rule("ema"),
         "_overlap": _overlap(),
+        "_f32": np.float32,
+        **{f"_{f}_{d}": compiled_format(f"{f}_{d}") for f in STORAGE[1:]
+           for d in ("load", "store")},
         "_scalars": compiled_rule(f"{rule}_scalars"),
         "loop": loop_for(parallel),
     }
