@@ -13,26 +13,45 @@ import pytest
 import fastopt
 
 from fastopt import _numba_backend
+from fastopt.kernels.cpu import generic
 from fastopt._specs import SPECS
 
 # Every algorithm with every flag on, and with every flag off (each kernel's two extremes).
 CONFIGS = [(spec, value) for spec in SPECS.values() for value in (True, False)]
 
 
-@pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("spec,value", CONFIGS,
-                         ids=[f"{s.name}-flags={v}" for s, v in CONFIGS])
-def test_float32_kernel_has_no_float64_element_math(spec, value, parallel):
+# The parallel builds (the same element math in a prange loop) and the bfloat16 builds with
+# every flag off run under -m slow; the default run has every algorithm's serial float32
+# kernel both ways and its bfloat16 kernel (uint16 bit patterns, float32 math) with flags on.
+_VARIANTS = [
+    pytest.param(spec, value, parallel, storage,
+                 id=f"{spec.name}-flags={value}-{'parallel' if parallel else 'serial'}"
+                    f"{'-' + storage if storage else ''}",
+                 marks=pytest.mark.slow if parallel or (storage and not value) else ())
+    for spec, value in CONFIGS for parallel in (False, True) for storage in ("", "bf16")
+    if not (parallel and storage)]
+
+
+@pytest.mark.parametrize("spec,value,parallel,storage", _VARIANTS)
+def test_float32_kernel_has_no_float64_element_math(spec, value, parallel, storage):
     """A Python literal in a float32 kernel would promote the element math to float64.
 
     The kernels are recompiled here without the disk cache (cached code cannot be inspected).
     Host-side scalars are float64 by design and truncated once before the loop: fptrunc is
-    expected, fpext (float32 promoted to float64) never is.
+    expected, fpext (float32 promoted to float64) never is. ``storage="bf16"``: every array
+    bfloat16 bit patterns, the math float32 all the same.
     """
     flags = tuple(value for _ in spec.flags)
-    cached = _numba_backend.kernel(spec, flags, parallel)
+    n = 2 + len(spec.states)
+    if storage:
+        cached = generic.kernel(spec.rule, spec.state_names, spec.active(flags),
+                                tuple(zip(spec.flag_names, flags)), spec.scalar_call, parallel,
+                                False, spec.reads_grad, (storage,) * n)
+        arrays = [np.ones(64, np.uint16) for _ in range(n)]
+    else:
+        cached = _numba_backend.kernel(spec, flags, parallel)
+        arrays = [np.ones(64, np.float32) for _ in range(n)]
     fresh = numba.njit(cached.py_func, parallel=parallel, error_model="numpy")
-    arrays = [np.ones(64, np.float32) for _ in range(2 + len(spec.states))]
     # Scalar states (NAdam's mu_product, ASGD's eta and mu) are kernel arguments too.
     options = {**spec.defaults(), "lr": 0.1, **{name: 0.5 for name in spec.scalar_names}}
     fresh(*arrays, *_numba_backend._arguments(spec, 3, options))

@@ -205,8 +205,15 @@ def _class_problem(algo, seed=0):
     return params, grads
 
 
-@pytest.mark.parametrize("multi_tensor", [True, False])
-@pytest.mark.parametrize("algo", ALGORITHMS, ids=lambda a: a.name)
+# The multi-tensor builds compile a kernel per algorithm (4-8 s each on a cold cache): the
+# default run keeps one with scalar states (NAdam), Adam and Schedule-Free AdamW; -m slow all.
+_MULTI_FAST = {"adam", "nadam", "schedulefree_adamw"}
+
+
+@pytest.mark.parametrize("algo,multi_tensor", [
+    pytest.param(a, m, id=f"{a.name}-{m}",
+                 marks=pytest.mark.slow if m and a.name not in _MULTI_FAST else ())
+    for a in ALGORITHMS for m in (True, False)])
 def test_classes_fuse_the_ema_bit_for_bit(algo, multi_tensor):
     """Every class with ``ema_decay``: the parameters are those of the class without it, the
     EMA reference.ema_update of them (the first update a copy)."""

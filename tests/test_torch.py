@@ -132,8 +132,14 @@ def test_functional_api_takes_cpu_tensors_without_copying():
     np.testing.assert_allclose(m.numpy(), qm, rtol=2e-5, atol=1e-6)
     with pytest.raises(ValueError, match="Invalid exp_avg: it overlaps param"):
         fastopt.adam_step(p, g, p, v, step=2)
-    with pytest.raises(TypeError, match="torch.bfloat16"):
-        fastopt.adam_step(p.detach().to(torch.bfloat16), g, m, v, step=2)
+    # bfloat16 tensors are taken (zero-copy, float32 math: tests/test_storage.py) ...
+    pb = p.detach().to(torch.bfloat16)
+    before = pb.clone()
+    fastopt.adam_step(pb, g, m, v, step=2, lr=0.1)
+    assert not torch.equal(pb, before)
+    # ... integer tensors are not.
+    with pytest.raises(TypeError, match="Invalid param: numpy.ndarray of dtype int32"):
+        fastopt.adam_step(p.detach().to(torch.int32), g, m, v, step=2)
 
 
 # torch.optim's arguments a torch user passes: all taken, each with its meaning here.
