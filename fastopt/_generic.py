@@ -140,10 +140,10 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
     written: list[tuple[Any, float]] = []
     if spec.scalar_states:
         opts = dict(opts)
+        math_type = np.float32 if formats else arrays[0].dtype.type
         for sc, a in zip(spec.scalar_states, scalars):
             if a is None:
-                opts[sc.name] = derived(spec, sc, t, opts,
-                                       sc.dtype or (np.float32 if formats else arrays[0].dtype.type))
+                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or math_type)
             else:
                 a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
                 opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
