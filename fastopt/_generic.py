@@ -209,12 +209,23 @@ def ema_options(array: Any, decay: Any, ema_step: Any, step: Any) -> tuple[float
     raise ValueError(f"Invalid ema_step: {ema_step!r} (expected an int >= 1)")
 
 
+def _one_float_dtype(names: tuple[str, str], arrays: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The swaps take float32 or float64 arrays of one dtype (no 16-bit storage yet)."""
+    for name, a in zip(names, arrays):
+        if type(a) is np.ndarray and (_storage.storage(a.dtype) != ""
+                                      or a.dtype != arrays[0].dtype):
+            raise TypeError(f"Invalid {name}: array of dtype {_storage.name(a.dtype)} (expected "
+                            f"float32 or float64, one dtype for {' and '.join(names)}: the "
+                            f"swaps take no 16-bit arrays yet)")
+    return arrays
+
+
 def schedulefree_swap(param: Any, z: Any, beta1: Any, to_eval: bool, backend: str) -> None:
     """Validate, then move ``param`` between Schedule-Free's y (train) and x (eval) in place:
     ``lerp(param, z, 1 - 1/beta1)`` to eval, ``lerp(param, z, 1 - beta1)`` to train."""
     b = check.real("beta1", beta1, 0.0, 1.0, lo_open=True, hi_open=True)
     weight = 1.0 - 1.0 / b if to_eval else 1.0 - b
-    arrays = check.arrays(("param", "z"), (param, z))
+    arrays = _one_float_dtype(("param", "z"), check.arrays(("param", "z"), (param, z)))
     if arrays[0].size:
         found = _backends.get(backend, arrays[0]).update(SCHEDULEFREE_SWAP, (), arrays[0],
                                                          arrays[1], (), 1, {"weight": weight})
@@ -223,7 +234,7 @@ def schedulefree_swap(param: Any, z: Any, beta1: Any, to_eval: bool, backend: st
 
 def ema_swap(param: Any, ema: Any, backend: str) -> None:
     """Validate, then exchange the contents of ``param`` and ``ema`` in place, one pass."""
-    arrays = check.arrays(("param", "ema"), (param, ema))
+    arrays = _one_float_dtype(("param", "ema"), check.arrays(("param", "ema"), (param, ema)))
     if arrays[0].size:
         found = _backends.get(backend, arrays[0]).update(EMA_SWAP, (), arrays[0], arrays[0],
                                                          (arrays[1],), 1, {})

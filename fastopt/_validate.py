@@ -128,7 +128,9 @@ def arrays(names: tuple[str, ...], values: tuple[Any, ...], overlap: bool = True
                 raise TypeError(f"Invalid {names[i]}: {_describe(a)} (expected a numpy.ndarray "
                                 f"like {names[0]}, a {_describe(param)}; host and device "
                                 f"arrays cannot be mixed)")
-            if a.dtype is not dtype and a.dtype != dtype:
+            if a.dtype is not dtype and (a.dtype != dtype or _storage.storage(a.dtype)
+                                         != _storage.storage(param.dtype)):
+                # (NumPy's dtype equality ignores metadata: uint16 equals the bfloat16 mark.)
                 _check_mixed(names, i, a.dtype, param.dtype)
             if a.shape != shape:
                 raise ValueError(f"Invalid {names[i]}: shape {a.shape} (expected {shape}, the "
@@ -255,8 +257,9 @@ def check_layout(name: str, a: np.ndarray, param_name: str, param: np.ndarray) -
         sa = tuple(x // a.itemsize for x in sa)
         sp = tuple(x // param.itemsize for x in sp)
     if a is not param and not _layout.same_strides(sa, sp, a.shape):
-        raise ValueError(f"Invalid {name}: strides {a.strides} differ from {param_name}'s "
-                         f"{param.strides} (expected the memory layout of {param_name}, e.g. "
+        unit = "" if a.itemsize == param.itemsize else " (in elements)"
+        raise ValueError(f"Invalid {name}: strides{unit} {sa} differ from {param_name}'s "
+                         f"{sp} (expected the memory layout of {param_name}, e.g. "
                          f"numpy.empty_like({param_name}))")
 
 

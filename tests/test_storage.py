@@ -270,6 +270,31 @@ def test_bad_16bit_combinations_are_rejected_before_writing(dtypes, error, messa
     assert [a.tobytes() for a in (p, m, v)] == before
 
 
+def test_the_swaps_refuse_16bit_arrays_for_now():
+    # The Schedule-Free switch and the EMA swap have no 16-bit path yet: refused, unchanged
+    # (they once ran their float math on the raw bit patterns).
+    p, z = np.ones(4, BF16), np.full(4, 3.0, BF16)
+    for call in (lambda: fastopt.schedulefree_eval(p, z, beta1=0.9),
+                 lambda: fastopt.ema_swap(np.ones(4, np.float32), z),
+                 lambda: fastopt.ema_swap(np.ones(4, np.float32), np.ones(4, np.float16))):
+        with pytest.raises(TypeError, match="the swaps take no 16-bit arrays yet"):
+            call()
+    np.testing.assert_array_equal(p.astype(np.float32), 1.0)
+    np.testing.assert_array_equal(z.astype(np.float32), 3.0)
+
+
+def test_plain_uint16_is_not_taken_for_bfloat16():
+    # A torch bfloat16 tensor travels as marked uint16 bits; NumPy's dtype equality ignores
+    # the mark, so an unmarked uint16 array next to it must still be refused.
+    torch = pytest.importorskip("torch")
+    p = torch.ones(4, dtype=torch.bfloat16)
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    with pytest.raises(TypeError, match="Invalid grad: array of dtype uint16 .expected float32, "
+                                        "bfloat16 or float16 with param of dtype bfloat16"):
+        fastopt.adam_step(p, np.full(4, 0x3F00, np.uint16), m, v, step=1, lr=0.1)
+    assert bool((p == 1).all()) and bool((m == 0).all())
+
+
 def test_small_updates_stall_in_bf16_as_expected():
     # Round to nearest: 1.0 + 1e-3 rounds back to 1.0 in bfloat16 (the reason for stochastic
     # rounding and master weights, next): a regression guard that rounding is nearest-even.
