@@ -16,6 +16,15 @@ from algorithms import ALGORITHMS, Problem, assert_close, case_id, cases
 BIG = 2**16 + 3  # above the parallel threshold: exercises the prange kernels
 
 
+def assert_same_nonfinite(actual: dict, expected: dict) -> None:
+    """NaN, +inf and -inf in the same places of every array."""
+    for name, e in expected.items():
+        a = actual[name]
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(e), err_msg=name)
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(e), err_msg=name)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", cases(), ids=case_id)
 def test_nan_and_inf_gradients_propagate_as_in_the_reference(case, dtype):
@@ -29,11 +38,7 @@ def test_nan_and_inf_gradients_propagate_as_in_the_reference(case, dtype):
         with np.errstate(all="ignore"):
             fast.step(g, t, "numba")
             ref.step_reference(g, t)
-    for name, expected in ref.arrays().items():
-        actual = fast.arrays()[name]
-        np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=name)
-        np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected), err_msg=name)
-        np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected), err_msg=name)
+    assert_same_nonfinite(fast.arrays(), ref.arrays())
     # The poisoned element really is poisoned: in the parameter, or (Rprop: torch's sign of
     # NaN is 0, the parameter stays) in a state.
     assert any(np.isnan(a.reshape(-1)[3]) for a in fast.arrays().values())
@@ -61,11 +66,7 @@ def test_nan_and_inf_states_propagate_as_in_the_reference(case, size):
         with np.errstate(all="ignore"):
             fast.step(g, t, "numba")
             ref.step_reference(g, t)
-    for name, expected in ref.arrays().items():
-        actual = fast.arrays()[name]
-        np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=name)
-        np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected), err_msg=name)
-        np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected), err_msg=name)
+    assert_same_nonfinite(fast.arrays(), ref.arrays())
     assert_close(fast.arrays(), ref.arrays())
 
 
