@@ -439,3 +439,73 @@ def test_memmap_parameters_and_gradients_everywhere(tmp_path, multi_tensor):
     opt = fastopt.Adam([{"params": [a]}, {"params": [m]}], lr=0.1, multi_tensor=multi_tensor)
     opt.step([np.full(3, 0.5), gm], max_grad_norm=10.0, loss_scale=1.0)
     np.testing.assert_array_equal(np.asarray(m), a)
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype", "strides"])
+def test_state_arrays_changed_in_place_are_checked_again(change):
+    """The per-step check covers the state arrays too, not only the parameters."""
+    p = np.zeros(8)
+    opt = fastopt.Adam([p], lr=0.1)
+    opt.step([np.ones(8)])
+    m = opt.state[0]["exp_avg"]
+    before = p.copy()
+    if change == "shape":
+        m.shape = (2, 4)
+    elif change == "dtype":
+        m.dtype = np.int64
+    else:
+        with pytest.warns(DeprecationWarning):
+            m.strides = (0,)  # every element aliases the first
+    with pytest.raises((TypeError, ValueError), match=r"state\[0\]\['exp_avg'\]"):
+        opt.step([np.ones(8)])
+    assert np.array_equal(p, before) and opt.state[0]["step"] == 1
+
+
+def test_a_state_added_by_hand_is_used_at_the_next_step():
+    """amsgrad switched on with a hand-made max_exp_avg_sq: the kernel must use that array,
+    not a stale plan in which the state was absent."""
+    p, q = np.zeros(4), np.zeros(4)
+    opt, ref = fastopt.Adam([p], lr=0.1), fastopt.Adam([q], lr=0.1, backend="numpy")
+    g = np.linspace(-1, 1, 4)
+    for o in (opt, ref):
+        o.step([g])
+        o.param_groups[0]["amsgrad"] = True
+        o.state[0]["max_exp_avg_sq"] = np.full(4, 0.5)
+        o.step([g])
+    assert np.array_equal(p, q)
+    assert np.array_equal(opt.state[0]["max_exp_avg_sq"], ref.state[0]["max_exp_avg_sq"])
+    assert opt.state[0]["max_exp_avg_sq"].max() == 0.5
+
+
+def test_changing_gradient_patterns_and_mixed_dtypes_step_like_one_call_per_tensor():
+    """The launch layout kept per set of stepped tensors: None patterns that change from step
+    to step, and float32/float64 tensors in one group."""
+    rng = np.random.default_rng(3)
+    shapes = [(5,), (3, 2), (7,), (1,), (4,)]
+    dtypes = [np.float32, np.float64, np.float32, np.float64, np.float32]
+    params = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    copies = [x.copy() for x in params]
+    fast = fastopt.AdamW(params, lr=0.05)
+    slow = fastopt.AdamW(copies, lr=0.05, multi_tensor=False)
+    for mask in ([1, 1, 1, 1, 1], [1, 0, 1, 0, 1], [0, 1, 0, 1, 0], [1, 0, 1, 0, 1],
+                 [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]):
+        grads = [rng.standard_normal(s).astype(d) if m else None
+                 for s, d, m in zip(shapes, dtypes, mask)]
+        fast.step(grads)
+        slow.step(grads)
+    for a, b in zip(params, copies):
+        assert np.array_equal(a, b)
+    assert [fast.state[i]["step"] for i in range(5)] == [slow.state[i]["step"] for i in range(5)]
+
+
+def test_read_only_and_fortran_order_gradients_take_the_checked_path():
+    p = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    q = np.ascontiguousarray(p)
+    opt, ref = fastopt.Adam([p], lr=0.1), fastopt.Adam([q], lr=0.1)
+    g = np.asfortranarray(np.full((2, 3), 0.5))
+    g.flags.writeable = False
+    opt.step([g])
+    ref.step([np.ascontiguousarray(g)])
+    assert np.array_equal(p, q)
+    with pytest.raises(ValueError, match=r"grads\[0\]"):
+        opt.step([np.ones((3, 2))])
