@@ -31,7 +31,9 @@ This module imports torch; ``import fastopt`` does not.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import operator
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
@@ -174,6 +176,20 @@ _TORCH: dict[Any, torch.dtype] = {v: k for k, v in _NUMPY.items()}
 _STRIDED = torch.strided
 
 
+def _bad_steps(values: np.ndarray) -> int:
+    """The position of the first step count (read as float64) that is not a whole number
+    from 0 to MAX_STEP, or -1."""
+    # Below 2.0**63 as floats: the largest such float, 2**63 - 1024, fits MAX_STEP.
+    ok = np.isfinite(values) & (values >= 0) & (values == np.floor(values)) & (values < 2.0**63)
+    return -1 if ok.all() else int(np.flatnonzero(~ok)[0])
+
+
+def _step_error(gi: int, k: int, value: float) -> ValueError:
+    return ValueError(f"fastopt.torch: the step count of param_groups[{gi}]['params'][{k}] is "
+                      f"{value!r} (expected a whole number from 0 to 2**63 - 2: the kernels "
+                      f"count steps in int64)")
+
+
 class _Batch:
     """One parameter group's tensors to update, checked, with their launch table.
 
@@ -191,7 +207,7 @@ class _Batch:
         self.grads: list[torch.Tensor] = []
         self.states: list[dict[str, Any]] = []
         self.steps: list[int] = []
-        self.rows: list[list[int]] = []
+        self.rows: Any = []  # list of lists, or an int64 array (see _FastGroup)
         self.sizes: list[int] = []  # elements per tensor
         self.dtype: Any = None
         self.mixed = False  # more than one dtype
@@ -235,6 +251,117 @@ class _Batch:
                ema_decay=self.ema_decay, ema_first=self.ema_first)
 
 
+_GRAD = operator.attrgetter("grad")
+_DTYPE = operator.attrgetter("dtype")
+_SHAPE = operator.attrgetter("shape")
+_LAYOUT = operator.attrgetter("layout")
+_IS_CPU = operator.attrgetter("is_cpu")
+_PTR = torch.Tensor.data_ptr
+_CONTIGUOUS = torch.Tensor.is_contiguous
+_NUMEL = torch.Tensor.numel
+
+
+def _all_are(values: Iterable[Any], obj: Any) -> bool:
+    return all(map(operator.is_, values, itertools.repeat(obj)))
+
+
+class _FastGroup:
+    """A parameter group whose every tensor a step checked completely (each one stepped,
+    contiguous, one dtype, all states present, float step counts in memory): what the next
+    step must find again -- the same tensors, addresses, dtypes, shapes and layouts -- to
+    plan the group in one C-level pass per attribute instead of a Python loop per tensor.
+    Anything else found makes the step plan the group tensor by tensor again."""
+
+    __slots__ = ("params", "dicts", "keys", "dtype", "shapes", "addresses", "states",
+                 "step_tensors", "step_dtype", "step_addresses", "ones", "sizes", "nbytes",
+                 "rows", "spans", "written", "owners", "entries", "no_ema")
+
+    def __init__(self, gi: int, batch: "_Batch", keys: Any, steps: list[tuple[Any, ...]],
+                 entries: dict[int, Any]) -> None:
+        self.params = list(batch.params)
+        self.dicts = list(batch.states)
+        self.keys = keys
+        self.dtype = batch.dtype
+        self.shapes = [p.shape for p in self.params]
+        self.addresses = [p.data_ptr() for p in self.params]
+        self.states = [(key, [d[key] for d in self.dicts], [d[key].data_ptr() for d in self.dicts])
+                       for _, key in batch.keys]
+        self.step_tensors = [entry[1] for entry in steps]
+        self.step_dtype = self.step_tensors[0].dtype
+        self.step_addresses = [entry[3] for entry in steps]
+        self.ones = [1] * len(self.params)
+        self.sizes = tuple(batch.sizes)
+        self.rows = np.array(batch.rows, np.int64)  # the grad column is filled at each step
+        # Byte ranges for the overlap check: per tensor its param, grad, then states in
+        # ``batch.keys`` order (as ``owners`` says); and the written ones alone.
+        self.spans = np.array([[a, 0, *(s[2][i] for s in self.states)]
+                               for i, a in enumerate(self.addresses)], np.int64)
+        self.nbytes = np.array([p.nbytes for p in self.params], np.int64)
+        written = np.delete(self.spans, 1, axis=1)
+        self.written = (written.ravel(), (written + self.nbytes[:, None]).ravel())
+        held = tuple(key for _, key in batch.keys)
+        self.owners = [(gi, k, held) for k in range(len(self.params))]
+        self.entries = entries
+        self.no_ema = [False] * len(self.params)
+
+    @staticmethod
+    def eligible(batch: "_Batch", steps: list[tuple[Any, ...]], seen: dict[int, Any]) -> bool:
+        """Whether a group's batch, just planned tensor by tensor, can be kept."""
+        if not batch.params or batch.mixed or len(steps) != len(batch.params):
+            return False
+        step_dtype = steps[0][1].dtype if isinstance(steps[0][1], torch.Tensor) else None
+        for p, entry in zip(batch.params, steps):
+            e = seen.get(id(p))
+            if e is None or e[0] is not p or not e[5] or not e[8] or not entry[3] or \
+                    entry[1].dtype is not step_dtype:
+                return False
+        return all(map(_CONTIGUOUS, batch.grads))
+
+    def plan(self, group: dict[str, Any], keys: Any, batch: "_Batch", work: "_Work",
+             seen: dict[int, Any]) -> bool:
+        """Fill ``batch`` (and ``work``) for this step if the group is as kept; False (and
+        nothing filled) otherwise. The caller has checked that ``state`` maps every
+        parameter to the same dict as when this was kept."""
+        params = group["params"]
+        if keys is not self.keys or len(params) != len(self.params) or \
+                not all(map(operator.is_, params, self.params)):
+            return False
+        grads = list(map(_GRAD, params))
+        if not all(map(operator.is_not, grads, itertools.repeat(None))):
+            return False
+        dtype, shapes = self.dtype, self.shapes
+        if not (_all_are(map(_DTYPE, params), dtype) and all(map(_IS_CPU, params))
+                and all(map(_CONTIGUOUS, params)) and list(map(_SHAPE, params)) == shapes
+                and list(map(_PTR, params)) == self.addresses):
+            return False
+        if not (_all_are(map(_DTYPE, grads), dtype) and list(map(_SHAPE, grads)) == shapes
+                and _all_are(map(_LAYOUT, grads), _STRIDED) and all(map(_IS_CPU, grads))
+                and all(map(_CONTIGUOUS, grads))):
+            return False
+        get, repeat = dict.get, itertools.repeat
+        for key, tensors, addresses in self.states:
+            now: list[Any] = list(map(get, self.dicts, repeat(key)))
+            if not (all(map(operator.is_, now, tensors)) and list(map(_PTR, now)) == addresses
+                    and _all_are(map(_DTYPE, now), dtype) and list(map(_SHAPE, now)) == shapes
+                    and all(map(_CONTIGUOUS, now))):
+                return False
+        steps: list[Any] = list(map(get, self.dicts, repeat("step")))
+        if not (all(map(operator.is_, steps, self.step_tensors))
+                and _all_are(map(_DTYPE, steps), self.step_dtype) and all(map(_IS_CPU, steps))
+                and list(map(_NUMEL, steps)) == self.ones
+                and list(map(_PTR, steps)) == self.step_addresses):
+            return False
+        grad_addresses = np.array(list(map(_PTR, grads)), np.int64)
+        rows = self.rows.copy()
+        rows[:, 1] = grad_addresses
+        work.fast_steps.append((batch, self, grad_addresses))
+        batch.params, batch.grads, batch.states = list(params), grads, self.dicts
+        batch.rows, batch.sizes, batch.dtype = rows, list(self.sizes), dtype
+        batch.ema_first = self.no_ema
+        seen.update(self.entries)
+        return True
+
+
 def _describe_tensor(group: int, index: int, what: str | None) -> str:
     param = f"param_groups[{group}]['params'][{index}]"
     if what is None:
@@ -262,6 +389,12 @@ class _Work:
         # its entries in ``lo`` are the parameter, the gradient, then those states.
         self.owners: list[tuple[int, int, tuple[str, ...]]] = []
         self.checked: dict[int, Any] = {}  # the validated parameters, for the next step
+        # Groups planned from a _FastGroup: their step counts are read and advanced per group.
+        self.fast_steps: list[tuple[_Batch, _FastGroup, np.ndarray]] = []  # + grad addresses
+        # The sorted byte ranges written by the kept groups of the last step (see
+        # check_overlaps): (groups, starts, ends).
+        self.written: tuple[tuple[_FastGroup, ...], np.ndarray, np.ndarray] | None = None
+        self.fast: dict[int, _FastGroup] = {}  # group index -> kept for the next step
         # Scalar states: (state dict, key, initial value, dtype) to create; (state, key, new
         # value) to write once the kernels have run.
         self.scalar_allocate: list[tuple[dict[str, Any], str, float, torch.dtype]] = []
@@ -310,10 +443,42 @@ class _Work:
                 batch.scalars_old.append(old_arrays)
             batch.scalars = used
 
-    def check_overlaps(self) -> None:
+    def check_overlaps(self, last: tuple[tuple[_FastGroup, ...], np.ndarray, np.ndarray]
+                       | None) -> None:
         """No tensor a step writes (parameters, states) may share memory with another tensor
         of the step (a state that is a view of its parameter, a gradient that is another
-        parameter, ...). Gradients are only read: two parameters may share one gradient."""
+        parameter, ...). Gradients are only read: two parameters may share one gradient.
+
+        ``last``: the written ranges of the last step's kept groups, sorted. When every group
+        of this step is one of exactly those, only the gradients are compared with them."""
+        if self.fast_steps and not self.owners:
+            groups = tuple(f for _, f, _ in self.fast_steps)
+            if last is not None and len(last[0]) == len(groups) and all(
+                    map(operator.is_, last[0], groups)):
+                self.written = last
+            else:
+                lo = np.concatenate([f.written[0] for f in groups])
+                hi = np.concatenate([f.written[1] for f in groups])
+                order = np.argsort(lo, kind="stable")
+                lo, hi = lo[order], hi[order]
+                if not (lo[1:] < hi[:-1]).any():
+                    self.written = (groups, lo, hi)
+            if self.written is not None:
+                _, lo, hi = self.written
+                g_lo = np.concatenate([a for _, _, a in self.fast_steps])
+                g_hi = g_lo + np.concatenate([f.nbytes for f in groups])
+                k = np.searchsorted(lo, g_lo, side="right")
+                below = (k > 0) & (hi[np.maximum(k - 1, 0)] > g_lo)
+                above = (k < lo.size) & (lo[np.minimum(k, lo.size - 1)] < g_hi)
+                if not (below | above).any():
+                    return
+            self.written = None
+        for _, f, grad_addresses in self.fast_steps:  # all tensors, for the general check
+            spans = f.spans.copy()
+            spans[:, 1] = grad_addresses
+            self.lo += spans.ravel().tolist()
+            self.size += np.repeat(f.nbytes, spans.shape[1]).tolist()
+            self.owners += f.owners
         if len(self.lo) < 2:
             return
         starts = np.array(self.lo, np.int64)
@@ -344,27 +509,27 @@ class _Work:
 
     def read_steps(self) -> None:
         """Read every float scalar step tensor in one call per dtype, and check the counts."""
+        from . import _numba_backend
+
+        for batch, fast, _ in self.fast_steps:
+            values = _numba_backend.read_scalars(np.dtype(_NUMPY[fast.step_dtype]),
+                                                 fast.step_addresses)
+            bad = _bad_steps(values)
+            if bad >= 0:
+                gi = fast.owners[bad][0]
+                raise _step_error(gi, bad, values[bad])
+            batch.steps = (values.astype(np.int64) + 1).tolist()
         pending: dict[torch.dtype, list[int]] = {}
         for j, entry in enumerate(self.steps):
             if entry[3]:
                 pending.setdefault(entry[1].dtype, []).append(j)
-        if not pending:
-            return
-        from . import _numba_backend
-
         for dtype, js in pending.items():
             values = _numba_backend.read_scalars(np.dtype(_NUMPY[dtype]),
                                                  [self.steps[j][3] for j in js])
-            # Below 2.0**63 as floats: the largest such float, 2**63 - 1024, fits MAX_STEP.
-            ok = np.isfinite(values) & (values >= 0) & (values == np.floor(values)) & (
-                values < 2.0**63)
-            if not ok.all():
-                bad = int(np.flatnonzero(~ok)[0])
+            bad = _bad_steps(values)
+            if bad >= 0:
                 _, _, _, _, gi, k, _, _ = self.steps[js[bad]]
-                raise ValueError(f"fastopt.torch: the step count of "
-                                 f"param_groups[{gi}]['params'][{k}] is {values[bad]!r} "
-                                 f"(expected a whole number from 0 to 2**63 - 2: the kernels "
-                                 f"count steps in int64)")
+                raise _step_error(gi, k, values[bad])
             for j, v in zip(js, values.tolist()):
                 state, t, _, address, gi, k, batch, pos = self.steps[j]
                 count = int(v)
@@ -375,6 +540,13 @@ class _Work:
         written: list[torch.Tensor] = []
         for b in self.batches:
             written += b.written()
+        if self.fast_steps:
+            from . import _numba_backend
+
+            for _, group, _ in self.fast_steps:
+                _numba_backend.add_to_scalars(np.dtype(_NUMPY[group.step_dtype]),
+                                              group.step_addresses, 1.0)
+                written += group.step_tensors
         fast: dict[torch.dtype, list[int]] = {}
         for entry in self.steps:
             t, address = entry[1], entry[3]
@@ -415,6 +587,10 @@ class _Optimizer(torch.optim.Optimizer):
         # id(param) -> what a step validated about it and its states (see _plan_step).
         self._checked: dict[int, Any] = {}
         self._keys_interned: dict[Any, Any] = {}
+        # group index -> _FastGroup, valid with the state mapping of _state_snapshot.
+        self._fast: dict[int, _FastGroup] = {}
+        self._state_snapshot: tuple[Any, list[Any], list[Any]] | None = None
+        self._written: Any = None  # see _Work.check_overlaps
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
                         differentiable=differentiable, ema_decay=ema_decay, ema_swapped=False)
         _group_options(self.algorithm, defaults)
@@ -432,6 +608,9 @@ class _Optimizer(torch.optim.Optimizer):
         self.multi_tensor = state.get("multi_tensor", getattr(self, "multi_tensor", True))
         self._checked = {}  # caches start empty: nothing of the pickled process is trusted
         self._keys_interned = {}
+        self._fast = {}
+        self._state_snapshot = None
+        self._written = None
         # A checkpoint from an older torch or another implementation (lion-pytorch has no
         # maximize) may lack keys: they take this optimizer's defaults, as torch.optim does.
         for group in self.param_groups:
@@ -501,6 +680,15 @@ class _Optimizer(torch.optim.Optimizer):
         seen: dict[int, Any] = {}
         state_of = self.state
         f32, f64 = torch.float32, torch.float64
+        # Groups kept from the last step (see _FastGroup) serve only while ``state`` maps
+        # every parameter to the same dict as then (compared by identity, in C).
+        snapshot = self._state_snapshot
+        fast_groups = self._fast if snapshot is not None and snapshot[0] is state_of and \
+            len(state_of) == len(snapshot[1]) and \
+            all(map(operator.is_, state_of, snapshot[1])) and \
+            all(map(operator.is_, state_of.values(), snapshot[2])) else {}
+        keep_groups = (has_step and fast_steps and self.backend != "numpy"
+                       and not spec.scalar_states)
         for gi, group in enumerate(self.param_groups):
             opts = _group_options(self.algorithm, group)
             active = active_states(self.algorithm, opts)
@@ -514,6 +702,12 @@ class _Optimizer(torch.optim.Optimizer):
             keys_t = self._keys_for(tuple(keys))
             batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor, keys,
                            decay)
+            fast = fast_groups.get(gi)
+            if fast is not None and batch.multi and fast.plan(group, keys_t, batch, work, seen):
+                work.fast[gi] = fast
+                work.batches.append(batch)
+                continue
+            marks = (len(work.steps), len(work.allocate), len(work.relayout), len(work.keep))
             rows = batch.rows
             for k, p in enumerate(group["params"]):
                 g = p.grad
@@ -628,12 +822,19 @@ class _Optimizer(torch.optim.Optimizer):
                 rows.append(row)
             if batch.params:
                 work.batches.append(batch)
+                steps = work.steps[marks[0]:]
+                if keep_groups and batch.multi and marks[1:] == (
+                        len(work.allocate), len(work.relayout), len(work.keep)) and \
+                        len(batch.params) == len(group["params"]) and \
+                        _FastGroup.eligible(batch, steps, seen):
+                    work.fast[gi] = _FastGroup(gi, batch, keys_t, steps,
+                                               {id(p): seen[id(p)] for p in batch.params})
         if not work.batches:
             return None
         work.read_steps()
         if spec.scalar_states:
             work.scalar_states(spec)
-        work.check_overlaps()
+        work.check_overlaps(self._written)
         work.checked = seen
         return work
 
@@ -729,7 +930,11 @@ class _Optimizer(torch.optim.Optimizer):
                 else:
                     state[key] = old
             raise
-        self._checked = work.checked if not (work.allocate or work.relayout) else {}
+        clean = not (work.allocate or work.relayout)
+        self._checked = work.checked if clean else {}
+        self._fast = work.fast if clean else {}
+        self._state_snapshot = (self.state, list(self.state), list(self.state.values()))
+        self._written = work.written
         with deferred_signals():
             for batch in work.batches:
                 batch.run(self)

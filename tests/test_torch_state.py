@@ -414,3 +414,110 @@ def test_decoupled_weight_decay_from_torch_is_never_silently_ignored():
     assert ft.AdamW(a.parameters()).param_groups[0]["decoupled_weight_decay"] is True
     with pytest.raises(ValueError, match="decoupled_weight_decay=True"):
         ft.Adam(a.parameters(), decoupled_weight_decay=True)
+
+
+# -- after a few steps: the groups kept from step to step (_FastGroup) see every change ------
+
+def _fresh_grads(m, seed):
+    torch.manual_seed(seed)
+    m.zero_grad()
+    m(torch.randn(4, 3, 6, 6)).square().mean().backward()
+
+
+def _swap_param(m, o):
+    new = torch.nn.Parameter(m[3].bias.detach().clone())
+    o.param_groups[0]["params"][-1] = new
+    m[3].bias = new
+
+
+# Changes that torch.optim takes: fastopt.torch must step exactly as it does afterwards.
+ACCEPTED = {
+    "state cleared": lambda m, o: o.state.clear(),
+    "one state dict replaced": lambda m, o: o.state.__setitem__(m[0].weight, {}),
+    "exp_avg replaced": lambda m, o: o.state[m[0].weight].__setitem__(
+        "exp_avg", o.state[m[0].weight]["exp_avg"] * 0.5),
+    "exp_avg with gaps": lambda m, o: o.state[m[0].weight].__setitem__(
+        "exp_avg", torch.zeros(m[0].weight.numel() * 2)[::2].reshape(m[0].weight.shape)
+        .copy_(o.state[m[0].weight]["exp_avg"])),
+    "step count set through .data": lambda m, o: setattr(
+        o.state[m[0].weight]["step"], "data", torch.tensor(50.0)),
+    "step count in float64": lambda m, o: o.state[m[3].weight].__setitem__(
+        "step", torch.tensor(3.0, dtype=torch.float64)),
+    "parameter moved through .data": lambda m, o: setattr(
+        m[0].weight, "data", m[0].weight.detach().clone()),
+    "parameter in another layout": lambda m, o: setattr(
+        m[0].weight, "data", m[0].weight.detach().clone(memory_format=torch.channels_last)),
+    "parameter replaced in param_groups": _swap_param,
+    "learning rate changed": lambda m, o: o.param_groups[0].__setitem__("lr", 0.5),
+}
+
+
+@pytest.mark.parametrize("change", sorted(ACCEPTED))
+def test_changes_after_a_few_steps_follow_torch(change):
+    m, ref = net(), net()
+    opt, ref_opt = ft.Adam(m.parameters(), lr=1e-2), torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for model, o in ((m, opt), (ref, ref_opt)):
+        train(model, o, 3)
+    assert opt._fast, "the kept-group path was not in use"
+    for model, o in ((m, opt), (ref, ref_opt)):
+        ACCEPTED[change](model, o)
+        train(model, o, 2, seed=5)
+    same(m, ref)
+    for p, q in zip(m.parameters(), ref.parameters()):
+        assert opt.state[p]["step"].item() == ref_opt.state[q]["step"].item()
+
+
+def _gradient_of_other_parameter(m, o):
+    m[0].weight.grad = m[3].weight.detach().reshape(-1)[:m[0].weight.numel()].reshape(
+        m[0].weight.shape)
+
+
+REJECTED = {
+    "exp_avg in float64": (lambda m, o: o.state[m[0].bias].__setitem__(
+        "exp_avg", torch.zeros_like(m[0].bias, dtype=torch.float64)), "has dtype"),
+    "exp_avg of another shape": (lambda m, o: o.state[m[3].bias].__setitem__(
+        "exp_avg", torch.zeros(7)), "has shape"),
+    "exp_avg shrunk through .data": (lambda m, o: setattr(
+        o.state[m[3].bias]["exp_avg_sq"], "data",
+        o.state[m[3].bias]["exp_avg_sq"].data[:2]), "has shape"),
+    "exp_avg a view of its parameter": (lambda m, o: o.state[m[0].bias].__setitem__(
+        "exp_avg", m[0].bias.detach()), "overlaps"),
+    # torch's .grad setter refuses these; `.data` on the gradient does not
+    "gradient of another dtype": (lambda m, o: setattr(
+        m[3].bias.grad, "data", m[3].bias.grad.data.double()), "has dtype"),
+    "gradient of another shape": (lambda m, o: setattr(
+        m[3].bias.grad, "data", torch.zeros(2)), "has shape"),
+    "gradient that is another parameter": (_gradient_of_other_parameter, "overlaps"),
+    "gradient that is a state": (lambda m, o: setattr(
+        m[3].bias, "grad", o.state[m[0].weight]["exp_avg"].reshape(-1)[:5]), "overlaps"),
+    "NaN step count": (lambda m, o: o.state[m[3].bias]["step"].fill_(float("nan")),
+                       r"the step count of param_groups\[0\]\['params'\]\[3\]"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(REJECTED))
+def test_bad_changes_after_a_few_steps_are_rejected_before_any_write(change):
+    m = net()
+    opt = ft.Adam(m.parameters(), lr=1e-2)
+    train(m, opt, 3)
+    assert opt._fast, "the kept-group path was not in use"
+    _fresh_grads(m, 7)
+    make, match = REJECTED[change]
+    make(m, opt)
+    before = frozen(m, opt)
+    with pytest.raises((TypeError, ValueError), match=match):
+        opt.step()
+    unchanged(m, opt, before)
+
+
+def test_a_missing_gradient_after_a_few_steps_leaves_its_parameter_alone():
+    m, ref = net(), net()
+    opt, ref_opt = ft.AdamW(m.parameters(), lr=1e-2), torch.optim.AdamW(ref.parameters(),
+                                                                        lr=1e-2)
+    for model, o in ((m, opt), (ref, ref_opt)):
+        train(model, o, 3)
+        _fresh_grads(model, 9)
+        model[0].bias.grad = None
+        o.step()
+        train(model, o, 2, seed=11)
+    same(m, ref)
