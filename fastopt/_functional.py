@@ -32,7 +32,9 @@ def declared(fn: F) -> F:
     expected_keywords = {"step": REQUIRED if spec.step == "required" else None,
                          **{name: None for name in spec.scalar_names},
                          **{h.name: h.default for h in spec.hypers}, "ema": None,
-                         "ema_decay": 0.999, "ema_step": None, "backend": "auto"}
+                         "ema_decay": 0.999, "ema_step": None, "master": None,
+                         "compensation": None, "rounding": "nearest", "seed": 0,
+                         "backend": "auto"}
     if arrays != expected_arrays or list(keywords) != list(expected_keywords) or any(
             keywords[k] != v and not (v is REQUIRED and keywords[k] is REQUIRED)
             for k, v in expected_keywords.items()):
@@ -43,7 +45,8 @@ def declared(fn: F) -> F:
         if (state.when is None) != (p.default is inspect.Parameter.empty):
             raise TypeError(f"{fn.__name__}: {p.name} must default to None exactly when it "
                             f"is optional")
-    fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n\n    " + EMA_DOC + "\n    "
+    fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n\n    " + EMA_DOC + "\n\n    " + STORE_DOC \
+        + "\n    "
     return fn
 
 
@@ -55,6 +58,18 @@ EMA_DOC = """Weight EMA (every algorithm): with ``ema`` (an array like ``param``
     the first EMA update (``ema_step == 1``) a copy of it. ``ema_step`` is the 1-based number of
     this EMA update, ``step`` when left out (then the EMA starts with the optimizer).
     Evaluate with the EMA weights by swapping them in: ``fastopt.ema_swap``."""
+
+
+# Appended too: how a 16-bit parameter is stored.
+STORE_DOC = """16-bit parameters (bfloat16, float16; every algorithm): the math is float32 and the
+    new value is stored rounded to nearest even, unless: ``master`` (a float32 array like
+    ``param``) holds the parameter's full value -- the update reads and writes it, and
+    ``param`` receives its rounding (master weights, one pass); ``compensation`` (an array of
+    ``param``'s format) holds what rounding ``param`` lost, added back before each update
+    (Kahan-style compensated bfloat16, no float32 copy); ``rounding="stochastic"`` rounds
+    ``param`` up or down at random with probabilities that make it unbiased, from a hash of
+    ``seed``, ``step`` and the element's index: deterministic, independent of threads (use a
+    different ``seed`` per array)."""
 
 
 _SGD, _ADAGRAD, _RMSPROP = SPECS["sgd"], SPECS["adagrad"], SPECS["rmsprop"]
@@ -70,6 +85,8 @@ def sgd_step(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int | 
              lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
              weight_decay: float = 0.0, maximize: bool = False, ema: Any = None,
              ema_decay: float = 0.999, ema_step: int | None = None,
+             master: Any = None, compensation: Any = None, rounding: str = "nearest",
+             seed: int = 0,
              backend: str = "auto") -> None:
     """One SGD update, optionally with heavy-ball or Nesterov momentum (see reference.sgd).
 
@@ -78,18 +95,22 @@ def sgd_step(param: Any, grad: Any, momentum_buffer: Any = None, *, step: int | 
     """
     _step(_SGD, param, grad, (momentum_buffer,), step, backend,
           (lr, momentum, dampening, nesterov, weight_decay, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
 def adagrad_step(param: Any, grad: Any, state_sum: Any, *, step: int, lr: float = 1e-2,
                  lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
                  maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-                 ema_step: int | None = None, backend: str = "auto") -> None:
+                 ema_step: int | None = None,
+                 master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                 seed: int = 0, backend: str = "auto") -> None:
     """One Adagrad update (see reference.adagrad). ``step`` drives ``lr_decay``."""
     _step(_ADAGRAD, param, grad, (state_sum,), step, backend,
           (lr, lr_decay, weight_decay, eps, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -98,7 +119,9 @@ def rmsprop_step(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = 
                  alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.0, centered: bool = False, maximize: bool = False,
                  ema: Any = None, ema_decay: float = 0.999,
-                 ema_step: int | None = None, backend: str = "auto") -> None:
+                 ema_step: int | None = None,
+                 master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                 seed: int = 0, backend: str = "auto") -> None:
     """One RMSprop update (see reference.rmsprop).
 
     ``momentum_buffer`` is required exactly when ``momentum > 0``, ``grad_avg`` exactly when
@@ -106,7 +129,8 @@ def rmsprop_step(param: Any, grad: Any, square_avg: Any, momentum_buffer: Any = 
     """
     _step(_RMSPROP, param, grad, (square_avg, momentum_buffer, grad_avg), step, backend,
           (lr, alpha, eps, weight_decay, momentum, centered, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -114,7 +138,9 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
               *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
               eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
               maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-              ema_step: int | None = None, backend: str = "auto") -> None:
+              ema_step: int | None = None,
+              master: Any = None, compensation: Any = None, rounding: str = "nearest",
+              seed: int = 0, backend: str = "auto") -> None:
     """One Adam update, L2 weight decay (see reference.adam).
 
     ``max_exp_avg_sq`` is required exactly when ``amsgrad``. ``step`` (the 1-based update
@@ -127,7 +153,8 @@ def adam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg_
     """
     _step(_ADAM, param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, amsgrad, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -135,11 +162,14 @@ def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, max_exp_avg
                *, step: int, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
                maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-               ema_step: int | None = None, backend: str = "auto") -> None:
+               ema_step: int | None = None,
+               master: Any = None, compensation: Any = None, rounding: str = "nearest",
+               seed: int = 0, backend: str = "auto") -> None:
     """One AdamW update: Adam with decoupled weight decay (see reference.adamw)."""
     _step(_ADAMW, param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, amsgrad, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -147,11 +177,14 @@ def adadelta_step(param: Any, grad: Any, square_avg: Any, acc_delta: Any, *,
                   step: int | None = None, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                   weight_decay: float = 0.0, maximize: bool = False,
                   ema: Any = None, ema_decay: float = 0.999,
-                  ema_step: int | None = None, backend: str = "auto") -> None:
+                  ema_step: int | None = None,
+                  master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                  seed: int = 0, backend: str = "auto") -> None:
     """One Adadelta update (see reference.adadelta). ``step`` is checked but not used."""
     _step(_ADADELTA, param, grad, (square_avg, acc_delta), step, backend,
           (lr, rho, eps, weight_decay, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -159,22 +192,28 @@ def adamax_step(param: Any, grad: Any, exp_avg: Any, exp_inf: Any, *, step: int,
                 lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                 weight_decay: float = 0.0, maximize: bool = False,
                 ema: Any = None, ema_decay: float = 0.999,
-                ema_step: int | None = None, backend: str = "auto") -> None:
+                ema_step: int | None = None,
+                master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                seed: int = 0, backend: str = "auto") -> None:
     """One Adamax update (see reference.adamax). ``step`` drives the bias correction."""
     _step(_ADAMAX, param, grad, (exp_avg, exp_inf), step, backend,
           (lr, beta1, beta2, eps, weight_decay, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
 def lion_step(param: Any, grad: Any, exp_avg: Any, *, step: int | None = None, lr: float = 1e-4,
               beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
               maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-              ema_step: int | None = None, backend: str = "auto") -> None:
+              ema_step: int | None = None,
+              master: Any = None, compensation: Any = None, rounding: str = "nearest",
+              seed: int = 0, backend: str = "auto") -> None:
     """One Lion update (see reference.lion). ``step`` is checked but not used."""
     _step(_LION, param, grad, (exp_avg,), step, backend,
           (lr, beta1, beta2, weight_decay, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -182,11 +221,14 @@ def radam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
                lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
                maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-               ema_step: int | None = None, backend: str = "auto") -> None:
+               ema_step: int | None = None,
+               master: Any = None, compensation: Any = None, rounding: str = "nearest",
+               seed: int = 0, backend: str = "auto") -> None:
     """One RAdam update (see reference.radam); ``decoupled_weight_decay=True`` gives RAdamW."""
     _step(_RADAM, param, grad, (exp_avg, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -195,7 +237,9 @@ def nadam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
                beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
                momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False,
                maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-               ema_step: int | None = None, backend: str = "auto") -> None:
+               ema_step: int | None = None,
+               master: Any = None, compensation: Any = None, rounding: str = "nearest",
+               seed: int = 0, backend: str = "auto") -> None:
     """One NAdam update (see reference.nadam); ``decoupled_weight_decay=True`` gives NAdamW.
 
     ``mu_product`` is the product of the momentum coefficients of the steps so far, as torch
@@ -207,7 +251,8 @@ def nadam_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
     _step(_NADAM, param, grad, (exp_avg, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay,
            maximize), (mu_product,),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -215,6 +260,8 @@ def asgd_step(param: Any, grad: Any, ax: Any, *, step: int, eta: Any = None, mu:
               lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
               weight_decay: float = 0.0, maximize: bool = False, ema: Any = None,
               ema_decay: float = 0.999, ema_step: int | None = None,
+              master: Any = None, compensation: Any = None, rounding: str = "nearest",
+              seed: int = 0,
               backend: str = "auto") -> None:
     """One ASGD update (see reference.asgd): ``ax`` is the running average of the parameter.
 
@@ -225,7 +272,8 @@ def asgd_step(param: Any, grad: Any, ax: Any, *, step: int, eta: Any = None, mu:
     """
     _step(_ASGD, param, grad, (ax,), step, backend,
           (lr, lambd, alpha, t0, weight_decay, maximize), (eta, mu),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -233,12 +281,15 @@ def rprop_step(param: Any, grad: Any, prev: Any, step_size: Any, *, step: int | 
                eta_minus: float = 0.5, eta_plus: float = 1.2, step_size_min: float = 1e-6,
                step_size_max: float = 50.0, maximize: bool = False,
                ema: Any = None, ema_decay: float = 0.999,
-               ema_step: int | None = None, backend: str = "auto") -> None:
+               ema_step: int | None = None,
+               master: Any = None, compensation: Any = None, rounding: str = "nearest",
+               seed: int = 0, backend: str = "auto") -> None:
     """One Rprop update (see reference.rprop). ``prev`` starts at 0 and ``step_size`` at the
     learning rate (torch's ``lr``, default 1e-2); ``step`` is checked but not used."""
     _step(_RPROP, param, grad, (prev, step_size), step, backend,
           (eta_minus, eta_plus, step_size_min, step_size_max, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -246,11 +297,14 @@ def adopt_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, *, step: in
                lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
                clip_exponent: float = 0.25, weight_decay: float = 0.0, decouple: bool = False,
                maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-               ema_step: int | None = None, backend: str = "auto") -> None:
+               ema_step: int | None = None,
+               master: Any = None, compensation: Any = None, rounding: str = "nearest",
+               seed: int = 0, backend: str = "auto") -> None:
     """One ADOPT update (see reference.adopt): step 1 only fills ``exp_avg_sq``."""
     _step(_ADOPT, param, grad, (exp_avg, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, clip_exponent, weight_decay, decouple, maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -260,13 +314,16 @@ def ademamix_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, exp_avg_
                   weight_decay: float = 1e-2, t_alpha: float | None = 0.0,
                   t_beta3: float | None = 0.0, maximize: bool = False,
                   ema: Any = None, ema_decay: float = 0.999,
-                  ema_step: int | None = None, backend: str = "auto") -> None:
+                  ema_step: int | None = None,
+                  master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                  seed: int = 0, backend: str = "auto") -> None:
     """One AdEMAMix update (see reference.ademamix): ``exp_avg_slow`` is the slow EMA;
     ``t_alpha`` / ``t_beta3`` are the warmup lengths in steps (0 or None: none)."""
     _step(_ADEMAMIX, param, grad, (exp_avg, exp_avg_sq, exp_avg_slow), step, backend,
           (lr, beta1, beta2, beta3, alpha, eps, weight_decay, no_warmup(t_alpha),
            no_warmup(t_beta3), maximize),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -276,7 +333,9 @@ def schedulefree_adamw_step(param: Any, grad: Any, z: Any, exp_avg_sq: Any, *, s
                             weight_decay: float = 0.0, warmup_steps: float = 0.0,
                             r: float = 0.0, weight_lr_power: float = 2.0,
                             maximize: bool = False, ema: Any = None, ema_decay: float = 0.999,
-                            ema_step: int | None = None, backend: str = "auto") -> None:
+                            ema_step: int | None = None,
+                            master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                            seed: int = 0, backend: str = "auto") -> None:
     """One Schedule-Free AdamW update in train mode (see reference.schedulefree_adamw):
     ``param`` holds y, ``z`` starts as a copy of the parameter.
 
@@ -290,7 +349,8 @@ def schedulefree_adamw_step(param: Any, grad: Any, z: Any, exp_avg_sq: Any, *, s
     _step(_SF_ADAMW, param, grad, (z, exp_avg_sq), step, backend,
           (lr, beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power, maximize),
           (lr_max, weight_sum),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @declared
@@ -299,13 +359,16 @@ def schedulefree_sgd_step(param: Any, grad: Any, z: Any, *, step: int, lr_max: A
                           weight_decay: float = 0.0, warmup_steps: float = 0.0, r: float = 0.0,
                           weight_lr_power: float = 2.0, maximize: bool = False,
                           ema: Any = None, ema_decay: float = 0.999,
-                          ema_step: int | None = None, backend: str = "auto") -> None:
+                          ema_step: int | None = None,
+                          master: Any = None, compensation: Any = None, rounding: str = "nearest",
+                          seed: int = 0, backend: str = "auto") -> None:
     """One Schedule-Free SGD update in train mode (see reference.schedulefree_sgd); the
     arrays and scalar states as in ``schedulefree_adamw_step``, ``momentum`` for beta1."""
     _step(_SF_SGD, param, grad, (z,), step, backend,
           (lr, momentum, weight_decay, warmup_steps, r, weight_lr_power, maximize),
           (lr_max, weight_sum),
-          ema=(ema, ema_decay, ema_step))
+          ema=(ema, ema_decay, ema_step),
+          store=(master, compensation, rounding, seed))
 
 
 @check.bumps_torch_versions

@@ -96,13 +96,25 @@ def _config(spec: Spec, values: tuple[Any, ...]) -> _Config:
     return c
 
 
+_NEAREST = (None, None, "nearest", 0)
+
+
 def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, backend: str,
          values: tuple[Any, ...], scalars: tuple[Any, ...] = (),
-         ema: tuple[Any, Any, Any] = (None, 0.999, None)) -> None:
+         ema: tuple[Any, Any, Any] = (None, 0.999, None),
+         store: tuple[Any, Any, Any, Any] = _NEAREST) -> None:
     """Validate, then update in place (see the module docstring). ``scalars``: the scalar
     states (0-d arrays, or None to derive them from ``step``), in the spec's order; ``ema``:
-    the weight EMA's ``(array or None, decay, ema_step)`` (see ema_options). Torch tensors
-    written (all arrays but the gradient) get their autograd version bumped afterwards."""
+    the weight EMA's ``(array or None, decay, ema_step)`` (see ema_options); ``store``: a
+    16-bit parameter's ``(master, compensation, rounding, seed)`` (see store_options). Torch
+    tensors written (all arrays but the gradient) get their autograd version bumped
+    afterwards."""
+    if store is not _NEAREST and (store[0] is not None or store[1] is not None or type(
+            store[2]) is not str or store[2] != "nearest" or type(store[3]) is not int):
+        if store[0] is not None or store[1] is not None or store[2] != "nearest":
+            return _step_stored(spec, param, grad, states, step, backend, values, scalars,
+                                ema, store)
+        store_options(store, None)  # a seed alone: checked, unused
     c = _config(spec, values)
     opts, flags, active = c.opts, c.flags, c.active
     t = _step(spec, step, flags)
@@ -170,6 +182,118 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         # when all are): mark the torch tensors among what was written.
         check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
                                   + [a for a in scalars if a is not None])
+
+
+def store_options(store: tuple[Any, Any, Any, Any], t: int | None, step: Any = None
+                  ) -> tuple[Any, str, int | None]:
+    """Check a 16-bit parameter's storage options ``(master, compensation, rounding, seed)``.
+    Returns the extra array (master or compensation, or None), its name, and the stochastic
+    rounding key (None: round to nearest even)."""
+    master, comp, rounding, seed = store
+    if master is not None and comp is not None:
+        raise ValueError("Invalid compensation: an array was given with master (expected one "
+                         "of them: master weights keep the full value, compensation what "
+                         "rounding lost)")
+    if not isinstance(rounding, str) or rounding not in ("nearest", "stochastic"):
+        raise ValueError(f"Invalid rounding: {rounding!r} (expected 'nearest' or "
+                         f"'stochastic')")
+    if type(seed) is bool or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= int(seed) < 2**64:
+        raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to 2**64 - 1)")
+    key = None
+    if rounding == "stochastic":
+        if comp is not None:
+            raise ValueError("Invalid rounding: 'stochastic' with compensation (expected one "
+                             "of them: both exist to keep small updates)")
+        if step is None or t is None:
+            raise ValueError("Invalid step: None with rounding='stochastic' (expected the "
+                             "step number: the random bits are drawn from seed, step and "
+                             "index)")
+        key = _storage.sr_key(int(seed), t)
+    extra = master if master is not None else comp
+    return extra, "master" if master is not None else "compensation", key
+
+
+def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any,
+                 backend: str, values: tuple[Any, ...], scalars: tuple[Any, ...],
+                 ema: tuple[Any, Any, Any], store: tuple[Any, Any, Any, Any]) -> None:
+    """step() for a 16-bit parameter with master weights, compensation or stochastic
+    rounding: the extra array is checked with the others (last), then handed to the backend
+    as a _storage.ParamStore."""
+    c = _config(spec, values)
+    opts, flags = c.opts, c.flags
+    t = _step(spec, step, flags)
+    extra, extra_name, key = store_options(store, t, step)
+    ema_array = ema[0]
+    decay, first = 0.0, False
+    if ema_array is not None or ema[2] is not None:
+        decay, first = ema_options(ema_array, ema[1], ema[2], step)
+    given = [param, grad]
+    for k, optional in c.on:
+        a = states[k]
+        if a is None and optional:
+            s = spec.states[k]
+            raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
+        given.append(a)
+    for k in c.off:
+        if states[k] is not None:
+            s = spec.states[k]
+            raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
+                             f"None unless {s.condition})")
+    names: tuple[str, ...] = (*c.names, *(("ema",) if ema_array is not None else ()),
+                              *((extra_name,) if extra is not None else ()))
+    inputs = (*given, *((ema_array,) if ema_array is not None else ()),
+              *((extra,) if extra is not None else ()))
+    arrays = check.arrays(names, inputs, overlap=False)
+    mod = _backends.get(backend, arrays[0])
+    if type(arrays[0]) is not np.ndarray:
+        raise TypeError(f"Invalid {names[0]}: {check._describe(arrays[0])} (master weights, "
+                        f"compensation and stochastic rounding run on the CPU backends)")
+    pf = _storage.storage(arrays[0].dtype)
+    if not pf:
+        what = extra_name if extra is not None else "rounding='stochastic'"
+        raise TypeError(f"Invalid {what}: given with a param of dtype "
+                        f"{_storage.name(arrays[0].dtype)} (expected a bfloat16 or float16 "
+                        f"param: {what} is how a 16-bit parameter is stored)")
+    formats = _formats(arrays, backend, mod)
+    assert formats is not None
+    if extra is not None:
+        x = arrays[-1]
+        want = np.dtype(np.float32) if extra_name == "master" else arrays[0].dtype
+        if x.dtype != want or _storage.storage(x.dtype) != _storage.storage(want):
+            raise TypeError(f"Invalid {extra_name}: array of dtype {_storage.name(x.dtype)} "
+                            f"(expected {_storage.name(want)}"
+                            f"{', the dtype of param' if extra_name != 'master' else ''})")
+        arrays, formats = arrays[:-1], formats[:-1]
+    extra_array = None if extra is None else x
+    if not arrays[0].size or not getattr(mod, "CHECKS_OVERLAP", False):
+        check.no_overlap(names, (*arrays, *(() if extra is None else (x,))))
+    fused = None
+    if ema_array is not None:
+        fused = Ema.of(arrays[-1], decay, first, np.float32)
+        arrays = arrays[:-1]
+    written: list[tuple[Any, float]] = []
+    if spec.scalar_states:
+        opts = dict(opts)
+        for sc, a in zip(spec.scalar_states, scalars):
+            if a is None:
+                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or np.float32)
+            else:
+                a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
+                opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
+                written.append((a, new))
+    if arrays[0].size:
+        it = iter(arrays[2:])
+        full = tuple(next(it) if on else None for on in c.active)
+        mode = "" if extra is None else "master" if extra_name == "master" else "kahan"
+        overlap = mod.update(spec, flags, arrays[0], arrays[1], full, t, opts, fused, formats,
+                             (mode, extra_array, key))
+        if overlap is not None:
+            raise check.overlap_error(names, *overlap)
+    for a, new in written:
+        a[...] = new
+    check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
+                              + [a for a in scalars if a is not None])
 
 
 def _formats(arrays: tuple[Any, ...], backend: str, mod: Any) -> tuple[str, ...] | None:

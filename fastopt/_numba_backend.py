@@ -148,16 +148,18 @@ FORMATS = True
 
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
            states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
-           ema: Ema | None = None, formats: tuple[str, ...] | None = None
-           ) -> tuple[int, int] | None:
+           ema: Ema | None = None, formats: tuple[str, ...] | None = None,
+           store: _storage.ParamStore | None = None) -> tuple[int, int] | None:
     """One update of validated arrays; ``states`` in the spec's order, None where inactive;
     ``ema``: the weight EMA to update in the same pass; ``formats``: the storage format of
     param, grad, each given state and the EMA (_storage.storage), None when all are the
     param's float32/float64. Returns None, or, having written nothing, the first pair
     ``(i, j)`` of the arrays used (param, grad, the active states, the EMA) that overlap in
-    memory."""
+    memory; the master or compensation array of ``store`` (see _storage.ParamStore) comes
+    last."""
     if formats is not None:
-        return _update_16bit(spec, flags, param, grad, states, step, options, ema, formats)
+        return _update_16bit(spec, flags, param, grad, states, step, options, ema, formats,
+                             store or ("", None, None))
     par = param.size >= PARALLEL_MIN_SIZE
     on = ema is not None
     k = _kernels.get((spec.rule, flags, par, on))
@@ -180,7 +182,8 @@ def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndar
 
 def _update_16bit(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
                   states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
-                  ema: Ema | None, formats: tuple[str, ...]) -> tuple[int, int] | None:
+                  ema: Ema | None, formats: tuple[str, ...], store: _storage.ParamStore
+                  ) -> tuple[int, int] | None:
     """update() with 16-bit arrays: their uint16 views, and a kernel keyed by every slot's
     storage format (an inactive slot's is "": the param stands in, never read)."""
     par = param.size >= PARALLEL_MIN_SIZE
@@ -197,14 +200,24 @@ def _update_16bit(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: 
     arrays += [p if s is None else view(s, f) for s, f in zip(states, slot_formats[2:])]
     if ema is not None:
         arrays.append(view(ema.array, slot_formats[-1]))
-    key = (spec.rule, flags, par, ema is not None, slot_formats)
+    mode, extra, sr_key = store
+    if extra is not None:  # the master (float32) or the compensation (the param's format)
+        extra_format = "" if mode == "master" else formats[0]
+        slot_formats = (*slot_formats, extra_format)
+        arrays.append(view(extra, extra_format))
+    sr = sr_key is not None
+    key = (spec.rule, flags, par, ema is not None, slot_formats, mode, sr)
     k = _kernels.get(key)
     if k is None:
         k = _kernels[key] = generic.kernel(
             spec.rule, spec.state_names, spec.active(flags),
             tuple(zip(spec.flag_names, flags)), spec.scalar_call, par, ema is not None,
-            spec.reads_grad, slot_formats)
-    o: int = _run(k, par, *arrays, *_arguments(spec, step, options, ema))
+            spec.reads_grad, slot_formats, mode, sr)
+    args = _arguments(spec, step, options, ema)
+    if sr_key is not None:  # after the EMA's scalars, before the hyperparameters
+        cut = len(args) - len(_hyper_args(spec, options))
+        args = (*args[:cut], np.uint32(sr_key), 0, *args[cut:])
+    o: int = _run(k, par, *arrays, *args)
     return None if o < 0 else divmod(o, 64)
 
 

@@ -66,3 +66,62 @@ def f16_store(x):
     # 65520 (0x477FF000) and above round to inf.
     big = nan if a > _U32(0x7F800000) else _U32(0x7C00)
     return _U16(sign | (big if a >= _U32(0x477FF000) else finite))
+
+
+# -- stochastic rounding ----------------------------------------------------------------------
+#
+# A 16-bit store rounds up (away from zero) with probability equal to the distance to the lower
+# neighbour in units of the gap: unbiased. The random bits come from a counter-based hash of a
+# per-call key (the caller mixes seed, step and tensor into it) and the element's index, so a
+# result never depends on threads or chunking.
+
+_M1 = np.uint32(0x85EBCA6B)
+_M2 = np.uint32(0xC2B2AE35)
+_GOLD = np.uint32(0x9E3779B9)
+
+
+def random_bits(key, index):
+    """32 random bits for element ``index`` (int64) under ``key`` (uint32): MurmurHash3's
+    32-bit finaliser (a bijection with full avalanche) of the index's two halves and the key."""
+    lo = _U32(index & 0xFFFFFFFF)
+    hi = _U32(index >> 32)
+    h = _U32(_U32(lo * _GOLD) + _U32(key) + _U32(hi * _M2))
+    h = _U32(h ^ _U32(h >> _U32(16)))
+    h = _U32(h * _M1)
+    h = _U32(h ^ _U32(h >> _U32(13)))
+    h = _U32(h * _M2)
+    return _U32(h ^ _U32(h >> _U32(16)))
+
+
+def bf16_store_sr(x, r):
+    """float32 to bfloat16 bits, rounded stochastically with the random bits ``r`` (uint32):
+    up with probability (dropped 16 bits) / 2**16. NaN stays NaN as in bf16_store."""
+    b = _F32(x).view(_U32)
+    up = _U32(_U32(b + _U32(r >> _U32(16))) >> _U32(16))
+    top = _U32(b >> _U32(16))
+    nan = _U32(b & _U32(0x7FFFFFFF)) > _U32(0x7F800000)
+    return _U16(_U32(_U32(top & _U32(0x8000)) | _U32(0x7FC0)) if nan else up)
+
+
+def f16_store_sr(x, r):
+    """float32 to float16 bits, rounded stochastically with the random bits ``r``: the
+    dropped bits (13 for normal results, more for subnormal ones) plus as many random bits,
+    carried into the kept ones. Magnitudes below 2**-33 (far under half the smallest
+    subnormal) become zero; results of 65536 and above, inf; NaN as in f16_store."""
+    b = _F32(x).view(_U32)
+    sign = _U32(_U32(b >> _U32(16)) & _U32(0x8000))
+    a = _U32(b & _U32(0x7FFFFFFF))
+    payload = _U32(_U32(a & _U32(0x7FFFFF)) >> _U32(13))
+    nan = _U32(_U32(0x7C00) + payload + _U32(payload == _U32(0)))
+    normal = _U32(_U32(a - _U32(112 << 23) + _U32(r >> _U32(19))) >> _U32(13))
+    # Subnormal results: the 24-bit significand over 2**w, w = 126 - exponent (14..32).
+    e = _U32(a >> _U32(23))
+    w = _U32(_U32(126) - e) if e <= _U32(112) else _U32(14)
+    w = w if w <= _U32(32) else _U32(32)
+    man = np.uint64(_U32(a & _U32(0x7FFFFF)) | _U32(0x800000))
+    rand = np.uint64(np.uint64(r) >> np.uint64(_U32(32) - w))
+    tiny = _U32(np.uint64(man + rand) >> np.uint64(w))
+    tiny = tiny if e >= _U32(94) else _U32(0)
+    finite = tiny if a < _U32(0x38800000) else normal
+    big = nan if a > _U32(0x7F800000) else _U32(0x7C00)
+    return _U16(sign | (big if a >= _U32(0x47800000) else finite))

@@ -163,9 +163,11 @@ class Problem:
             out["ema"] = self.ema
         return out
 
-    def step(self, grad: np.ndarray, step: int, backend: str) -> None:
+    def step(self, grad: np.ndarray, step: int, backend: str, **store: Any) -> None:
+        """One step through the functional API; ``store``: master, compensation, rounding,
+        seed (see fastopt's STORE_DOC)."""
         self.algo.step_fn(self.param, grad, *self.state.values(), step=step, backend=backend,
-                          **self.scalars, **self.options, **self.ema_kwargs())
+                          **self.scalars, **self.options, **self.ema_kwargs(), **store)
 
     def step_reference(self, grad: np.ndarray, step: int) -> None:
         # The reference takes each scalar state's value as the rule uses it (see

@@ -9,7 +9,7 @@ decoupled=False, parallel=False)``) returns the compiled kernel of one configura
 algorithm fastopt declares: its flags are the compile-time flags of its spec, in any order.
 """
 
-from .roofline import roofline_kernel
+from .roofline import roofline_kernel, roofline_master_kernel
 
 
 def __getattr__(name):
@@ -32,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["roofline_kernel"]
+__all__ = ["roofline_kernel", "roofline_master_kernel"]

@@ -74,20 +74,33 @@ def _store(fmt, expr):
     return f"_{fmt}_store({expr})" if fmt else expr
 
 
+# How a 16-bit parameter is kept (``param_mode``): "" (the parameter itself), "master" (a
+# float32 master copy in the ``master`` slot holds the value; the parameter is only written,
+# rounded from it) or "kahan" (the value is param + ``comp``, a compensation array of the
+# parameter's format holding what rounding the parameter lost).
+PARAM_MODES = ("", "master", "kahan")
+
+
 def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False, grad=True,
-                  formats=None):
+                  formats=None, param_mode="", sr=False):
     """The Python source of one configuration's kernel (see the module docstring).
 
     ``formats``: the storage format of each array slot (param, grad, every state slot, the
-    EMA), from STORAGE; None: all in the math dtype. With a 16-bit slot the math is float32.
+    EMA, then the master or compensation array), from STORAGE; None: all in the math dtype.
+    With a 16-bit slot the math is float32. ``param_mode``: see PARAM_MODES. ``sr``: the
+    16-bit parameter is stored with stochastic rounding (formats.random_bits of the
+    arguments ``sr_key`` and ``sr_offset + i``).
     """
+    assert param_mode in PARAM_MODES, param_mode
     head = [name for kind, name in scalar_call if kind in ("step", "scalar")]
     hypers = [name for kind, name in scalar_call if kind == "hyper"]
     ema_scalars = ["ema_weight", "ema_rest", "ema_first"] if ema else []
-    slots = ["param", "grad", *states, *(["ema"] if ema else [])]
-    args = [*slots, *head, *ema_scalars, *hypers]
+    extra = {"": [], "master": ["master"], "kahan": ["comp"]}[param_mode]
+    slots = ["param", "grad", *states, *(["ema"] if ema else []), *extra]
+    args = [*slots, *head, *ema_scalars, *(["sr_key", "sr_offset"] if sr else []), *hypers]
     fmt = dict(zip(slots, formats or ("",) * len(slots)))
     assert set(fmt.values()) <= set(STORAGE) and len(fmt) == len(slots), formats
+    assert not (param_mode or sr) or fmt["param"], "a param mode needs a 16-bit param"
     flag_values = dict(flags)
     call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
                      for kind, name in scalar_call)
@@ -96,9 +109,24 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
                        for s, on in zip(states, active))
     # The arrays the overlap check covers (``grad=False``: the slot holds a stand-in).
     used = ["param", *(["grad"] if grad else []), *[s for s, on in zip(states, active) if on],
-            *(["ema"] if ema else [])]
-    # The param's value as stored, for the EMA: rounded when the param is 16-bit.
-    stored = f"_{fmt['param']}_load(q)" if fmt["param"] else "r[0]"
+            *(["ema"] if ema else []), *extra]
+    pf = fmt["param"]
+    # The parameter's value the rule starts from, and the stores of the new value r[0].
+    if param_mode == "master":
+        start = "master[i]"
+    elif param_mode == "kahan":
+        start = f"_{pf}_load(param[i]) + _{pf}_load(comp[i])"
+    else:
+        start = _load(pf, "param[i]")
+    rounded = (f"_{pf}_store_sr(r[0], _random_bits(sr_key, sr_offset + i))" if sr
+               else _store(pf, "r[0]"))
+    stores = ([f"        q = {rounded}", "        param[i] = q"]
+              + (["        master[i] = r[0]"] if param_mode == "master" else [])
+              + ([f"        comp[i] = _{pf}_store(r[0] - _{pf}_load(q))"]
+                 if param_mode == "kahan" else []))
+    # The param's value for the EMA: as stored when the param is 16-bit, unless a master or
+    # compensation array keeps the full value.
+    stored = f"_{pf}_load(q)" if pf and not param_mode else "r[0]"
     lines = [
         f"def {rule}({', '.join(args)}):",
         *[f"    if _overlap({a}, {b}):\n        return {64 * i + j}"
@@ -108,11 +136,10 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
         *[f"    {c} = t(s[{k}])" for k, c in enumerate(cs)],
         *[f"    e{k} = t({name})" for k, name in enumerate(ema_scalars)],
         "    for i in loop(param.size):",
-        f"        p = {_load(fmt['param'], 'param[i]')}",
+        f"        p = {start}",
         f"        r = _rule(p, {_load(fmt['grad'], 'grad[i]')}, {values + ', ' if values else ''}"
         f"{', '.join(cs + [_literal(v) for _, v in flags])})",
-        f"        q = {_store(fmt['param'], 'r[0]')}",
-        "        param[i] = q",
+        *stores,
         *[f"        {s}[i] = {_store(fmt[s], f'r[{k + 1}]')}"
           for k, (s, on) in enumerate(zip(states, active)) if on],
         *([f"        ema[i] = {_store(fmt['ema'], _ema_call(fmt['ema'], stored))}"] if ema else []),
@@ -144,7 +171,7 @@ def _overlap():
 
 @kernel_factory
 def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=True,
-           formats=None):
+           formats=None, param_mode="", sr=False):
     """The compiled kernel of one configuration (``ema``: with the fused weight EMA;
     ``grad=False``: the gradient slot is not read, and not in the overlap check).
 
@@ -158,14 +185,15 @@ def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=T
              for kind, _ in scalar_call]
     n_scalars = len(scalars_fn(*probe))
     source = kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema, grad,
-                           formats)
+                           formats, param_mode, sr)
     namespace = {
         "_rule": compiled_rule(rule),
         "_ema": compiled_rule("ema"),
         "_overlap": _overlap(),
         "_f32": np.float32,
         **{f"_{f}_{d}": compiled_format(f"{f}_{d}") for f in STORAGE[1:]
-           for d in ("load", "store")},
+           for d in ("load", "store", "store_sr")},
+        "_random_bits": compiled_format("random_bits"),
         "_scalars": compiled_rule(f"{rule}_scalars"),
         "loop": loop_for(parallel),
     }

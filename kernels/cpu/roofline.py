@@ -42,3 +42,23 @@ def roofline_kernel(n_state, parallel):
     else:
         raise ValueError(f"Invalid n_state: {n_state!r} (expected 0, 1, 2 or 3)")
     return compile_kernel(roofline, parallel)
+
+
+@kernel_factory
+def roofline_master_kernel(parallel):
+    """``kernel(master, grad, states, param)``: the traffic of a step with master weights and
+    two states -- master, grad and the states read, master and the states written, and
+    ``param`` (the rounded copy) written only."""
+    loop = loop_for(parallel)
+
+    def roofline_master(master, grad, states, param):
+        s0, s1 = states[0], states[1]
+        for i in loop(master.size):
+            g = grad[i]
+            x = master[i] + g
+            master[i] = x
+            param[i] = x
+            s0[i] = s0[i] + g
+            s1[i] = s1[i] + g
+
+    return compile_kernel(roofline_master, parallel)

@@ -1,0 +1,315 @@
+"""How a 16-bit parameter is stored: master weights, Kahan compensation, stochastic rounding."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import fastopt
+from algorithms import Problem, case_id, cases
+from fastopt import _storage
+from fastopt.kernels import formats
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = ml_dtypes.bfloat16
+DTYPES = {"bf16": BF16, "f16": np.float16}
+
+
+@numba.njit
+def _sr_many(x, key, offset, f16):
+    """Kernel-compiled stochastic rounding of x[i] with the random bits of offset + i."""
+    rb = _random_bits
+    out = np.empty(x.size, np.uint16)
+    for i in range(x.size):
+        r = rb(key, offset + i)
+        out[i] = _f16_sr(x[i], r) if f16 else _bf16_sr(x[i], r)
+    return out
+
+
+_random_bits = numba.njit(inline="always")(formats.random_bits)
+_bf16_sr = numba.njit(inline="always")(formats.bf16_store_sr)
+_f16_sr = numba.njit(inline="always")(formats.f16_store_sr)
+
+
+def _cases() -> np.ndarray:
+    """float32 values around every 16-bit value and float32's edges (NaN payloads, infinities,
+    subnormals of both formats, the float16 overflow threshold), plus random bit patterns."""
+    all16 = np.arange(1 << 16, dtype=np.uint32)
+    near = np.concatenate([(all16 << 16) + d for d in (0, 1, 0x7FFF, 0x8000, 0xFFFF)])
+    with np.errstate(all="ignore"):
+        h = all16.astype(np.uint16).view(np.float16).astype(np.float32).view(np.uint32)
+    h = h[(h & 0x7F800000) != 0x7F800000]
+    near16 = np.concatenate([h + d for d in (0, 1, 0xFFF, 0x1000, 0x1FFF)])
+    edges = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7F7FFFFF, 1, 0x007FFFFF,
+                      0x7F800001, 0xFF800001, 0x7FC00000, 0x477FE000, 0x477FF000, 0x477FFFFF,
+                      0x47800000, 0x38800000, 0x387FFFFF, 0x33800000, 0x2F000000, 0x2EFFFFFF],
+                     np.uint32)
+    rng = np.random.default_rng(1)
+    return np.concatenate([near, near16, edges, rng.integers(0, 1 << 32, 1 << 18,
+                                                             dtype=np.uint64).astype(np.uint32)]
+                          ).view(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "f16"])
+def test_stochastic_rounding_kernel_and_numpy_agree_bit_for_bit(fmt):
+    x = _cases()
+    for key, offset in ((0, 0), (0xDEADBEEF, 12345), (7, 2**33 + 5)):
+        ours = _sr_many(x, np.uint32(key), offset, fmt == "f16")
+        ref = np.empty(x.size, DTYPES[fmt])
+        with np.errstate(all="ignore"):
+            _storage.store_sr(ref, x, fmt, key, offset)
+        np.testing.assert_array_equal(ours, ref.view(np.uint16))
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "f16"])
+def test_stochastic_rounding_gives_a_neighbour_and_nan_stays_nan(fmt):
+    x = _cases()
+    out = _sr_many(x, np.uint32(99), 0, fmt == "f16").view(DTYPES[fmt]).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        x64 = x.astype(np.float64)
+    nan = np.isnan(x64)
+    assert np.isnan(out[nan]).all()
+    # The two neighbours: the value rounded toward zero, and the next one away from zero.
+    with np.errstate(all="ignore"):
+        lo = x.astype(DTYPES[fmt]).astype(np.float64)
+        lo = np.where(np.abs(lo) > np.abs(x64), np.nextafter(
+            x.astype(DTYPES[fmt]), np.zeros(1, DTYPES[fmt])).astype(np.float64), lo)
+        hi = np.nextafter(lo.astype(DTYPES[fmt]), np.where(x64 < 0, -np.inf, np.inf).astype(
+            DTYPES[fmt])).astype(np.float64)
+    tiny = np.abs(x64) < 2.0**-33  # below this float16 truncates to zero (documented)
+    ok = nan | ((out == lo) | (out == hi) | (out == x64) | (tiny & (out == 0)))
+    assert ok.all(), (x[~ok][:5], out[~ok][:5], lo[~ok][:5], hi[~ok][:5])
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "f16"])
+def test_stochastic_rounding_is_unbiased(fmt):
+    # torchao's test: 32 values, each rounded 100,000 times (here: at 100,000 indices); the
+    # mean must match the value within 3e-5 relative.
+    rng = np.random.default_rng(5)
+    values = (rng.standard_normal(32) * 10.0 ** rng.integers(-3, 3, 32)).astype(np.float32)
+    for v in values:
+        out = _sr_many(np.full(100_000, v, np.float32), np.uint32(1234), 0, fmt == "f16")
+        mean = out.view(DTYPES[fmt]).astype(np.float64).mean()
+        assert abs(mean - float(v)) <= 3e-5 * abs(float(v)), (v, mean)
+
+
+def _sgd_sr(p, seed, threads=None, backend="auto"):
+    g = np.full(p.size, 1e-3, np.float32).astype(p.dtype)
+    old = numba.get_num_threads()
+    try:
+        if threads is not None:
+            numba.set_num_threads(threads)
+        for t in range(1, 4):
+            fastopt.sgd_step(p, g, lr=0.37, step=t, rounding="stochastic", seed=seed,
+                             backend=backend)
+    finally:
+        numba.set_num_threads(old)
+    return p.view(np.uint16).copy()
+
+
+def test_stochastic_rounding_is_deterministic_for_any_thread_count_and_seeded():
+    from fastopt import _numba_backend
+
+    n = _numba_backend.PARALLEL_MIN_SIZE * 2 + 3  # the parallel build
+    start = np.linspace(-1, 1, n, dtype=np.float32).astype(BF16)
+    one = _sgd_sr(start.copy(), seed=3, threads=1)
+    assert np.array_equal(one, _sgd_sr(start.copy(), 3, numba.config.NUMBA_NUM_THREADS))
+    assert not np.array_equal(one, _sgd_sr(start.copy(), seed=4))
+    # The serial build on a prefix draws the same bits for the same indices, and so does the
+    # reference backend.
+    assert np.array_equal(one[:1001], _sgd_sr(start[:1001].copy(), seed=3))
+    assert np.array_equal(one[:1001], _sgd_sr(start[:1001].copy(), seed=3, backend="numpy"))
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "f16"])
+def test_small_updates_progress_under_stochastic_rounding_and_stall_under_nearest(fmt):
+    # 1.0 plus 1000 updates of 1e-3: nearest rounding never leaves 1.0 (the gap above 1.0 is
+    # 2**-7 in bfloat16, 2**-10 in float16: 1e-3 is below half of either for bfloat16 and
+    # about one for float16); stochastic rounding gets 2.0 on average.
+    n = 4096
+    g = np.full(n, -1.0, DTYPES[fmt])
+    near, sr = np.ones(n, DTYPES[fmt]), np.ones(n, DTYPES[fmt])
+    for t in range(1, 1001):
+        fastopt.sgd_step(near, g, lr=1e-3, step=t)
+        fastopt.sgd_step(sr, g, lr=1e-3, step=t, rounding="stochastic", seed=11)
+    if fmt == "bf16":
+        np.testing.assert_array_equal(near.astype(np.float32), 1.0)
+    assert abs(sr.astype(np.float64).mean() - 2.0) < 0.01
+
+
+def test_small_updates_progress_with_compensation():
+    n = 256
+    g = np.full(n, -1.0, BF16)
+    p, comp = np.ones(n, BF16), np.zeros(n, BF16)
+    for t in range(1, 1001):
+        fastopt.sgd_step(p, g, lr=1e-3, step=t, compensation=comp)
+    # The compensation is bfloat16 too: each step's residual keeps 8 bits, so the sum drifts
+    # by a few parts in 1e4 over 1000 steps (nearest rounding alone would stay at 1.0).
+    total = p.astype(np.float64) + comp.astype(np.float64)
+    np.testing.assert_allclose(total, 2.0, rtol=5e-3)
+    np.testing.assert_allclose(p.astype(np.float64), 2.0, rtol=2**-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every algorithm: master weights are float32 fastopt on the master; compensation is the float32
+# step of param + comp, stored as two roundings.
+
+def _fast_cases():
+    return [pytest.param(c, marks=() if c[1] == c[0].option_sets[-1] else pytest.mark.slow,
+                         id=case_id(c)) for c in cases()]
+
+
+def _problem(case, fmt, n=1031, seed=3):
+    algo, options = case
+    prob = Problem(algo, options, n, np.float32, seed=seed)
+    grads = [prob.grad() * np.float32(0.3) for _ in range(3)]
+    grads = [g.astype(DTYPES[fmt]) for g in grads]
+    return prob, grads
+
+
+@pytest.mark.parametrize("fmt", ["bf16", pytest.param("f16", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", _fast_cases())
+def test_master_weights_are_the_float32_step_and_the_param_its_rounding(case, fmt):
+    wide, grads = _problem(case, fmt)
+    narrow = wide.copy()
+    master = wide.param.copy()
+    narrow.param = wide.param.astype(DTYPES[fmt])
+    for t, g in enumerate(grads, 1):
+        with np.errstate(all="ignore"):
+            wide.step(g.astype(np.float32), t, "numba")
+            narrow.step(g, t, "numba", master=master)
+        np.testing.assert_array_equal(master, wide.param, err_msg=f"master at step {t}")
+        np.testing.assert_array_equal(narrow.param.view(np.uint16),
+                                      wide.param.astype(DTYPES[fmt]).view(np.uint16),
+                                      err_msg=f"param at step {t}")
+        for name, s in wide.state.items():
+            if s is not None:
+                np.testing.assert_array_equal(narrow.state[name], s, err_msg=name)
+
+
+@pytest.mark.parametrize("case", _fast_cases())
+def test_compensation_is_the_float32_step_of_param_plus_comp(case):
+    wide, grads = _problem(case, "bf16")
+    narrow = wide.copy()
+    narrow.param = wide.param.astype(BF16)
+    comp = np.zeros(wide.param.size, BF16)
+    for t, g in enumerate(grads, 1):
+        start = (narrow.param.astype(np.float32) + comp.astype(np.float32)).astype(np.float32)
+        wide.param[...] = start
+        with np.errstate(all="ignore"):
+            wide.step(g.astype(np.float32), t, "numba")
+            narrow.step(g, t, "numba", compensation=comp)
+        expect_p = wide.param.astype(BF16)
+        expect_c = (wide.param - expect_p.astype(np.float32)).astype(BF16)
+        np.testing.assert_array_equal(narrow.param.view(np.uint16), expect_p.view(np.uint16))
+        np.testing.assert_array_equal(comp.view(np.uint16), expect_c.view(np.uint16))
+
+
+@pytest.mark.parametrize("mode", ["master", "compensation", "stochastic"])
+def test_param_stores_match_the_reference_backend(mode):
+    # numpy widens, runs the reference's float32 math and stores as the kernels do: equal to
+    # them within float32 rounding of the full value (one 16-bit ulp for the param).
+    rng = np.random.default_rng(8)
+    n = 777
+    p32 = rng.standard_normal(n).astype(np.float32)
+    out = {}
+    for backend in ("numba", "numpy"):
+        p = p32.astype(BF16)
+        m, v = np.zeros(n, np.float32), np.zeros(n, BF16)
+        extra = p32.copy() if mode == "master" else np.zeros(n, BF16)
+        for t in range(1, 6):
+            g = rng.standard_normal(n).astype(BF16) if backend == "numba" else None
+            out.setdefault(t, g)
+            kw = ({"master": extra} if mode == "master" else {"compensation": extra}
+                  if mode == "compensation" else {"rounding": "stochastic", "seed": 5})
+            fastopt.adamw_step(p, out[t], m, v, step=t, lr=1e-2, backend=backend, **kw)
+        out[backend] = (p.astype(np.float64), extra.astype(np.float64))
+    (p1, e1), (p2, e2) = out["numba"], out["numpy"]
+    np.testing.assert_allclose(p1, p2, rtol=2**-7)
+    if mode != "stochastic":
+        full1 = e1 if mode == "master" else p1 + e1
+        full2 = e2 if mode == "master" else p2 + e2
+        # (with compensation, where the two float32 results round to different params the
+        # bfloat16 residuals differ by up to one of their own ulps: 2**-16 of the value)
+        np.testing.assert_allclose(full1, full2, rtol=2**-14, atol=1e-7)
+
+
+def test_master_weights_with_the_ema_follow_the_master():
+    n = 64
+    p32 = np.linspace(-1, 1, n, dtype=np.float32)
+    p, master, m, v = p32.astype(BF16), p32.copy(), np.zeros(n, BF16), np.zeros(n, BF16)
+    ema = np.zeros(n, np.float32)
+    g = np.full(n, 0.25, BF16)
+    fastopt.adam_step(p, g, m, v, step=1, lr=0.01, master=master, ema=ema, ema_decay=0.9)
+    np.testing.assert_array_equal(ema, master)  # the first EMA update copies the full value
+
+
+def test_torch_bf16_tensors_with_a_float32_master():
+    torch = pytest.importorskip("torch")
+    p = torch.linspace(-1, 1, 32).to(torch.bfloat16)
+    master = torch.linspace(-1, 1, 32)
+    m, v = torch.zeros(32, dtype=torch.bfloat16), torch.zeros(32, dtype=torch.bfloat16)
+    version = p._version
+    fastopt.adam_step(p, torch.ones(32, dtype=torch.bfloat16), m, v, step=1, lr=0.1,
+                      master=master)
+    assert torch.equal(p, master.to(torch.bfloat16)) and p._version > version
+    assert not torch.equal(master, torch.linspace(-1, 1, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: rejected before anything is written.
+
+def _arrays(param=BF16, n=8):
+    p = np.linspace(-1, 1, n, dtype=np.float32).astype(param)
+    return p, np.ones(n, param), np.zeros(n, param), np.zeros(n, param)
+
+
+BAD = [
+    (dict(master=np.zeros(8, np.float32)), np.float32, TypeError,
+     r"Invalid master: given with a param of dtype float32 .expected a bfloat16 or float16"),
+    (dict(rounding="stochastic"), np.float64, TypeError, r"Invalid rounding='stochastic'"),
+    (dict(master=np.zeros(8, BF16)), BF16, TypeError,
+     r"Invalid master: array of dtype bfloat16 .expected float32"),
+    (dict(master=np.zeros(8, np.float64)), BF16, TypeError, r"Invalid master: array of dtype"),
+    (dict(compensation=np.zeros(8, np.float32)), BF16, TypeError,
+     r"Invalid compensation: array of dtype float32 .expected bfloat16, the dtype of param"),
+    (dict(compensation=np.zeros(8, np.float16)), BF16, TypeError, r"Invalid compensation"),
+    (dict(master=np.zeros(8, np.float32), compensation=np.zeros(8, BF16)), BF16, ValueError,
+     r"Invalid compensation: an array was given with master"),
+    (dict(compensation=np.zeros(8, BF16), rounding="stochastic"), BF16, ValueError,
+     r"'stochastic' with compensation"),
+    (dict(rounding="up"), BF16, ValueError, r"Invalid rounding: 'up'"),
+    (dict(rounding="stochastic", seed=-1), BF16, ValueError, r"Invalid seed: -1"),
+    (dict(rounding="stochastic", seed=2**64), BF16, ValueError, r"Invalid seed"),
+    (dict(rounding="stochastic", seed=1.5), BF16, ValueError, r"Invalid seed: 1.5"),
+    (dict(seed=True), np.float32, ValueError, r"Invalid seed: True"),
+    (dict(master=np.zeros(9, np.float32)), BF16, ValueError, r"Invalid master: shape"),
+]
+
+
+@pytest.mark.parametrize("kw,param,error,message", BAD)
+def test_bad_param_stores_are_rejected_before_writing(kw, param, error, message):
+    p, g, m, v = _arrays(param)
+    before = [a.copy() for a in (p, m, v, *[x for x in kw.values() if isinstance(x, np.ndarray)])]
+    with pytest.raises(error, match=message):
+        fastopt.adam_step(p, g, m, v, step=1, lr=0.1, **kw)
+    after = [p, m, v, *[x for x in kw.values() if isinstance(x, np.ndarray)]]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_master_that_overlaps_another_array_is_rejected(backend):
+    p, g, _, v = _arrays()
+    buf = np.zeros(16, np.float32)
+    with pytest.raises(ValueError, match="Invalid master: it overlaps exp_avg in memory"):
+        fastopt.adam_step(p, g, buf[4:12], v.astype(np.float32), step=1, lr=0.1,
+                          master=buf[:8], backend=backend)
+    assert (buf == 0).all() and np.array_equal(p, _arrays()[0])
+
+
+def test_stochastic_rounding_needs_the_step():
+    p, g, _, _ = _arrays()
+    with pytest.raises(ValueError, match="Invalid step: None with rounding='stochastic'"):
+        fastopt.sgd_step(p, g, lr=0.1, rounding="stochastic")
