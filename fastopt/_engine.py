@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _storage
 from . import _generic
 from ._algorithms import ALGORITHMS, active_states
 from ._specs import SPECS
@@ -68,7 +68,9 @@ def grad_stats(grads: list[np.ndarray], backend: str) -> tuple[float, int]:
     for g in grads:
         by_dtype.setdefault(g.dtype, []).append(g)
     mod = _backends.get(backend, grads[0]) if grads else None
-    for group in by_dtype.values():
+    for dtype, group in by_dtype.items():
+        if _storage.storage(dtype):  # 16-bit: exactly widened, summed in float64
+            group = [x.astype(np.float32) for x in group]
         if hasattr(mod, "grad_stats"):
             s, b = mod.grad_stats(group)  # type: ignore[union-attr]
         else:
@@ -91,20 +93,23 @@ def numba_disabled() -> bool:
 def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
            grads: list[np.ndarray], states: list[dict[str, np.ndarray]], steps: list[int], *,
            backend: str, scale: float = 1.0, ema_decay: float | None = None,
-           ema_first: list[bool] | None = None) -> None:
+           ema_first: list[bool] | None = None,
+           stores: list[dict[str, Any]] | None = None) -> None:
     """Update ``params[i]`` in place with ``grads[i] * scale`` and ``states[i]``, one call of
     the functional API per tensor (the reference backend, ``multi_tensor=False``, or under
     NUMBA_DISABLE_JIT; one launch over many tensors is ``_numba_backend.multi_step_rows``).
 
     ``steps[i]`` is the 1-based number of this update of tensor ``i``. Arrays validated, each
     state of its param's shape, dtype and layout. With ``ema_decay``, ``states[i]['ema']`` is
-    the tensor's weight EMA, its first update where ``ema_first[i]``.
+    the tensor's weight EMA, its first update where ``ema_first[i]``. ``stores[i]``: the
+    functional API's keywords for a 16-bit parameter (master, compensation, rounding, seed).
     """
     fn, names = ALGORITHMS[algorithm]
     scalars = SPECS[algorithm].scalar_names  # 0-d arrays in the state dicts, updated in place
     active = active_states(algorithm, options)
     firsts = ema_first or [False] * len(params)
-    for p, g, s, t, first in zip(params, grads, states, steps, firsts):
+    for p, g, s, t, first, store in zip(params, grads, states, steps, firsts,
+                                        stores or [{}] * len(params)):
         ema = {} if ema_decay is None else {"ema": s["ema"], "ema_decay": ema_decay,
                                             "ema_step": 1 if first else 2}
         if scale != 1.0:
@@ -114,4 +119,4 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
             np.multiply(g, p.dtype.type(scale), out=scaled)
             g = scaled
         fn(p, g, *[s[n] if n in active else None for n in names], step=t, backend=backend,
-           **{n: s[n] for n in scalars}, **options, **ema)
+           **{n: s[n] for n in scalars}, **options, **ema, **store)

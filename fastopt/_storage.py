@@ -43,6 +43,14 @@ def name(dtype: np.dtype[Any]) -> str:
     return "bfloat16" if storage(dtype) == "bf16" else str(dtype)
 
 
+def max_finite(dtype: np.dtype[Any]) -> float:
+    """The largest finite value of a float dtype (NumPy's finfo knows no bfloat16)."""
+    fmt = storage(dtype)
+    if fmt == "bf16":
+        return 3.3895313892515355e38
+    return float(np.finfo(_F16 if fmt == "f16" else dtype).max)
+
+
 def bits(a: np.ndarray) -> np.ndarray:
     """The uint16 bit patterns of a 16-bit array (a view)."""
     return a.view(_U16)

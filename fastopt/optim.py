@@ -38,9 +38,9 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import _validate as check
-from . import _generic
+from . import _generic, _storage
 from ._algorithms import ALGORITHMS, active_states
-from ._specs import SPECS, Ema, no_warmup
+from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
 from ._layout import base_address, flat, same_strides, zeros_like
 from ._signals import deferred_signals
@@ -74,19 +74,20 @@ def functional_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_array(name: str, a: Any) -> np.ndarray:
-    """A parameter (or state array): a writeable, dense NumPy array of float32 or float64.
+    """A parameter (or state array): a writeable, dense NumPy array of float32, float64,
+    bfloat16 (ml_dtypes) or float16.
 
     Subclasses that are plain memory (``np.memmap``) are taken; a masked array is not (its
     mask would be ignored).
     """
     if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray) or (
-            a.dtype not in check.FLOAT_DTYPES):
+            a.dtype not in check.FLOAT_DTYPES and _storage.storage(a.dtype) is None):
         why = ("; the optimizer classes hold host arrays only: for GPU arrays call the "
                "functional API, e.g. fastopt.adam_step" if hasattr(a, "__cuda_array_interface__")
                else "; a masked array's mask would be ignored"
                if isinstance(a, np.ma.MaskedArray) else "")
         raise TypeError(f"Invalid {name}: {check._describe(a)} (expected a numpy.ndarray of "
-                        f"float32 or float64{why})")
+                        f"float32, float64, bfloat16 or float16{why})")
     if not a.flags.c_contiguous and flat(a) is None:
         raise ValueError(f"Invalid {name}: array with gaps or repeated elements (strides "
                          f"{a.strides} for shape {a.shape}; expected a dense array)")
@@ -94,6 +95,22 @@ def _check_array(name: str, a: Any) -> np.ndarray:
         raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; it is "
                          f"updated in place)")
     return a
+
+
+def _same_dtype(a: np.dtype[Any], b: np.dtype[Any]) -> bool:
+    """dtype equality that tells bfloat16 marks apart (NumPy's ignores metadata)."""
+    return a == b and _storage.storage(a) == _storage.storage(b)
+
+
+def _zeros_as(p: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """Zeros of ``dtype`` with ``p``'s shape and memory layout (in elements)."""
+    if _same_dtype(dtype, p.dtype):
+        return zeros_like(p)
+    block = np.zeros(p.size, dtype)
+    strides = tuple(x // p.itemsize * block.itemsize for x in p.strides)
+    offset = -sum(s * (n - 1) for s, n in zip(strides, p.shape) if s < 0 and n > 1)
+    out: np.ndarray = np.ndarray(p.shape, dtype, buffer=block, offset=offset, strides=strides)
+    return out
 
 
 def _span(a: np.ndarray) -> tuple[int, int]:
@@ -123,7 +140,8 @@ def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
     n = 0
     with np.errstate(over="ignore", invalid="ignore"):
         for g in grads:
-            n += int(g.size - np.count_nonzero(np.isfinite(g * g.dtype.type(inv_scale))))
+            x = g.astype(np.float32) if _storage.storage(g.dtype) else g  # the math type
+            n += int(g.size - np.count_nonzero(np.isfinite(x * x.dtype.type(inv_scale))))
     return n
 
 
@@ -133,7 +151,109 @@ def _ema_decay(group: dict[str, Any]) -> float | None:
     return None if decay is None else check.real("ema_decay", decay, 0.0, 1.0)
 
 
+# -- how 16-bit parameters and their states are stored ----------------------------------------
+
+PARAM_ROUNDINGS = ("nearest", "stochastic", "kahan")
+_STATE_DTYPES = ("float32", "bfloat16")
+
+
+def state_dtype_name(value: Any) -> str | None:
+    """``state_dtype`` as a name: None (each state in its parameter's dtype), "float32" or
+    "bfloat16"; taken as a name, a NumPy or ml_dtypes dtype, or a torch dtype."""
+    if value is None:
+        return None
+    name = value if isinstance(value, str) else str(value).removeprefix("torch.") if (
+        type(value).__module__ == "torch") else None
+    if name is None:
+        try:
+            name = _storage.name(np.dtype(value))
+        except TypeError:
+            name = None
+    if name not in _STATE_DTYPES:
+        raise ValueError(f"Invalid state_dtype: {value!r} (expected None, 'float32' or "
+                         f"'bfloat16')")
+    return name
+
+
+def _numpy_dtype(name: str) -> np.dtype[Any]:
+    if name == "float32":
+        return np.dtype(np.float32)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError("state_dtype='bfloat16' needs ml_dtypes (pip install ml_dtypes)") \
+            from None
+    out: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+    return out
+
+
+class _Storage:
+    """A group's storage options, checked: the state dtype (None: the parameter's),
+    master weights, how 16-bit parameters are rounded, and the seed of stochastic rounding."""
+
+    __slots__ = ("state_dtype", "master", "rounding", "seed")
+
+    def __init__(self, group: dict[str, Any]) -> None:
+        name = state_dtype_name(group.get("state_dtype"))
+        self.state_dtype = None if name is None else _numpy_dtype(name)
+        self.master = check.flag("master_weights", group.get("master_weights", False))
+        rounding = group.get("param_rounding", "nearest")
+        if not isinstance(rounding, str) or rounding not in PARAM_ROUNDINGS:
+            raise ValueError(f"Invalid param_rounding: {rounding!r} (expected 'nearest', "
+                             f"'stochastic' or 'kahan')")
+        if self.master and rounding == "kahan":
+            raise ValueError("Invalid param_rounding: 'kahan' with master_weights=True "
+                             "(expected one of them: both keep what rounding loses)")
+        self.rounding = rounding
+        seed = group.get("seed", 0)
+        if type(seed) is bool or not isinstance(seed, (int, np.integer)) or \
+                not 0 <= int(seed) < 2**64:
+            raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to "
+                             f"2**64 - 1)")
+        self.seed = int(seed)
+
+    def dtypes(self, p: np.ndarray) -> dict[str, np.dtype[Any]]:
+        """The dtype each state array of ``p`` must have (algorithm states and the EMA under
+        the key "state"; master weights and the compensation of 16-bit parameters)."""
+        narrow = bool(_storage.storage(p.dtype))
+        if self.state_dtype is not None and p.dtype == np.float64:
+            raise TypeError(f"Invalid state_dtype: {_storage.name(self.state_dtype)} with a "
+                            f"float64 parameter (float64 parameters keep float64 states)")
+        # By default states take the parameter's dtype, as in torch; with master weights,
+        # the master's (float32).
+        default = np.dtype(np.float32) if narrow and self.master else p.dtype
+        out = {"state": default if self.state_dtype is None else self.state_dtype}
+        if narrow and self.master:
+            out["master"] = np.dtype(np.float32)
+        if narrow and self.rounding == "kahan":
+            out["compensation"] = p.dtype
+        return out
+
+    def plain(self, p: np.ndarray) -> bool:
+        """Whether ``p`` is stepped as float32/float64 with its states in its own dtype."""
+        return not _storage.storage(p.dtype) and (
+            self.state_dtype is None or self.state_dtype == p.dtype)
+
+    def store(self, p: np.ndarray, d: dict[str, Any], index: int) -> dict[str, Any]:
+        """The functional API's storage keywords for parameter ``index`` (state ``d``)."""
+        if not _storage.storage(p.dtype):
+            return {}
+        if self.master:
+            out: dict[str, Any] = {"master": d["master"]}
+        elif self.rounding == "kahan":
+            return {"compensation": d["compensation"]}
+        else:
+            out = {}
+        if self.rounding == "stochastic":  # one stream per parameter
+            out.update(rounding="stochastic",
+                       seed=(self.seed + index * 0x9E3779B97F4A7C15) % 2**64)
+        return out
+
+
 _NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
+# State arrays besides the algorithm's: the weight EMA, and for 16-bit parameters the float32
+# master weights or the compensation (see _Storage).
+EXTRA_STATES = ("ema", "master", "compensation")
 
 _DTYPE = operator.attrgetter("dtype")
 _SHAPE = operator.attrgetter("shape")
@@ -161,7 +281,9 @@ class _Plan:
                  "geometry", "launch_cache")
 
     def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
-        names = (*ALGORITHMS[opt.algorithm][1], "ema")
+        names = (*ALGORITHMS[opt.algorithm][1], *EXTRA_STATES)
+        storages = [_Storage(g) for g in opt.param_groups]
+        group_of = [k for k, g in enumerate(opt.param_groups) for _ in g["params"]]
         state = opt.state
         if not isinstance(state, dict):
             raise TypeError(f"Invalid state: {type(state).__name__} (expected a dict mapping "
@@ -178,6 +300,7 @@ class _Plan:
                 _check_step(f"state[{i}]['step']", d["step"])
             pa = base_address(p)
             row = [pa]
+            wants = storages[group_of[i]].dtypes(p) if d is not _NO_STATE else {}
             for n in names:
                 a = d.get(n)
                 if a is None:
@@ -185,11 +308,19 @@ class _Plan:
                     continue
                 what = f"state[{i}][{n!r}]"
                 _check_array(what, a)
-                if a.dtype != p.dtype or a.shape != p.shape:
-                    raise ValueError(f"Invalid {what}: array of {a.dtype} {a.shape} (expected "
-                                     f"{p.dtype} {p.shape}, like params[{i}])")
+                want = wants.get(n if n in EXTRA_STATES[1:] else "state")
+                if want is None:
+                    raise ValueError(f"Invalid {what}: an array for params[{i}] of dtype "
+                                     f"{_storage.name(p.dtype)} (expected none: it is kept "
+                                     f"for 16-bit parameters of groups that ask for it)")
+                if a.dtype != want or _storage.storage(a.dtype) != _storage.storage(want) or \
+                        a.shape != p.shape:
+                    raise ValueError(f"Invalid {what}: array of {_storage.name(a.dtype)} "
+                                     f"{a.shape} (expected {_storage.name(want)} {p.shape}, "
+                                     f"for params[{i}])")
                 if not (a.flags.c_contiguous and p.flags.c_contiguous) and not same_strides(
-                        a.strides, p.strides, p.shape):
+                        tuple(x // a.itemsize for x in a.strides),
+                        tuple(x // p.itemsize for x in p.strides), p.shape):
                     raise ValueError(f"Invalid {what}: strides {a.strides} differ from "
                                      f"params[{i}]'s {p.strides} (expected the memory layout "
                                      f"of params[{i}], e.g. numpy.empty_like)")
@@ -216,12 +347,17 @@ class _Plan:
         self.geometry = _geometry(self.planned)
 
     def has_states(self, active: tuple[str, ...]) -> bool:
-        """Whether every parameter has a step count and every state in ``active``."""
+        """Whether every parameter has a step count and every state in ``active`` (master
+        weights and compensation: the 16-bit parameters only)."""
         done = self.complete.get(active)
         if done is None:
+            common = tuple(n for n in active if n not in EXTRA_STATES[1:])
+            narrow = tuple(n for n in active if n in EXTRA_STATES[1:])
             done = self.complete[active] = all(
-                d is not _NO_STATE and "step" in d and all(d.get(n) is not None for n in active)
-                for d in self.dicts)
+                d is not _NO_STATE and "step" in d and all(d.get(n) is not None for n in common)
+                and (not narrow or not _storage.storage(dt)
+                     or all(d.get(n) is not None for n in narrow))
+                for d, dt in zip(self.dicts, self.dtypes))
         return done
 
     def launches(self, idx: list[int]) -> list[tuple[np.dtype[Any], np.ndarray | None,
@@ -277,6 +413,12 @@ class _Plan:
                 and list(map(_DTYPE, planned)) == dtypes)
 
 
+def _extra_states(storage: _Storage) -> tuple[str, ...]:
+    """The state arrays a group's storage options add for its 16-bit parameters."""
+    return ("master",) if storage.master else ("compensation",) \
+        if storage.rounding == "kahan" else ()
+
+
 class _Spans:
     """Sorted, disjoint byte ranges of the arrays an optimizer writes (params and state)."""
 
@@ -324,7 +466,9 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  backend: str = "auto", multi_tensor: bool = True,
-                 ema_decay: float | None = None) -> None:
+                 ema_decay: float | None = None, state_dtype: Any = None,
+                 master_weights: bool = False, param_rounding: str = "nearest",
+                 seed: int = 0) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"Invalid backend: {backend!r} (expected a backend name)")
         if backend not in ("auto", "numba", "numpy"):
@@ -332,7 +476,10 @@ class Optimizer:
                              f"'numpy'; the optimizer classes update NumPy arrays)")
         self.backend = backend
         self.multi_tensor = check.flag("multi_tensor", multi_tensor)
-        self.defaults = {**defaults, "ema_decay": ema_decay}
+        self.defaults = {**defaults, "ema_decay": ema_decay,
+                         "state_dtype": state_dtype_name(state_dtype),
+                         "master_weights": master_weights, "param_rounding": param_rounding,
+                         "seed": seed}
         # Whether swap_ema() has put the EMA weights in the parameters (step() refuses then).
         self.ema_swapped = False
         self.param_groups: list[dict[str, Any]] = []
@@ -377,6 +524,11 @@ class Optimizer:
         spans = _Spans()
         for k, p in enumerate([*self._params(), *params]):
             spans.add(f"params[{k}]", _check_array(f"params[{k}]", p))
+        storage = _Storage(group)
+        for p in params:
+            storage.dtypes(p)  # float64 parameters take no other state dtype
+        if "state_dtype" in param_group:  # kept by name (JSON in checkpoints)
+            group["state_dtype"] = state_dtype_name(param_group["state_dtype"])
         self.param_groups.append(group)
 
     def _params(self) -> list[np.ndarray]:
@@ -387,10 +539,17 @@ class Optimizer:
         for h in spec.class_hypers:
             _generic.hyper(h, group[h.name])
         _ema_decay(group)
+        _Storage(group)
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
-    def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any]) -> np.ndarray:
-        return SPECS[self.algorithm].initial_array(name, p, group)
+    def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any],
+                   dtype: np.dtype[Any] | None = None) -> np.ndarray:
+        spec = SPECS[self.algorithm]
+        if dtype is None or _same_dtype(dtype, p.dtype):
+            return spec.initial_array(name, p, group)
+        out = _zeros_as(p, dtype)  # the value set in the state's dtype (rounded once)
+        out[...] = p if spec.state(name).init == PARAM else spec.initial(name, group)
+        return out
 
     # -- the update ---------------------------------------------------------------------------
 
@@ -445,7 +604,7 @@ class Optimizer:
             sumsq, bad = grad_stats(live, self.backend)
             norm = math.sqrt(sumsq) * inv_scale
             if skip and not bad and inv_scale > 1.0 and not norm <= min(
-                    float(np.finfo(g.dtype).max) for g in live):
+                    _storage.max_finite(g.dtype) for g in live):
                 # Finite gradients whose unscaling overflows (a loss scale below 1): skipped,
                 # as torch's GradScaler skips them.
                 bad = _overflowing(live, inv_scale)
@@ -460,9 +619,10 @@ class Optimizer:
         fresh_ema: set[int] = set()
         scalar_names = SPECS[self.algorithm].scalar_names
         emas = [_ema_decay(g) for g in self.param_groups]
+        storages = [_Storage(g) for g in self.param_groups]
         if not all(plan.has_states(active_states(self.algorithm, o) + scalar_names
-                                   + (() if e is None else ("ema",)))
-                   for o, e in zip(options, emas)):
+                                   + (() if e is None else ("ema",)) + _extra_states(st))
+                   for o, e, st in zip(options, emas, storages)):
             allocated = self._allocate_states(plan, grads, options, params, emas)
             if allocated is not None:
                 fresh, fresh_ema, plan = allocated
@@ -531,7 +691,11 @@ class Optimizer:
                 rows_ema = np.array([Ema.of(None, decay, i in fresh_ema, plan.dtypes[i]).scalars
                                      for i in idx], np.float64)
                 used = rows_ema if used is None else np.hstack([used, rows_ema])
-            if fast:
+            storage = _Storage(group)
+            # One launch per dtype for float32/float64 tensors with states of their own dtype;
+            # 16-bit parameters or states go through the functional API, tensor by tensor.
+            if fast and all(storage.plain(plan.params[take[0]])
+                            for _, _, take, _ in plan.launches(idx)):
                 from . import _numba_backend
 
                 for dtype, at, take, sizes in plan.launches(idx):
@@ -554,7 +718,8 @@ class Optimizer:
                 work.append(functools.partial(
                     update, self.algorithm, opts, [plan.params[i] for i in idx],
                     [grads[i] for i in idx], dicts, ts, backend=self.backend,
-                    ema_decay=decay, ema_first=[i in fresh_ema for i in idx]))
+                    ema_decay=decay, ema_first=[i in fresh_ema for i in idx],
+                    stores=[storage.store(plan.params[i], plan.dicts[i], i) for i in idx]))
         return work
 
     def _scalar_states(self, plan: _Plan, idx: list[int], ts: list[int],
@@ -596,20 +761,29 @@ class Optimizer:
                         elif "step" not in d:
                             d["step"] = 0
                             created.append((index, "step"))
+                        wants = _Storage(group).dtypes(p)
                         for n in [n for n in active if d.get(n) is None]:
-                            d[n] = self._new_state(n, p, group)
+                            d[n] = self._new_state(n, p, group, wants["state"])
                             created.append((index, n))
                             if n in fresh_names:
                                 fresh.add(index)
+                        math_type = np.float32 if _storage.storage(p.dtype) else p.dtype
                         for n, a in SPECS[self.algorithm].initial_scalars(opts,
-                                                                          p.dtype).items():
-                            if d.get(n) is None:  # 0-d, the parameter's dtype
+                                                                          math_type).items():
+                            if d.get(n) is None:  # 0-d, the math dtype (or the state's own)
                                 d[n] = a
                                 created.append((index, n))
                         if decay is not None and d.get("ema") is None:
-                            d["ema"] = zeros_like(p)  # the first update copies the parameter
+                            # the first update copies the parameter
+                            d["ema"] = _zeros_as(p, wants["state"])
                             created.append((index, "ema"))
                             fresh_ema.add(index)
+                        for n in ("master", "compensation"):
+                            if n in wants and d.get(n) is None:
+                                d[n] = _zeros_as(p, wants[n])
+                                if n == "master":  # the parameter's value, exactly
+                                    d[n][...] = p
+                                created.append((index, n))
                     index += 1
             if not created:
                 return None
@@ -803,7 +977,7 @@ class Optimizer:
         if not isinstance(raw, dict):
             raise bad("no 'state' dict")
         group_of = [k for k, g in enumerate(self.param_groups) for _ in g["params"]]
-        names = (*ALGORITHMS[self.algorithm][1], "ema")
+        names = (*ALGORITHMS[self.algorithm][1], *EXTRA_STATES)
         state: dict[int, dict[str, Any]] = {}
         for i, s in raw.items():
             if type(i) is not int or not 0 <= i < len(params) or not isinstance(s, dict):
@@ -827,17 +1001,26 @@ class Optimizer:
                         a = check.scalar_state(f"state[{i}][{key!r}]", v, sc.lo, sc.hi)
                     except (TypeError, ValueError) as e:
                         raise bad(str(e)) from None
-                    new[key] = np.array(a.reshape(-1)[0], sc.dtype or p.dtype)
+                    math_type = np.float32 if _storage.storage(p.dtype) else p.dtype
+                    new[key] = np.array(a.reshape(-1)[0], sc.dtype or math_type)
                     continue
                 if key not in names:
                     raise bad(f"state[{i}] has {key!r} (expected only "
                               f"{', '.join(names + scalars)})")
-                if (type(v) is not np.ndarray or v.dtype != p.dtype or v.shape != p.shape):
-                    what = (f"array of {v.dtype} {v.shape}" if isinstance(v, np.ndarray)
-                            else type(v).__name__)
-                    raise bad(f"state[{i}][{key!r}] is {what} (expected {p.dtype} {p.shape}, "
-                              f"like params[{i}])")
-                new[key] = zeros_like(p)  # the parameter's memory layout
+                try:
+                    wants = _Storage(checked[group_of[i]][0]).dtypes(p)
+                except (TypeError, ValueError) as e:
+                    raise bad(str(e)) from None
+                want = wants.get(key if key in EXTRA_STATES[1:] else "state")
+                if want is None or type(v) is not np.ndarray or not _same_dtype(
+                        v.dtype, want) or v.shape != p.shape:
+                    what = (f"array of {_storage.name(v.dtype)} {v.shape}"
+                            if isinstance(v, np.ndarray) else type(v).__name__)
+                    expected = ("nothing: it is kept for 16-bit parameters that ask for it"
+                                if want is None else f"{_storage.name(want)} {p.shape}")
+                    raise bad(f"state[{i}][{key!r}] is {what} (expected {expected}, for "
+                              f"params[{i}])")
+                new[key] = _zeros_as(p, want)  # the parameter's memory layout
                 new[key][...] = v
             missing = [n for n in needed if n not in new]
             if missing:
@@ -850,14 +1033,20 @@ class Optimizer:
         sd = self.state_dict()
         arrays: dict[str, np.ndarray] = {}
         steps = {}
+        bfloat16 = []  # NumPy files have no bfloat16: stored as uint16 bit patterns
         for i, s in sd["state"].items():
             steps[str(i)] = s["step"]
             for k, v in s.items():
                 if k != "step":
+                    if _storage.storage(v.dtype) == "bf16":
+                        v = _storage.bits(v)
+                        bfloat16.append(f"state/{i}/{k}")
                     arrays[f"state/{i}/{k}"] = v
         meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups",
                                    "ema_swapped")}
         meta["steps"] = steps
+        if bfloat16:
+            meta["bfloat16"] = bfloat16
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_scalar).encode(),
                                        np.uint8)
         path = os.fspath(path)
@@ -913,10 +1102,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             meta = json.loads(bytes(f["meta"]).decode())
             state: dict[int, dict[str, Any]] = {
                 int(i): {"step": step} for i, step in meta.pop("steps").items()}
+            bfloat16 = set(meta.pop("bfloat16", []))
             for key in f.files:
                 if key.startswith("state/"):
                     _, i, name = key.split("/", 2)
-                    state[int(i)][name] = f[key]
+                    a = f[key]
+                    if key in bfloat16:
+                        if a.dtype != np.uint16:
+                            raise ValueError(f"{key} holds {a.dtype} (expected uint16 bits)")
+                        a = a.view(_numpy_dtype("bfloat16"))
+                    state[int(i)][name] = a
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
@@ -937,12 +1132,16 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
                  maximize: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class Adam(Optimizer):
@@ -954,10 +1153,14 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class AdamW(Optimizer):
@@ -969,10 +1172,14 @@ class AdamW(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class RMSprop(Optimizer):
@@ -983,11 +1190,15 @@ class RMSprop(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99,
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, maximize: bool = False,
-                 ema_decay: float | None = None, backend: str = "auto",
+                 ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class Adagrad(Optimizer):
@@ -999,12 +1210,16 @@ class Adagrad(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
                  eps: float = 1e-10, *, maximize: bool = False,
-                 ema_decay: float | None = None, backend: str = "auto",
+                 ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class Adadelta(Optimizer):
@@ -1015,10 +1230,14 @@ class Adadelta(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9,
                  eps: float = 1e-6, weight_decay: float = 0.0, *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class Adamax(Optimizer):
@@ -1029,11 +1248,15 @@ class Adamax(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, *, maximize: bool = False,
-                 ema_decay: float | None = None, backend: str = "auto",
+                 ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class Lion(Optimizer):
@@ -1045,11 +1268,15 @@ class Lion(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class RAdam(Optimizer):
@@ -1062,12 +1289,16 @@ class RAdam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  maximize: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class NAdam(Optimizer):
@@ -1081,12 +1312,16 @@ class NAdam(Optimizer):
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class ASGD(Optimizer):
@@ -1098,11 +1333,15 @@ class ASGD(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4,
                  alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, *,
                  maximize: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                                       weight_decay=weight_decay, maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class Rprop(Optimizer):
@@ -1114,10 +1353,14 @@ class Rprop(Optimizer):
                  etas: tuple[float, float] = (0.5, 1.2),
                  step_sizes: tuple[float, float] = (1e-6, 50.0), *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class ADOPT(Optimizer):
@@ -1130,12 +1373,16 @@ class ADOPT(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.9999), eps: float = 1e-6,
                  clip_exponent: float = 0.25, weight_decay: float = 0.0,
                  decouple: bool = False, *, maximize: bool = False,
-                 ema_decay: float | None = None, backend: str = "auto",
+                 ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class AdEMAMix(Optimizer):
@@ -1149,14 +1396,18 @@ class AdEMAMix(Optimizer):
                  betas: tuple[float, float, float] = (0.9, 0.999, 0.9999), alpha: float = 5.0,
                  t_alpha: float | None = None, t_beta3: float | None = None, eps: float = 1e-8,
                  weight_decay: float = 1e-2, *, maximize: bool = False,
-                 ema_decay: float | None = None, backend: str = "auto",
+                 ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
                                       t_alpha=no_warmup(t_alpha),
                                       t_beta3=no_warmup(t_beta3),
                                       maximize=maximize),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class _ScheduleFree(Optimizer):
@@ -1221,12 +1472,16 @@ class AdamWScheduleFree(_ScheduleFree):
                  weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)
 
 
 class SGDScheduleFree(_ScheduleFree):
@@ -1239,9 +1494,13 @@ class SGDScheduleFree(_ScheduleFree):
                  weight_decay: float = 0.0, warmup_steps: float = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, *, maximize: bool = False,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True),
-                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay)
+                         backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         param_rounding=param_rounding, seed=seed)

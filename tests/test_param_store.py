@@ -313,3 +313,170 @@ def test_stochastic_rounding_needs_the_step():
     p, g, _, _ = _arrays()
     with pytest.raises(ValueError, match="Invalid step: None with rounding='stochastic'"):
         fastopt.sgd_step(p, g, lr=0.1, rounding="stochastic")
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer classes: state_dtype, master_weights, param_rounding, checkpoints.
+
+SHAPES = [(64,), (8, 8), (5,), (3, 1, 4)]
+
+
+def _model(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(np.float32).astype(dtype) for s in SHAPES]
+
+
+def _grads(dtype, steps=4, seed=1):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(s).astype(np.float32).astype(dtype) for s in SHAPES]
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "Lion"])
+def test_class_master_weights_are_float32_training_on_the_master(name):
+    kw = {"lr": 1e-2, **({"momentum": 0.9} if name == "SGD" else {})}
+    narrow = _model(BF16)
+    wide = [p.astype(np.float32) for p in narrow]
+    ours = getattr(fastopt, name)(narrow, master_weights=True, **kw)
+    ref = getattr(fastopt, name)(wide, **kw)
+    for g in _grads(BF16):
+        ours.step(g)
+        ref.step([x.astype(np.float32) for x in g])
+    for i, (p, w) in enumerate(zip(narrow, wide)):
+        np.testing.assert_array_equal(ours.state[i]["master"], w)
+        np.testing.assert_array_equal(p.view(np.uint16), w.astype(BF16).view(np.uint16))
+        for k, v in ref.state[i].items():
+            if isinstance(v, np.ndarray) and v.ndim:
+                assert ours.state[i][k].dtype == np.float32
+                np.testing.assert_array_equal(ours.state[i][k], v)
+
+
+@pytest.mark.parametrize("multi_tensor", [True, False])
+def test_class_bf16_states_match_the_functional_api(multi_tensor):
+    params = _model(np.float32)
+    copies = [p.copy() for p in params]
+    opt = fastopt.Adam(params, lr=1e-2, state_dtype="bfloat16", multi_tensor=multi_tensor)
+    m = [np.zeros(s, BF16) for s in SHAPES]
+    v = [np.zeros(s, BF16) for s in SHAPES]
+    for t, g in enumerate(_grads(np.float32), 1):
+        opt.step(g)
+        for p, gi, mi, vi in zip(copies, g, m, v):
+            fastopt.adam_step(p, gi, mi, vi, step=t, lr=1e-2)
+    for i in range(len(SHAPES)):
+        assert opt.state[i]["exp_avg"].dtype == BF16
+        np.testing.assert_array_equal(params[i], copies[i])
+        np.testing.assert_array_equal(opt.state[i]["exp_avg_sq"].view(np.uint16),
+                                      v[i].view(np.uint16))
+
+
+def test_class_stochastic_rounding_is_seeded_per_tensor():
+    same = [np.ones(4096, BF16), np.ones(4096, BF16)]
+    opt = fastopt.SGD(same, lr=1e-3, param_rounding="stochastic", seed=5)
+    for _ in range(10):
+        opt.step([np.full(4096, -1.0, BF16)] * 2)
+    assert not np.array_equal(same[0], same[1])  # one random stream per tensor
+    for p in same:
+        assert abs(p.astype(np.float64).mean() - 1.01) < 2e-3
+    again = [np.ones(4096, BF16), np.ones(4096, BF16)]
+    opt2 = fastopt.SGD(again, lr=1e-3, param_rounding="stochastic", seed=5)
+    for _ in range(10):
+        opt2.step([np.full(4096, -1.0, BF16)] * 2)
+    assert all(np.array_equal(a.view(np.uint16), b.view(np.uint16)) for a, b in zip(same, again))
+
+
+def test_class_kahan_keeps_small_updates():
+    p = [np.ones(256, BF16)]
+    opt = fastopt.SGD(p, lr=1e-3, param_rounding="kahan")
+    for _ in range(1000):
+        opt.step([np.full(256, -1.0, BF16)])
+    total = p[0].astype(np.float64) + opt.state[0]["compensation"].astype(np.float64)
+    np.testing.assert_allclose(total, 2.0, rtol=5e-3)
+
+
+def test_a_mixed_model_keeps_master_weights_for_its_16bit_tensors_only():
+    params = [np.ones(8, np.float32), np.ones(8, BF16), np.ones(8, np.float16)]
+    opt = fastopt.AdamW(params, lr=0.1, master_weights=True)
+    opt.step([np.full(8, 0.5, np.float32), np.full(8, 0.5, BF16), np.full(8, 0.5, np.float16)])
+    assert "master" not in opt.state[0] and opt.state[0]["exp_avg"].dtype == np.float32
+    assert opt.state[1]["master"].dtype == np.float32 and opt.state[2]["master"].dtype == np.float32
+    np.testing.assert_array_equal(opt.state[1]["master"], opt.state[2]["master"])
+    np.testing.assert_array_equal(params[0], opt.state[1]["master"])
+
+
+def test_loss_scaling_and_clipping_with_bf16_gradients():
+    narrow = _model(BF16)
+    wide = [p.astype(np.float32) for p in narrow]
+    ours = fastopt.Adam(narrow, lr=1e-2, master_weights=True)
+    ref = fastopt.Adam(wide, lr=1e-2)
+    for g in _grads(BF16):
+        r1 = ours.step(g, loss_scale=4.0, max_grad_norm=1.0)
+        r2 = ref.step([x.astype(np.float32) for x in g], loss_scale=4.0, max_grad_norm=1.0)
+        assert r1.grad_norm == r2.grad_norm and r1.clip_coef == r2.clip_coef
+    bad = _grads(BF16)[0]
+    bad[1][0, 0] = np.nan
+    before = [p.copy() for p in narrow]
+    assert ours.step(bad, loss_scale=2.0).skipped
+    assert all(np.array_equal(a.view(np.uint16), b.view(np.uint16))
+               for a, b in zip(before, narrow))
+
+
+@pytest.mark.parametrize("kw", [dict(master_weights=True), dict(param_rounding="kahan"),
+                                dict(state_dtype="bfloat16"),
+                                dict(param_rounding="stochastic", seed=9)])
+def test_class_checkpoints_round_trip_bit_exactly_and_resume(tmp_path, kw):
+    def make(params):
+        return fastopt.AdamW(params, lr=1e-2, **kw)
+
+    dtype = np.float32 if "state_dtype" in kw else BF16
+    grads = _grads(dtype, steps=6)
+    straight = _model(dtype)
+    a = make(straight)
+    for g in grads:
+        a.step(g)
+    resumed = _model(dtype)
+    b = make(resumed)
+    for g in grads[:3]:
+        b.step(g)
+    b.save(tmp_path / "c.npz")
+    c = make([p.copy() for p in resumed])
+    c.load(tmp_path / "c.npz")
+    for i, s in b.state.items():
+        for k, v in s.items():
+            if isinstance(v, np.ndarray):
+                assert c.state[i][k].dtype == v.dtype
+                np.testing.assert_array_equal(c.state[i][k].view(np.uint8), v.view(np.uint8))
+    c_params = c._params()
+    for g in grads[3:]:
+        c.step(g)
+    for x, y in zip(c_params, straight):
+        np.testing.assert_array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+CLASS_BAD = [
+    (dict(state_dtype="float16"), np.float32, ValueError, r"Invalid state_dtype: 'float16'"),
+    (dict(state_dtype="bfloat16"), np.float64, TypeError,
+     r"Invalid state_dtype: bfloat16 with a float64 parameter"),
+    (dict(master_weights=True, param_rounding="kahan"), BF16, ValueError,
+     r"'kahan' with master_weights=True"),
+    (dict(param_rounding="up"), BF16, ValueError, r"Invalid param_rounding: 'up'"),
+    (dict(seed=-3), BF16, ValueError, r"Invalid seed: -3"),
+    (dict(master_weights=2), BF16, TypeError, r"master_weights"),
+]
+
+
+@pytest.mark.parametrize("kw,dtype,error,message", CLASS_BAD)
+def test_bad_class_storage_options_are_rejected(kw, dtype, error, message):
+    with pytest.raises(error, match=message):
+        fastopt.Adam([np.ones(4, dtype)], lr=0.1, **kw)
+
+
+def test_a_state_of_the_wrong_dtype_is_rejected_before_writing():
+    p = [np.ones(8, BF16)]
+    opt = fastopt.Adam(p, lr=0.1, master_weights=True)
+    opt.step([np.ones(8, BF16)])
+    opt.state[0]["master"] = opt.state[0]["master"].astype(BF16)
+    before = p[0].copy()
+    with pytest.raises(ValueError, match=r"state\[0\]\['master'\]: array of bfloat16 .8,. "
+                                         r"\(expected float32"):
+        opt.step([np.ones(8, BF16)])
+    assert np.array_equal(p[0].view(np.uint16), before.view(np.uint16))

@@ -257,11 +257,11 @@ def test_an_error_while_allocating_state_leaves_the_optimizer_exactly_before(mon
     calls = []
     real = optim.SGD._new_state
 
-    def fail_on_third(self, name, p, group):
+    def fail_on_third(self, name, p, group, dtype=None):
         calls.append(1)
         if len(calls) == 3:
             raise MemoryError("no memory for the momentum buffer")
-        return real(self, name, p, group)
+        return real(self, name, p, group, dtype)
 
     monkeypatch.setattr(optim.SGD, "_new_state", fail_on_third)
     before = _snapshot(opt)
