@@ -39,13 +39,13 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator
 import numpy as np
 import torch
 
-from . import _generic
+from . import _generic, _storage
 from ._algorithms import active_states
 from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
-from .optim import _ema_decay, functional_options
+from .optim import PARAM_ROUNDINGS, _ema_decay, functional_options, state_dtype_name
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
            "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "AdamWScheduleFree", "SGDScheduleFree"]
@@ -89,11 +89,15 @@ def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
     for h in spec.class_hypers:
         _generic.hyper(h, _as_number(h.name, group[h.name]))
     _ema_decay(group)
-    numbers = {k: _as_number(k, v) for k, v in group.items() if k != "params"}
+    _TorchStorage(group)
+    numbers = {k: _as_number(k, v) for k, v in group.items()
+               if k not in ("params", *_STORAGE_KEYS)}
     return check_options(algorithm, functional_options(algorithm, numbers))
 
 
 MAX_STEP = 2**63 - 2  # the kernels count steps in int64, and a step writes step + 1
+# A group's storage options (see _TorchStorage): not hyperparameters of the functional API.
+_STORAGE_KEYS = ("state_dtype", "master_weights", "param_rounding", "seed")
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -107,9 +111,9 @@ def _check_param(p: torch.Tensor, where: str) -> None:
             f"fastopt.torch: {where} is on {p.device}; this version of fastopt.torch runs on "
             f"CPU tensors only (for CUDA tensors call the functional API, e.g. "
             f"fastopt.adam_step, or use torch.optim)")
-    if p.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"fastopt.torch: {where} has dtype {p.dtype} (expected torch.float32 "
-                        f"or torch.float64)")
+    if p.dtype not in _FLOATS:
+        raise TypeError(f"fastopt.torch: {where} has dtype {p.dtype} (expected torch.float32, "
+                        f"torch.float64, torch.bfloat16 or torch.float16)")
     if not p.is_contiguous() and not _dense(p):
         raise ValueError(f"fastopt.torch: {where} has gaps or repeated elements (shape "
                          f"{list(p.shape)}, strides {list(p.stride())}; expected a dense "
@@ -135,12 +139,16 @@ def _check_grad(p: torch.Tensor, g: Any, where: str) -> None:
                          f"device of its parameter)")
 
 
-def _check_state(p: torch.Tensor, t: Any, key: str, where: str) -> None:
+def _check_state(p: torch.Tensor, t: Any, key: str, where: str,
+                 dtype: torch.dtype | None = None) -> None:
     what = f"state {key!r} of {where}"
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"fastopt.torch: {what} is a {type(t).__name__} (expected a tensor "
                         f"like its parameter)")
-    if t.dtype is not p.dtype:
+    if dtype is not None and t.dtype is not dtype:
+        raise ValueError(f"fastopt.torch: {what} has dtype {t.dtype} (expected {dtype}, as "
+                         f"the group's state_dtype and master_weights say)")
+    if dtype is None and t.dtype is not p.dtype:
         raise ValueError(f"fastopt.torch: {what} has dtype {t.dtype} (expected {p.dtype}, the "
                          f"dtype of its parameter)")
     if t.shape != p.shape:
@@ -172,6 +180,78 @@ def _step_count(t: Any, where: str) -> int:
 
 
 _NUMPY: dict[torch.dtype, Any] = {torch.float32: np.float32, torch.float64: np.float64}
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_NARROW = (torch.bfloat16, torch.float16)
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A zero-copy NumPy view of a CPU float tensor (bfloat16 as marked uint16 bits)."""
+    if t.dtype is torch.bfloat16:
+        return t.detach().view(torch.int16).numpy().view(_storage.BF16)
+    a: np.ndarray = t.detach().numpy()
+    return a
+
+
+class _TorchStorage:
+    """A group's storage options (see fastopt.optim._Storage), for torch tensors."""
+
+    __slots__ = ("state_dtype", "master", "rounding", "seed")
+
+    def __init__(self, group: dict[str, Any]) -> None:
+        name = state_dtype_name(group.get("state_dtype"))
+        self.state_dtype = None if name is None else getattr(torch, name)
+        master = group.get("master_weights", False)
+        if type(master) is not bool:
+            raise TypeError(f"Invalid master_weights: {master!r} (expected True or False)")
+        self.master = master
+        rounding = group.get("param_rounding", "nearest")
+        if not isinstance(rounding, str) or rounding not in PARAM_ROUNDINGS:
+            raise ValueError(f"Invalid param_rounding: {rounding!r} (expected 'nearest', "
+                             f"'stochastic' or 'kahan')")
+        if master and rounding == "kahan":
+            raise ValueError("Invalid param_rounding: 'kahan' with master_weights=True "
+                             "(expected one of them: both keep what rounding loses)")
+        self.rounding = rounding
+        seed = group.get("seed", 0)
+        if type(seed) is bool or not isinstance(seed, (int, np.integer)) or \
+                not 0 <= int(seed) < 2**64:
+            raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to "
+                             f"2**64 - 1)")
+        self.seed = int(seed)
+
+    def plain(self, p: torch.Tensor) -> bool:
+        """Whether ``p`` steps as float32/float64 with states of its own dtype."""
+        return p.dtype is not torch.bfloat16 and p.dtype is not torch.float16 and (
+            self.state_dtype is None or self.state_dtype is p.dtype)
+
+    def dtypes(self, p: torch.Tensor, where: str) -> dict[str, torch.dtype]:
+        """The dtype of each state of ``p``: "state" (the algorithm's and the EMA), and for
+        a 16-bit ``p`` "master" or "compensation" when the group keeps them."""
+        narrow = p.dtype in _NARROW
+        if self.state_dtype is not None and p.dtype is torch.float64:
+            raise TypeError(f"fastopt.torch: {where} is float64 and state_dtype is "
+                            f"{self.state_dtype} (float64 parameters keep float64 states)")
+        default = torch.float32 if narrow and self.master else p.dtype
+        out = {"state": default if self.state_dtype is None else self.state_dtype}
+        if narrow and self.master:
+            out["master"] = torch.float32
+        if narrow and self.rounding == "kahan":
+            out["compensation"] = p.dtype
+        return out
+
+    def store(self, p: torch.Tensor, state: dict[str, Any], index: int,
+              count: int) -> dict[str, Any]:
+        """The functional API's storage keywords for a parameter (see _Storage.store); the
+        stochastic rounding seed mixes in the parameter's index and step ``count``."""
+        if p.dtype not in _NARROW:
+            return {}
+        if self.rounding == "kahan":
+            return {"compensation": _as_numpy(state["compensation"])}
+        out: dict[str, Any] = {"master": _as_numpy(state["master"])} if self.master else {}
+        if self.rounding == "stochastic":
+            out.update(rounding="stochastic", seed=(self.seed + index * 0x9E3779B97F4A7C15
+                                                    + count * 0xD1B54A32D192ED03) % 2**64)
+        return out
 _TORCH: dict[Any, torch.dtype] = {v: k for k, v in _NUMPY.items()}
 _STRIDED = torch.strided
 
@@ -215,9 +295,17 @@ class _Batch:
         # the old values as 0-d arrays (the per-tensor path hands them to the functional API).
         self.scalars: np.ndarray | None = None
         self.scalars_old: list[dict[str, np.ndarray]] = []
+        # Groups with 16-bit tensors (see _Optimizer._plan_stored): their storage options
+        # and each tensor's index among all parameters (its stochastic rounding stream).
+        self.storage: _TorchStorage | None = None
+        self.indices: list[int] = []
+        self.counts: list[int] = []  # each tensor's step count before this step
 
     def written(self) -> list[torch.Tensor]:
-        return [*self.params, *[s[key] for s in self.states for _, key in self.keys]]
+        out = [*self.params, *[s[key] for s in self.states for _, key in self.keys]]
+        if self.storage is not None:
+            out += [s[k] for s in self.states for k in ("master", "compensation") if k in s]
+        return out
 
     def run(self, opt: "_Optimizer") -> None:
         spec = SPECS[opt.algorithm]
@@ -243,12 +331,15 @@ class _Batch:
                     None if scalars is None else scalars[idx], ema)
             return
         torch_keys = dict(self.keys)
-        update(opt.algorithm, self.opts, [p.detach().numpy() for p in self.params],
-               [g.detach().numpy() for g in self.grads],
-               [{**{n: s[torch_keys[n]].detach().numpy() for n in torch_keys},
+        stores = None if self.storage is None else [
+            self.storage.store(p, s, i, c) for p, s, i, c in zip(
+                self.params, self.states, self.indices, self.counts)]
+        update(opt.algorithm, self.opts, [_as_numpy(p) for p in self.params],
+               [_as_numpy(g) for g in self.grads],
+               [{**{n: _as_numpy(s[torch_keys[n]]) for n in torch_keys},
                  **(self.scalars_old[r] if self.scalars_old else {})}
                 for r, s in enumerate(self.states)], self.steps, backend=opt.backend,
-               ema_decay=self.ema_decay, ema_first=self.ema_first)
+               ema_decay=self.ema_decay, ema_first=self.ema_first, stores=stores)
 
 
 _GRAD = operator.attrgetter("grad")
@@ -575,7 +666,9 @@ class _Optimizer(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], backend: str,
                  multi_tensor: bool, foreach: bool | None, fused: bool | None,
                  capturable: bool, differentiable: bool,
-                 ema_decay: float | None = None) -> None:
+                 ema_decay: float | None = None, state_dtype: Any = None,
+                 master_weights: bool = False, param_rounding: str = "nearest",
+                 seed: int = 0) -> None:
         if backend not in ("auto", "numba", "numpy"):
             raise ValueError(f"Invalid backend: {backend!r} (expected 'auto', 'numba' or "
                              f"'numpy')")
@@ -592,7 +685,9 @@ class _Optimizer(torch.optim.Optimizer):
         self._state_snapshot: tuple[Any, list[Any], list[Any]] | None = None
         self._written: Any = None  # see _Work.check_overlaps
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
-                        differentiable=differentiable, ema_decay=ema_decay, ema_swapped=False)
+                        differentiable=differentiable, ema_decay=ema_decay, ema_swapped=False,
+                        state_dtype=state_dtype_name(state_dtype), master_weights=master_weights,
+                        param_rounding=param_rounding, seed=seed)
         _group_options(self.algorithm, defaults)
         super().__init__(params, defaults)
 
@@ -623,25 +718,41 @@ class _Optimizer(torch.optim.Optimizer):
         floating-point state to its parameter's dtype."""
         super().load_state_dict(state_dict)
         own = [sc.name for sc in SPECS[self.algorithm].scalar_states if sc.dtype is not None]
-        if not own:
-            return
         saved = state_dict["state"]
         ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for i, p in zip(ids, params):
+        owners = [(p, g) for g in self.param_groups for p in g["params"]]
+        for i, (p, group) in zip(ids, owners):
+            if p not in self.state:
+                continue
             for name in own:
                 value = saved.get(i, {}).get(name)
-                if isinstance(value, torch.Tensor) and p in self.state:
+                if isinstance(value, torch.Tensor):
                     self.state[p][name] = value.detach().to("cpu", _TORCH[np.float64],
                                                              copy=True)
+            if _TorchStorage(group).plain(p):
+                continue
+            # 16-bit parameters or states: every state keeps the dtype it was saved in (the
+            # float32 master weights of a bfloat16 parameter, bfloat16 moments of a float32
+            # one); the next step checks it against the group's options.
+            for key, value in saved.get(i, {}).items():
+                if key != "step" and isinstance(value, torch.Tensor) and \
+                        value.is_floating_point() and key not in own:
+                    self.state[p][key] = value.detach().to(p.device, value.dtype, copy=True)
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
+        wants = _TorchStorage(group).dtypes(p, "a parameter")
+        if name == "master":  # the parameter's value, exactly, in float32
+            return p.detach().to(torch.float32, memory_format=torch.preserve_format,
+                                 copy=True)
+        if name == "compensation":
+            return torch.zeros_like(p)
+        dtype = wants["state"]
         init = PARAM if name == "ema" else SPECS[self.algorithm].state(name).init
         if init == PARAM:  # the weight EMA starts as the parameter (AveragedModel's copy)
-            return p.detach().clone(memory_format=torch.preserve_format)
+            return p.detach().to(dtype, memory_format=torch.preserve_format, copy=True)
         if isinstance(init, str):  # a group key holding the value
             init = float(_as_number(init, group[init]))
-        return torch.full_like(p, init)  # the parameter's memory layout
+        return torch.full_like(p, init, dtype=dtype)  # the parameter's memory layout
 
     @torch.compiler.disable  # type: ignore[untyped-decorator]
     @torch.no_grad()
@@ -702,10 +813,21 @@ class _Optimizer(torch.optim.Optimizer):
             keys_t = self._keys_for(tuple(keys))
             batch = _Batch(opts, group.get("foreach") is not False and self.multi_tensor, keys,
                            decay)
+            storage = _TorchStorage(group)
             fast = fast_groups.get(gi)
-            if fast is not None and batch.multi and fast.plan(group, keys_t, batch, work, seen):
+            if fast is not None and batch.multi and (
+                    storage.state_dtype is None or storage.state_dtype is fast.dtype) and \
+                    fast.plan(group, keys_t, batch, work, seen):
                 work.fast[gi] = fast
                 work.batches.append(batch)
+                continue
+            dtypes = set(map(_DTYPE, group["params"]))
+            if not dtypes <= {f32, f64} or (storage.state_dtype is not None
+                                            and dtypes != {storage.state_dtype}):
+                # 16-bit parameters or states: checked and stepped tensor by tensor
+                self._plan_stored(gi, group, keys, storage, batch, work)
+                if batch.params:
+                    work.batches.append(batch)
                 continue
             marks = (len(work.steps), len(work.allocate), len(work.relayout), len(work.keep))
             rows = batch.rows
@@ -838,6 +960,66 @@ class _Optimizer(torch.optim.Optimizer):
         work.checked = seen
         return work
 
+    def _plan_stored(self, gi: int, group: dict[str, Any], keys: list[tuple[str, str]],
+                     storage: _TorchStorage, batch: "_Batch", work: "_Work") -> None:
+        """Plan a group with 16-bit parameters or states (``storage``): every tensor checked
+        against the dtypes the group's options give, for one functional call per tensor
+        (master weights, compensation and stochastic rounding as the functional API's)."""
+        spec = SPECS[self.algorithm]
+        fresh_names = {s.name for s in spec.states if s.fresh}
+        batch.multi, batch.mixed, batch.storage = False, True, storage
+        first = sum(len(g["params"]) for g in self.param_groups[:gi])
+        for k, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None:
+                continue
+            where = f"param_groups[{gi}]['params'][{k}]"
+            _check_param(p, where)
+            _check_grad(p, g, where)
+            if not (p.is_contiguous() and g.is_contiguous()) and g.stride() != p.stride():
+                g = torch.empty_like(p).copy_(g)  # the parameter's layout, for this step
+                work.keep.append(g)
+            wants = storage.dtypes(p, where)
+            state = self.state[p]
+            extra = [(n, n) for n in ("master", "compensation") if n in wants]
+            r = len(batch.rows)
+            batch.rows.append([0] * (len(keys) + len(extra)))  # filled in by _commit
+            fresh = ema_fresh = False
+            held: list[tuple[str, torch.Tensor]] = []
+            for c, (n, key) in enumerate([*keys, *extra]):
+                t = state.get(key)
+                if t is None:
+                    work.allocate.append((state, key, p, group, n, batch, r, c))
+                    fresh = fresh or n in fresh_names
+                    ema_fresh = ema_fresh or n == "ema"
+                    continue
+                _check_state(p, t, key, where, wants.get(n, wants["state"]))
+                if t.stride() != p.stride() and p.numel() > 1:
+                    work.relayout.append((state, key, p, batch, r, c))
+                held.append((key, t))
+            count = 0
+            if spec.torch_step or storage.rounding == "stochastic":
+                # (SGD keeps no step count in torch; stochastic rounding needs one: a new
+                # random stream at every step)
+                t_step = state.get("step")
+                count = _step_count(t_step, where)
+                if count > MAX_STEP:
+                    raise _step_error(gi, k, float(count))
+                work.steps.append((state, t_step, count, 0, gi, k, batch, len(batch.steps)))
+            batch.steps.append(count + 1 if spec.torch_step else 1 if fresh else 2)
+            batch.counts.append(count)
+            if p.numel():
+                work.lo += (p.data_ptr(), g.data_ptr(), *[t.data_ptr() for _, t in held])
+                work.size += (p.nbytes, g.nbytes, *[t.nbytes for _, t in held])
+                work.owners.append((gi, k, tuple(key for key, _ in held)))
+            batch.params.append(p)
+            batch.sizes.append(p.numel())
+            batch.dtype = p.dtype
+            batch.grads.append(g)
+            batch.states.append(state)
+            batch.ema_first.append(ema_fresh)
+            batch.indices.append(first + k)
+
     def _paired_state(self, p: torch.Tensor, key: str, gi: int, k: int) -> torch.Tensor | None:
         """State ``key`` of ``p`` for a pass over the two (Schedule-Free's switch, the EMA
         swap), checked against its parameter (shape, dtype, device, layout), or None."""
@@ -907,12 +1089,13 @@ class _Optimizer(torch.optim.Optimizer):
                 done.append((state, key, state.get(key, _ABSENT)))
                 t = self._init_state(p, group, n)
                 if t.stride() != p.stride() and t.numel() > 1:
-                    t = torch.empty_like(p).copy_(t)  # rows pair elements by memory order
+                    # rows pair elements by memory order
+                    t = torch.empty_like(p, dtype=t.dtype).copy_(t)
                 state[key] = t
                 batch.rows[r][c] = t.data_ptr()
             for state, key, p, batch, r, c in work.relayout:
                 done.append((state, key, state[key]))
-                t = state[key] = torch.empty_like(p).copy_(state[key])
+                t = state[key] = torch.empty_like(p, dtype=state[key].dtype).copy_(state[key])
                 batch.rows[r][c] = t.data_ptr()
             for j, (state, t_step, count, _, gi, k, batch, pos) in enumerate(work.steps):
                 if type(t_step) is not torch.Tensor:
@@ -960,12 +1143,15 @@ class SGD(_Optimizer):
                  maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class Adam(_Optimizer):
@@ -979,12 +1165,15 @@ class Adam(_Optimizer):
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay), backend,
-                         multi_tensor, foreach, fused, capturable, differentiable, ema_decay)
+                         multi_tensor, foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class AdamW(_Optimizer):
@@ -998,11 +1187,14 @@ class AdamW(_Optimizer):
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=True), backend,
-                         multi_tensor, foreach, fused, capturable, differentiable, ema_decay)
+                         multi_tensor, foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class RMSprop(_Optimizer):
@@ -1015,12 +1207,15 @@ class RMSprop(_Optimizer):
                  centered: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class Adagrad(_Optimizer):
@@ -1033,12 +1228,15 @@ class Adagrad(_Optimizer):
                  eps: float = 1e-10, *, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False,
                  fused: bool | None = None, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class Adadelta(_Optimizer):
@@ -1051,10 +1249,13 @@ class Adadelta(_Optimizer):
                  foreach: bool | None = None, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class Adamax(_Optimizer):
@@ -1067,11 +1268,14 @@ class Adamax(_Optimizer):
                  weight_decay: float = 0.0, foreach: bool | None = None, *,
                  maximize: bool = False, differentiable: bool = False, capturable: bool = False,
                  fused: bool | None = None, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class Lion(_Optimizer):
@@ -1082,10 +1286,14 @@ class Lion(_Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
                  maximize: bool = False, foreach: bool | None = None,
+                 ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, False, False)
+                         foreach, None, False, False, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class RAdam(_Optimizer):
@@ -1098,12 +1306,15 @@ class RAdam(_Optimizer):
                  weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, capturable, differentiable, ema_decay)
+                         foreach, None, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class NAdam(_Optimizer):
@@ -1118,13 +1329,16 @@ class NAdam(_Optimizer):
                  decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, capturable, differentiable, ema_decay)
+                         foreach, None, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class ASGD(_Optimizer):
@@ -1138,10 +1352,13 @@ class ASGD(_Optimizer):
                  foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False, capturable: bool = False, *,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                                       weight_decay=weight_decay, maximize=maximize), backend,
-                         multi_tensor, foreach, None, capturable, differentiable, ema_decay)
+                         multi_tensor, foreach, None, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class Rprop(_Optimizer):
@@ -1154,11 +1371,14 @@ class Rprop(_Optimizer):
                  step_sizes: tuple[float, float] = (1e-6, 50), *, capturable: bool = False,
                  foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False, ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, None, capturable, differentiable, ema_decay)
+                         foreach, None, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class ADOPT(_Optimizer):
@@ -1174,11 +1394,14 @@ class ADOPT(_Optimizer):
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class AdEMAMix(_Optimizer):
@@ -1195,13 +1418,16 @@ class AdEMAMix(_Optimizer):
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
                                       t_alpha=no_warmup(t_alpha),
                                       t_beta3=no_warmup(t_beta3),
                                       maximize=maximize), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class _ScheduleFree(_Optimizer):
@@ -1263,12 +1489,15 @@ class AdamWScheduleFree(_ScheduleFree):
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
 
 
 class SGDScheduleFree(_ScheduleFree):
@@ -1283,9 +1512,12 @@ class SGDScheduleFree(_ScheduleFree):
                  maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  ema_decay: float | None = None,
+                 state_dtype: Any = None, master_weights: bool = False,
+                 param_rounding: str = "nearest", seed: int = 0,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True), backend, multi_tensor,
-                         foreach, fused, capturable, differentiable, ema_decay)
+                         foreach, fused, capturable, differentiable, ema_decay,
+                         state_dtype, master_weights, param_rounding, seed)
