@@ -30,11 +30,28 @@ TORCH_CLASSES = {n: s.torch_class for n, s in SPECS.items() if s.torch_impl}
 TORCH_FUSED = {n for n, s in SPECS.items() if s.torch_impl == "fused"}
 
 
-def bytes_per_element(algorithm: str, options: dict[str, Any], dtype: Any) -> int:
-    """Bytes moved per element: read param, grad and each state; write param and each state."""
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def numpy_dtype(name: Any) -> np.dtype[Any]:
+    """A benchmark dtype by name (bfloat16: ml_dtypes')."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        out: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+        return out
+    plain: np.dtype[Any] = np.dtype(name)
+    return plain
+
+
+def bytes_per_element(algorithm: str, options: dict[str, Any], dtype: Any,
+                      state_dtype: Any = None) -> int:
+    """Bytes moved per element: read param, grad and each state; write param and each state
+    (states in ``state_dtype``, by default the param's)."""
     n_state = len(active_states(algorithm, options))
     itemsize: int = np.dtype(dtype).itemsize
-    return itemsize * ((2 + n_state) + (1 + n_state))
+    state_size: int = itemsize if state_dtype is None else np.dtype(state_dtype).itemsize
+    return itemsize * 3 + state_size * 2 * n_state
 
 
 @dataclass
@@ -49,31 +66,45 @@ class Case:
     step: int = 0
     # Scalar states (NAdam's mu_product, ...), 0-d arrays updated in place.
     scalars: dict[str, np.ndarray] = field(default_factory=dict)
+    state_dtype: np.dtype | None = None  # None: the param's
 
     @classmethod
     def make(cls, algorithm: str, size: int, dtype: Any = np.float32,
-             options: dict[str, Any] | None = None, seed: int = 0) -> "Case":
+             options: dict[str, Any] | None = None, seed: int = 0,
+             state_dtype: Any = None) -> "Case":
         options = dict(DEFAULT_OPTIONS[algorithm] if options is None else options)
         rng = np.random.default_rng(seed)
-        dtype = np.dtype(dtype)
+        dtype = numpy_dtype(dtype)
+        sdtype = None if state_dtype is None else numpy_dtype(state_dtype)
+        if sdtype is not None and sdtype == dtype and sdtype.name == dtype.name:
+            sdtype = None
         param = rng.standard_normal(size, dtype=np.float32).astype(dtype)
         grad = (rng.standard_normal(size, dtype=np.float32) * 1e-3).astype(dtype)
         active = active_states(algorithm, options)
         spec = SPECS[algorithm]
-        states = {s: (spec.initial_array(s, param) if s in active else None)
-                  for s in ALGORITHMS[algorithm][1]}
-        scalars = spec.initial_scalars(options, dtype)
-        return cls(algorithm, size, dtype, options, param, grad, states, scalars=scalars)
+        states = {s: (spec.initial_array(s, param).astype(sdtype or dtype) if s in active
+                      else None) for s in ALGORITHMS[algorithm][1]}
+        narrow = dtype.itemsize == 2 or (sdtype is not None and sdtype.itemsize == 2)
+        scalars = spec.initial_scalars(options, np.float32 if narrow else dtype)
+        return cls(algorithm, size, dtype, options, param, grad, states, scalars=scalars,
+                   state_dtype=sdtype)
 
     @property
     def nbytes(self) -> int:
-        return self.size * bytes_per_element(self.algorithm, self.options, self.dtype)
+        return self.size * bytes_per_element(self.algorithm, self.options, self.dtype,
+                                             self.state_dtype)
+
+    @property
+    def label(self) -> str:
+        """The dtype, and the states' when they differ: "bfloat16", "bfloat16/float32"."""
+        return self.dtype.name + ("" if self.state_dtype is None
+                                  else f"/{self.state_dtype.name}")
 
     @property
     def working_set_bytes(self) -> int:
         """The bytes of every array the update touches (param, grad, states)."""
-        n_state = sum(a is not None for a in self.states.values())
-        return self.size * self.dtype.itemsize * (2 + n_state)
+        return self.size * sum(a.itemsize for a in (self.param, self.grad,
+                                                     *self.states.values()) if a is not None)
 
     def fastopt(self, backend: str = "auto") -> Callable[[], None]:
         fn = ALGORITHMS[self.algorithm][0]
@@ -91,11 +122,15 @@ class Case:
         from .kernels.cpu import roofline_kernel
         from ._numba_backend import PARALLEL_MIN_SIZE
 
+        def plain(a: np.ndarray) -> np.ndarray:  # 16-bit arrays as their uint16 bits
+            return a.view(np.uint16) if a.itemsize == 2 else a
+
         active = tuple(a for a in self.states.values() if a is not None)
         par = self.size >= PARALLEL_MIN_SIZE
         kernel = roofline_kernel(len(active), par)
-        p, g = self.param.copy(), np.zeros_like(self.grad)  # adding zeros keeps values fixed
-        states = tuple(a.copy() for a in active)
+        # adding zeros keeps values fixed
+        p, g = plain(self.param.copy()), plain(np.zeros_like(self.grad))
+        states = tuple(plain(a.copy()) for a in active)
         return lambda: kernel(p, g, states)
 
     def torch_impl(self) -> str:
@@ -110,8 +145,11 @@ class Case:
             import torch
         except ImportError:
             return None
-        p = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
-        p.grad = torch.from_numpy(self.grad.copy())
+        if self.state_dtype is not None:  # torch keeps states in the parameter's dtype
+            return None
+        dtype = getattr(torch, self.dtype.name)
+        p = torch.nn.Parameter(torch.from_numpy(self.param.astype(np.float64)).to(dtype))
+        p.grad = torch.from_numpy(self.grad.astype(np.float64)).to(dtype)
         kw = SPECS[self.algorithm].torch_options(self.options)
         opt = getattr(torch.optim, TORCH_CLASSES[self.algorithm])([p], **kw,
                                                                   **{self.torch_impl(): True})
@@ -177,7 +215,8 @@ QUICK_SIZES = (2**12, 2**18)
 
 def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...], dtype: Any,
               rounds: int = 10, max_seconds: float = 3.0,
-              progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[str], None] | None = None,
+              state_dtype: Any = None) -> list[dict[str, Any]]:
     """Time every backend on every algorithm and size; one record per (backend, case).
 
     Within one (algorithm, size) case, the backends, the roofline kernel and torch.optim (when
@@ -191,13 +230,14 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
         for algorithm in algorithms:
             for size in sizes:
                 done += 1
-                if progress:
-                    progress(f"[{done}/{total}] {algorithm} {np.dtype(dtype).name} n={size}")
-                cases = {b: Case.make(algorithm, size, dtype) for b in backends}
-                fns = {b: c.fastopt(b) for b, c in cases.items()}
+                cases = {b: Case.make(algorithm, size, dtype, state_dtype=state_dtype)
+                         for b in backends}
                 first = next(iter(cases.values()))
+                if progress:
+                    progress(f"[{done}/{total}] {algorithm} {first.label} n={size}")
+                fns = {b: c.fastopt(b) for b, c in cases.items()}
                 fns["roofline"] = first.roofline()
-                torch_fn = first.torch() if np.dtype(dtype) == np.float32 else None
+                torch_fn = first.torch() if first.dtype != np.float64 else None
                 if torch_fn is not None:
                     fns["torch"] = torch_fn
                 per_round = max(3, min(40, 2**22 // size))
@@ -206,7 +246,8 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
                 med = medians(times)
                 for b in backends:
                     rec: dict[str, Any] = dict(
-                        backend=b, algorithm=algorithm, dtype=np.dtype(dtype).name, size=size,
+                        backend=b, algorithm=algorithm, dtype=first.label, size=size,
+                        bytes_per_element=first.nbytes // size,
                         seconds=med[b], gbps=first.nbytes / med[b] / 1e9,
                         roofline_fraction=paired_ratio(times, "roofline", b),
                         roofline_gbps=first.nbytes / med["roofline"] / 1e9,
@@ -233,12 +274,14 @@ class BenchInterrupted(KeyboardInterrupt):
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'backend':<8} {'algorithm':<9} {'dtype':<8} {'size':>9} {'median':>11} "
+    width = max([8, *[len(r["dtype"]) for r in records]])
+    lines = [f"{'backend':<8} {'algorithm':<9} {'dtype':<{width}} {'size':>9} {'median':>11} "
              f"{'GB/s':>7} {'roofline':>8} {'vs ref':>8} {'vs torch':>8}"]
     for r in records:
         ref = "-" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
         tor = "-" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x"
-        lines.append(f"{r['backend']:<8} {r['algorithm']:<9} {r['dtype']:<8} {r['size']:>9} "
+        lines.append(f"{r['backend']:<8} {r['algorithm']:<9} {r['dtype']:<{width}} "
+                     f"{r['size']:>9} "
                      f"{r['seconds'] * 1e6:>9.1f}us {r['gbps']:>7.1f} "
                      f"{r['roofline_fraction']:>8.2f} {ref:>8} {tor:>8}")
     return "\n".join(lines)
@@ -292,7 +335,8 @@ def figure(records: list[dict[str, Any]]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    algorithms = list(dict.fromkeys(r["algorithm"] for r in records))
+    panels = list(dict.fromkeys((r["algorithm"], r["dtype"]) for r in records))
+    algorithms = panels
     cols = min(3, len(algorithms))
     rows = -(-len(algorithms) // cols)
     height = 3.5 * rows + 0.8
@@ -300,8 +344,8 @@ def figure(records: list[dict[str, Any]]) -> Any:
     caches = cache_sizes()
     handles: dict[str, Any] = {}
     backends = list(dict.fromkeys(r["backend"] for r in records))
-    for ax, algorithm in zip(axes.flat, algorithms):
-        mine = [r for r in records if r["algorithm"] == algorithm]
+    for ax, (algorithm, dtype) in zip(axes.flat, panels):
+        mine = [r for r in records if r["algorithm"] == algorithm and r["dtype"] == dtype]
         sizes = sorted({r["size"] for r in mine})
         roof = {r["size"]: r["roofline_gbps"] for r in mine}
         handles["roofline (same traffic)"], = ax.plot(sizes, [roof[n] for n in sizes], "k--")
@@ -328,7 +372,7 @@ def figure(records: list[dict[str, Any]]) -> Any:
                 ax.text(nbytes / bpe, 0.98, f" {label}", transform=ax.get_xaxis_transform(),
                         fontsize=7, color="0.35", va="top")
         ax.set_xscale("log", base=2)
-        ax.set_title(f"{algorithm} ({mine[0]['dtype']})")
+        ax.set_title(f"{algorithm} ({dtype})")
         ax.set_xlabel("elements")
         ax.set_ylabel("effective GB/s")
         ax.grid(alpha=0.3)

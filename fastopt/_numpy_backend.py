@@ -48,10 +48,11 @@ def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndar
     for k in range(2, n_written):
         if formats[k]:
             _storage.store(arrays[k], wide[k], formats[k])
-    if key is None:
-        _storage.store(arrays[0], wide[0], pf)
-    else:
+    if key is not None:
         _storage.store_sr(arrays[0], wide[0], pf, key)
+    elif pf:
+        _storage.store(arrays[0], wide[0], pf)
+    # (a float32 param was updated in place: wide[0] is the param itself)
     if mode == "kahan":
         assert extra is not None
         rest = (wide[0] - _storage.to_float32(arrays[0], pf)).astype(np.float32)

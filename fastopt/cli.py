@@ -173,8 +173,13 @@ def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     interrupted = False
     try:
-        records = _bench.run_bench(backends, args.algo, sizes, args.dtype, rounds=rounds,
-                                   max_seconds=max_seconds, progress=progress)
+        records = []
+        for dtype in args.dtype:
+            if args.state_dtype and dtype == "float64":
+                parser.error("--state-dtype: float64 parameters keep float64 states")
+            records += _bench.run_bench(backends, args.algo, sizes, dtype, rounds=rounds,
+                                        max_seconds=max_seconds, progress=progress,
+                                        state_dtype=args.state_dtype)
     except _bench.BenchInterrupted as e:
         records, interrupted = e.records, True
         print("interrupted: what was measured so far", file=sys.stderr)
@@ -296,7 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated element counts (default "
                         f"{_sizes_text(_bench.DEFAULT_SIZES)}; --quick: "
                         f"{_sizes_text(_bench.QUICK_SIZES)})")
-    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument("--dtype", type=_names("dtype", ["float32", "float64", "bfloat16", "float16"]),
+                   default=["float32"],
+                   help="comma-separated parameter and gradient dtypes, from float32, float64, "
+                        "bfloat16, float16 (default float32)")
+    b.add_argument("--state-dtype", choices=["float32", "bfloat16"],
+                   help="the states' dtype (default: the parameter's)")
     b.add_argument("--repeat", type=_int_at_least(1),
                    help="timing rounds per case (default 10; 3 quick); a case stops "
                         "early past 0.3 s per round")

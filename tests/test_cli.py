@@ -74,6 +74,31 @@ def test_bench_quick_json(tmp_path, capsys):
     assert "roofline" in captured.out
 
 
+def test_bench_16bit_dtypes_and_state_dtype(tmp_path, capsys):
+    pytest.importorskip("ml_dtypes")
+    path = tmp_path / "bench.json"
+    code = cli.main(["bench", "--algo", "adam", "--sizes", "1000", "--repeat", "1",
+                     "--backends", "numba", "--dtype", "float32,bfloat16,float16",
+                     "--json", str(path)])
+    assert code == 0
+    records = json.loads(path.read_text())
+    assert [(r["dtype"], r["bytes_per_element"]) for r in records] == [
+        ("float32", 28), ("bfloat16", 14), ("float16", 14)]
+    code = cli.main(["bench", "--algo", "adam", "--sizes", "1000", "--repeat", "1",
+                     "--backends", "numba,numpy", "--dtype", "float32,bfloat16",
+                     "--state-dtype", "bfloat16", "--json", str(path)])
+    assert code == 0
+    records = json.loads(path.read_text())
+    assert {(r["dtype"], r["bytes_per_element"]) for r in records} == {
+        ("float32/bfloat16", 20), ("bfloat16", 14)}
+    assert all(r["seconds"] > 0 for r in records)
+    assert "[1/1] adam float32/bfloat16 n=1000" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--dtype", "float64", "--state-dtype", "bfloat16"])
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--dtype", "int8"])
+
+
 def test_bench_ctrl_c_prints_what_was_measured(monkeypatch, capsys):
     real = _bench.interleaved_times
     calls = []

@@ -176,8 +176,9 @@ def test_a_16bit_step_is_the_float32_step_rounded(case, size, fmt_name):
                                           err_msg=f"{name} at step {t}")
 
 
-@pytest.mark.parametrize("fmt_name", ["bf16", *[pytest.param(f, marks=pytest.mark.slow)
-                                                for f in ("f16", "bf16-param-f32-state")]])
+@pytest.mark.parametrize("fmt_name", ["bf16", "f32-param-bf16-state",
+                                      *[pytest.param(f, marks=pytest.mark.slow)
+                                        for f in ("f16", "bf16-param-f32-state")]])
 @pytest.mark.parametrize("case", [
     pytest.param(c, marks=() if c[1] == c[0].option_sets[-1] else pytest.mark.slow,
                  id=case_id(c)) for c in cases()])
