@@ -190,15 +190,30 @@ class Result:
 
 def train(name: str, hyper: dict[str, Any], data: Data, *, epochs: int, batch_size: int,
           hidden: int, seed: int, backend: str,
-          progress: Callable[[str], None] | None = None) -> Result:
-    """Train the MLP with one optimizer. Same seed: same initial weights and batch order."""
+          progress: Callable[[str], None] | None = None, dtype: str = "float32",
+          storage: dict[str, Any] | None = None) -> Result:
+    """Train the MLP with one optimizer. Same seed: same initial weights and batch order.
+
+    ``dtype``: the parameters' and gradients' storage ("bfloat16", "float16": the network
+    computes in float32 on widened copies, its gradients are rounded to ``dtype``);
+    ``storage``: the optimizer's storage options (state_dtype, master_weights,
+    param_rounding, seed)."""
     cls = OPTIMIZERS[name][0]
     n_classes = int(max(data.y_train.max(), data.y_test.max())) + 1
-    params = init_params(data.x_train.shape[1], hidden, n_classes, seed)
-    opt = cls(params, backend=backend, **hyper)
+    narrow = None
+    if dtype != "float32":
+        from ._bench import numpy_dtype
+
+        narrow = numpy_dtype(dtype)
+    params = [p if narrow is None else p.astype(narrow)
+              for p in init_params(data.x_train.shape[1], hidden, n_classes, seed)]
+    wide: Callable[[list[np.ndarray]], list[np.ndarray]] = (
+        (lambda ps: ps) if narrow is None else (lambda ps: [p.astype(np.float32) for p in ps]))
+    storage = storage or {}
+    opt = cls(params, backend=backend, **hyper, **storage)
     # Compile (or load from Numba's cache) this optimizer's kernels outside the timings.
-    cls([p.copy() for p in params], backend=backend, **hyper).step([np.zeros_like(p)
-                                                                    for p in params])
+    cls([p.copy() for p in params], backend=backend, **hyper, **storage).step(
+        [np.zeros_like(p) for p in params])
     order_rng = np.random.default_rng(seed + 1)
     result = Result(name, dict(hyper))
     n = len(data.y_train)
@@ -207,7 +222,9 @@ def train(name: str, hyper: dict[str, Any], data: Data, *, epochs: int, batch_si
         order = order_rng.permutation(n)
         for lo in range(0, n, batch_size):
             idx = order[lo:lo + batch_size]
-            _, grads, _ = loss_and_grads(params, data.x_train[idx], data.y_train[idx])
+            _, grads, _ = loss_and_grads(wide(params), data.x_train[idx], data.y_train[idx])
+            if narrow is not None:
+                grads = [g.astype(narrow) for g in grads]
             t0 = time.perf_counter()
             opt.step(grads)
             result.optimizer_seconds += time.perf_counter() - t0
@@ -215,8 +232,8 @@ def train(name: str, hyper: dict[str, Any], data: Data, *, epochs: int, batch_si
         to_eval, to_train = getattr(opt, "eval", None), getattr(opt, "train", None)
         if to_eval is not None:
             to_eval()
-        train_loss, _ = evaluate(params, data.x_train, data.y_train)
-        test_loss, test_acc = evaluate(params, data.x_test, data.y_test)
+        train_loss, _ = evaluate(wide(params), data.x_train, data.y_train)
+        test_loss, test_acc = evaluate(wide(params), data.x_test, data.y_test)
         if to_train is not None:
             to_train()
         result.train_loss.append(train_loss)

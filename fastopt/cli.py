@@ -254,13 +254,27 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    storage: dict[str, Any] = {}
+    if args.state_dtype:
+        storage["state_dtype"] = args.state_dtype
+    if args.master_weights:
+        storage["master_weights"] = True
+    if args.param_rounding != "nearest":
+        storage["param_rounding"] = args.param_rounding
+    if storage and args.dtype == "float32" and set(storage) != {"state_dtype"}:
+        parser.error("--master-weights and --param-rounding apply to 16-bit parameters "
+                     "(--dtype bfloat16 or float16)")
+    if args.dtype != "float32" or storage:
+        print(f"parameters and gradients in {args.dtype}"
+              + "".join(f", {k}={v}" for k, v in storage.items()), file=sys.stderr)
     results = []
     try:
         for name in args.optimizers:
             hyper = {**_demo.OPTIMIZERS[name][1], **overrides.get(name, {})}
             results.append(_demo.train(
                 name, hyper, data, epochs=args.epochs, batch_size=args.batch_size,
-                hidden=args.hidden, seed=args.seed, backend=args.backend, progress=progress))
+                hidden=args.hidden, seed=args.seed, backend=args.backend, progress=progress,
+                dtype=args.dtype, storage=storage))
     except KeyboardInterrupt:
         print("interrupted: the optimizers trained so far", file=sys.stderr)
         interrupted = True
@@ -354,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial weights and batch order, the same for every optimizer")
     d.add_argument("--backend", default="auto", choices=["auto", "numba", "numpy"],
                    help="fastopt backend (default auto)")
+    d.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="the parameters' and gradients' dtype (default float32; 16-bit: the "
+                        "network computes in float32 on widened copies)")
+    d.add_argument("--state-dtype", choices=["float32", "bfloat16"],
+                   help="the optimizer states' dtype (default: the parameters')")
+    d.add_argument("--master-weights", action="store_true",
+                   help="16-bit parameters trained on float32 master weights")
+    d.add_argument("--param-rounding", default="nearest",
+                   choices=["nearest", "stochastic", "kahan"],
+                   help="how 16-bit parameters are rounded (default nearest)")
     d.add_argument("--mnist", metavar="DIR", help="use MNIST from the IDX files in DIR")
     d.add_argument("--plot", metavar="PATH", type=_output_path,
                    help="write a PNG of the loss and accuracy curves")
