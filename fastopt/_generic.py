@@ -96,6 +96,25 @@ def _config(spec: Spec, values: tuple[Any, ...]) -> _Config:
     return c
 
 
+def _given(spec: Spec, c: _Config, param: Any, grad: Any, states: tuple[Any, ...]
+           ) -> list[Any]:
+    """param, grad and the states the configuration uses; a state given but unused, or
+    missing where its option needs it, is a ValueError."""
+    given = [param, grad]
+    for k, optional in c.on:
+        a = states[k]
+        if a is None and optional:  # a required one: arrays() names it
+            s = spec.states[k]
+            raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
+        given.append(a)
+    for k in c.off:
+        if states[k] is not None:
+            s = spec.states[k]
+            raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
+                             f"None unless {s.condition})")
+    return given
+
+
 _NEAREST = (None, None, "nearest", 0)
 
 
@@ -121,18 +140,7 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
     ema_array = ema[0]
     if ema_array is not None or ema[2] is not None:
         decay, first = ema_options(ema_array, ema[1], ema[2], step)
-    given = [param, grad]
-    for k, optional in c.on:
-        a = states[k]
-        if a is None and optional:  # a required one: arrays() names it
-            s = spec.states[k]
-            raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
-        given.append(a)
-    for k in c.off:
-        if states[k] is not None:
-            s = spec.states[k]
-            raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
-                             f"None unless {s.condition})")
+    given = _given(spec, c, param, grad, states)
     if ema_array is None:
         names, inputs = c.names, tuple(given)
     else:
@@ -228,18 +236,7 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
     decay, first = 0.0, False
     if ema_array is not None or ema[2] is not None:
         decay, first = ema_options(ema_array, ema[1], ema[2], step)
-    given = [param, grad]
-    for k, optional in c.on:
-        a = states[k]
-        if a is None and optional:
-            s = spec.states[k]
-            raise ValueError(f"Invalid {s.name}: None (expected an array: {s.condition})")
-        given.append(a)
-    for k in c.off:
-        if states[k] is not None:
-            s = spec.states[k]
-            raise ValueError(f"Invalid {s.name}: an array was given but is not used (expected "
-                             f"None unless {s.condition})")
+    given = _given(spec, c, param, grad, states)
     names: tuple[str, ...] = (*c.names, *(("ema",) if ema_array is not None else ()),
                               *((extra_name,) if extra is not None else ()))
     inputs = (*given, *((ema_array,) if ema_array is not None else ()),

@@ -175,6 +175,25 @@ def state_dtype_name(value: Any) -> str | None:
     return name
 
 
+def storage_options(group: dict[str, Any]) -> tuple[str | None, bool, str, int]:
+    """A parameter group's storage options, checked: (state dtype name or None,
+    master_weights, param_rounding, seed)."""
+    name = state_dtype_name(group.get("state_dtype"))
+    master = check.flag("master_weights", group.get("master_weights", False))
+    rounding = group.get("param_rounding", "nearest")
+    if not isinstance(rounding, str) or rounding not in PARAM_ROUNDINGS:
+        raise ValueError(f"Invalid param_rounding: {rounding!r} (expected 'nearest', "
+                         f"'stochastic' or 'kahan')")
+    if master and rounding == "kahan":
+        raise ValueError("Invalid param_rounding: 'kahan' with master_weights=True "
+                         "(expected one of them: both keep what rounding loses)")
+    seed = group.get("seed", 0)
+    if type(seed) is bool or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= int(seed) < 2**64:
+        raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to 2**64 - 1)")
+    return name, master, rounding, int(seed)
+
+
 def _numpy_dtype(name: str) -> np.dtype[Any]:
     if name == "float32":
         return np.dtype(np.float32)
@@ -194,23 +213,8 @@ class _Storage:
     __slots__ = ("state_dtype", "master", "rounding", "seed")
 
     def __init__(self, group: dict[str, Any]) -> None:
-        name = state_dtype_name(group.get("state_dtype"))
+        name, self.master, self.rounding, self.seed = storage_options(group)
         self.state_dtype = None if name is None else _numpy_dtype(name)
-        self.master = check.flag("master_weights", group.get("master_weights", False))
-        rounding = group.get("param_rounding", "nearest")
-        if not isinstance(rounding, str) or rounding not in PARAM_ROUNDINGS:
-            raise ValueError(f"Invalid param_rounding: {rounding!r} (expected 'nearest', "
-                             f"'stochastic' or 'kahan')")
-        if self.master and rounding == "kahan":
-            raise ValueError("Invalid param_rounding: 'kahan' with master_weights=True "
-                             "(expected one of them: both keep what rounding loses)")
-        self.rounding = rounding
-        seed = group.get("seed", 0)
-        if type(seed) is bool or not isinstance(seed, (int, np.integer)) or \
-                not 0 <= int(seed) < 2**64:
-            raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to "
-                             f"2**64 - 1)")
-        self.seed = int(seed)
 
     def dtypes(self, p: np.ndarray) -> dict[str, np.dtype[Any]]:
         """The dtype each state array of ``p`` must have (algorithm states and the EMA under

@@ -45,7 +45,7 @@ from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
-from .optim import PARAM_ROUNDINGS, _ema_decay, functional_options, state_dtype_name
+from .optim import _ema_decay, functional_options, state_dtype_name, storage_options
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
            "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "AdamWScheduleFree", "SGDScheduleFree"]
@@ -198,26 +198,8 @@ class _TorchStorage:
     __slots__ = ("state_dtype", "master", "rounding", "seed")
 
     def __init__(self, group: dict[str, Any]) -> None:
-        name = state_dtype_name(group.get("state_dtype"))
+        name, self.master, self.rounding, self.seed = storage_options(group)
         self.state_dtype = None if name is None else getattr(torch, name)
-        master = group.get("master_weights", False)
-        if type(master) is not bool:
-            raise TypeError(f"Invalid master_weights: {master!r} (expected True or False)")
-        self.master = master
-        rounding = group.get("param_rounding", "nearest")
-        if not isinstance(rounding, str) or rounding not in PARAM_ROUNDINGS:
-            raise ValueError(f"Invalid param_rounding: {rounding!r} (expected 'nearest', "
-                             f"'stochastic' or 'kahan')")
-        if master and rounding == "kahan":
-            raise ValueError("Invalid param_rounding: 'kahan' with master_weights=True "
-                             "(expected one of them: both keep what rounding loses)")
-        self.rounding = rounding
-        seed = group.get("seed", 0)
-        if type(seed) is bool or not isinstance(seed, (int, np.integer)) or \
-                not 0 <= int(seed) < 2**64:
-            raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to "
-                             f"2**64 - 1)")
-        self.seed = int(seed)
 
     def plain(self, p: torch.Tensor) -> bool:
         """Whether ``p`` steps as float32/float64 with states of its own dtype."""
