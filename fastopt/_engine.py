@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _storage
+from . import _backends, _layout, _storage
 from . import _generic
 from ._algorithms import ALGORITHMS, active_states
 from ._specs import SPECS
@@ -114,9 +114,15 @@ def update(algorithm: str, options: dict[str, Any], params: list[np.ndarray],
                                             "ema_step": 1 if first else 2}
         if scale != 1.0:
             # Into an array of the gradient's own layout (``g * s`` would give a NumPy scalar
-            # for a 0-d gradient and positive strides for a negative-stride one).
-            scaled = zeros_like(g)
-            np.multiply(g, p.dtype.type(scale), out=scaled)
+            # for a 0-d gradient and positive strides for a negative-stride one). 16-bit
+            # gradients are scaled in float32, the kernels' math type, and passed as float32
+            # (rounding them back to 16 bits would flush small unscaled values to zero).
+            if _storage.storage(g.dtype):
+                scaled = _layout.zeros_as(g, np.float32)
+                np.multiply(g.astype(np.float32), np.float32(scale), out=scaled)
+            else:
+                scaled = zeros_like(g)
+                np.multiply(g, p.dtype.type(scale), out=scaled)
             g = scaled
         fn(p, g, *[s[n] if n in active else None for n in names], step=t, backend=backend,
            **{n: s[n] for n in scalars}, **options, **ema, **store)

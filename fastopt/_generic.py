@@ -330,6 +330,12 @@ def ema_options(array: Any, decay: Any, ema_step: Any, step: Any) -> tuple[float
     raise ValueError(f"Invalid ema_step: {ema_step!r} (expected an int >= 1)")
 
 
+def swap_arrays(names: tuple[str, str], values: tuple[Any, Any]) -> tuple[Any, ...]:
+    """The checks of a swap's two arrays (schedulefree_swap, ema_swap), for callers that check
+    every pair before swapping any."""
+    return _one_float_dtype(names, check.arrays(names, values))
+
+
 def _one_float_dtype(names: tuple[str, str], arrays: tuple[Any, ...]) -> tuple[Any, ...]:
     """The swaps take float32 or float64 arrays of one dtype (no 16-bit storage yet)."""
     for name, a in zip(names, arrays):

@@ -67,3 +67,14 @@ def zeros_like(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
     view: np.ndarray = np.ndarray(a.shape, a.dtype, buffer=block, offset=offset,
                                   strides=a.strides)
     return view
+
+
+def zeros_as(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """Zeros of ``dtype`` laid out as the dense ``a``, element for element (its strides in
+    elements, any order and signs): what pairs with ``a`` as flat memory."""
+    dtype = np.dtype(dtype)
+    block = np.zeros(a.size, dtype)
+    strides = tuple(x // a.itemsize * dtype.itemsize for x in a.strides)
+    offset = -sum(s * (n - 1) for s, n in zip(strides, a.shape) if s < 0 and n > 1)
+    out: np.ndarray = np.ndarray(a.shape, dtype, buffer=block, offset=offset, strides=strides)
+    return out

@@ -42,7 +42,7 @@ from . import _generic, _storage
 from ._algorithms import ALGORITHMS, active_states
 from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
-from ._layout import base_address, flat, same_strides, zeros_like
+from ._layout import base_address, flat, same_strides, zeros_as, zeros_like
 from ._signals import deferred_signals
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
@@ -106,11 +106,7 @@ def _zeros_as(p: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """Zeros of ``dtype`` with ``p``'s shape and memory layout (in elements)."""
     if _same_dtype(dtype, p.dtype):
         return zeros_like(p)
-    block = np.zeros(p.size, dtype)
-    strides = tuple(x // p.itemsize * block.itemsize for x in p.strides)
-    offset = -sum(s * (n - 1) for s, n in zip(strides, p.shape) if s < 0 and n > 1)
-    out: np.ndarray = np.ndarray(p.shape, dtype, buffer=block, offset=offset, strides=strides)
-    return out
+    return zeros_as(p, dtype)
 
 
 def _span(a: np.ndarray) -> tuple[int, int]:
@@ -282,7 +278,7 @@ class _Plan:
 
     __slots__ = ("state", "params", "dicts", "arrays", "spans", "table", "dtypes",
                  "shapes", "strides", "nbytes", "starts", "ends", "complete", "planned",
-                 "geometry", "launch_cache")
+                 "geometry", "launch_cache", "options")
 
     def __init__(self, opt: "Optimizer", params: list[np.ndarray]) -> None:
         names = (*ALGORITHMS[opt.algorithm][1], *EXTRA_STATES)
@@ -346,6 +342,7 @@ class _Plan:
         self.ends = np.array(spans.ends, np.int64)
         self.complete: dict[tuple[str, ...], bool] = {}
         self.launch_cache: dict[tuple[int, int, int], tuple[list[int], list[Any]]] = {}
+        self.options = _storage_keys(opt)
         self.planned: list[np.ndarray] = [
             a for a in itertools.chain(params, *self.arrays.values()) if a is not None]
         self.geometry = _geometry(self.planned)
@@ -401,6 +398,8 @@ class _Plan:
         state = opt.state
         if state is not self.state or len(params) != len(self.params):
             return False
+        if _storage_keys(opt) != self.options:  # the dtypes the states must have may differ
+            return False
         if not all(map(operator.is_, params, self.params)):
             return False
         dicts = list(map(state.get, range(len(params)), itertools.repeat(_NO_STATE)))
@@ -415,6 +414,12 @@ class _Plan:
         dtypes, shapes, strides = self.geometry
         return (list(map(_SHAPE, planned)) == shapes and list(map(_STRIDES, planned)) == strides
                 and list(map(_DTYPE, planned)) == dtypes)
+
+
+def _storage_keys(opt: "Optimizer") -> list[tuple[Any, Any, Any]]:
+    """Each group's storage options as given (a plan checked the states against them)."""
+    return [(g.get("state_dtype"), g.get("master_weights", False),
+             g.get("param_rounding", "nearest")) for g in opt.param_groups]
 
 
 def _extra_states(storage: _Storage) -> tuple[str, ...]:
@@ -887,7 +892,7 @@ class Optimizer:
         for i, p in enumerate(self._params()):
             ema = self.state.get(i, {}).get("ema")
             if ema is not None:
-                check.arrays(("param", f"state[{i}]['ema']"), (p, ema))
+                _generic.swap_arrays((f"params[{i}]", f"state[{i}]['ema']"), (p, ema))
                 work.append((p, ema))
         if not work and not self.ema_swapped:
             raise RuntimeError(f"{type(self).__name__}.swap_ema(): no parameter has a weight "
@@ -1451,7 +1456,8 @@ class _ScheduleFree(Optimizer):
                 for p in group["params"]:
                     z = self.state.get(index, {}).get("z")
                     if z is not None:
-                        check.arrays(("param", f"state[{index}]['z']"), (p, z))
+                        _generic.swap_arrays((f"params[{index}]", f"state[{index}]['z']"),
+                                             (p, z))
                         work.append((p, z, beta1))
                     index += 1
             else:

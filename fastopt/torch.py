@@ -698,6 +698,9 @@ class _Optimizer(torch.optim.Optimizer):
         """torch's ``load_state_dict``, except that scalar states kept in their own dtype
         (Schedule-Free's float64 ``lr_max`` and ``weight_sum``) keep it: torch casts every
         floating-point state to its parameter's dtype."""
+        for group in state_dict.get("param_groups", []) if isinstance(state_dict, dict) else []:
+            if isinstance(group, dict):
+                storage_options(group)  # before anything is loaded
         super().load_state_dict(state_dict)
         own = [sc.name for sc in SPECS[self.algorithm].scalar_states if sc.dtype is not None]
         saved = state_dict["state"]
@@ -964,6 +967,13 @@ class _Optimizer(torch.optim.Optimizer):
             wants = storage.dtypes(p, where)
             state = self.state[p]
             extra = [(n, n) for n in ("master", "compensation") if n in wants]
+            for n in ("master", "compensation"):
+                if n not in wants and state.get(n) is not None:
+                    raise ValueError(
+                        f"fastopt.torch: state {n!r} of {where} is left from options the "
+                        f"group no longer has (master_weights={storage.master}, "
+                        f"param_rounding={storage.rounding!r}); delete it to step without "
+                        f"it (a later master_weights=True then starts from the parameter)")
             r = len(batch.rows)
             batch.rows.append([0] * (len(keys) + len(extra)))  # filled in by _commit
             fresh = ema_fresh = False
@@ -1016,6 +1026,9 @@ class _Optimizer(torch.optim.Optimizer):
         if t.stride() != p.stride() and p.numel() > 1:
             raise ValueError(f"fastopt.torch: state {key!r} of {where} has strides "
                              f"{t.stride()} (expected its parameter's {p.stride()})")
+        if p.dtype in _NARROW:  # checked for every pair before any is swapped
+            raise TypeError(f"fastopt.torch: {where} has dtype {p.dtype} (the EMA and "
+                            f"Schedule-Free swaps take float32 or float64 tensors only, so far)")
         result: torch.Tensor = t
         return result
 

@@ -482,3 +482,98 @@ def test_a_state_of_the_wrong_dtype_is_rejected_before_writing():
                                          r"\(expected float32"):
         opt.step([np.ones(8, BF16)])
     assert np.array_equal(p[0].view(np.uint16), before.view(np.uint16))
+
+
+# ---------------------------------------------------------------------------------------------
+# Found in review: option changes between steps, swaps with 16-bit tensors, loss scaling.
+
+def test_changing_state_dtype_after_a_step_is_an_error_not_a_write_past_the_states():
+    p = np.ones(8, np.float32)
+    opt = fastopt.SGD([p], lr=0.1, momentum=0.9, state_dtype="bfloat16")
+    opt.step([np.ones(8, np.float32)])
+    opt.param_groups[0]["state_dtype"] = None  # the bfloat16 buffer is now the wrong dtype
+    before = p.copy()
+    with pytest.raises(ValueError, match=r"state\[0\]\['momentum_buffer'\]: array of "
+                                         r"bfloat16 .8,. \(expected float32"):
+        opt.step([np.ones(8, np.float32)])
+    np.testing.assert_array_equal(p, before)
+
+
+def test_master_weights_switched_off_leave_a_master_that_must_be_deleted():
+    p = np.zeros(2, BF16)
+    opt = fastopt.SGD([p], lr=1.0, master_weights=True)
+    opt.step([np.ones(2, BF16)])
+    opt.param_groups[0]["master_weights"] = False
+    with pytest.raises(ValueError, match=r"state\[0\]\['master'\]: an array for params\[0\]"):
+        opt.step([np.ones(2, BF16)])
+    del opt.state[0]["master"]
+    opt.step([np.ones(2, BF16)])
+    opt.param_groups[0]["master_weights"] = True
+    opt.step([np.ones(2, BF16)])  # a new master, from the parameter as it is now
+    np.testing.assert_array_equal(p.astype(np.float32), -3.0)
+
+
+def test_torch_master_weights_switched_off_leave_a_master_that_must_be_deleted():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as ft
+
+    p = torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))
+    opt = ft.SGD([p], lr=1.0, master_weights=True)
+
+    def step():
+        p.grad = torch.ones(2, dtype=torch.bfloat16)
+        opt.step()
+
+    step()
+    opt.param_groups[0]["master_weights"] = False
+    with pytest.raises(ValueError, match="state 'master' of param_groups.0..'params'..0. is "
+                                         "left from options"):
+        step()
+    del opt.state[p]["master"]
+    step()
+    opt.param_groups[0]["master_weights"] = True
+    step()
+    assert bool((p == -3).all())
+
+
+@pytest.mark.parametrize("layer", ["numpy", "torch"])
+@pytest.mark.parametrize("swap", ["ema", "schedulefree"])
+def test_swaps_refuse_16bit_tensors_before_swapping_any(layer, swap):
+    if layer == "torch":
+        torch = pytest.importorskip("torch")
+        import fastopt.torch as ft
+
+        a = torch.nn.Parameter(torch.ones(4))
+        b = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+        opt = (ft.Adam([a, b], lr=0.1, ema_decay=0.5) if swap == "ema"
+               else ft.SGDScheduleFree([a, b], lr=0.1))
+        for _ in range(2):
+            a.grad, b.grad = torch.ones(4), torch.ones(4, dtype=torch.bfloat16)
+            opt.step()
+        first = a.detach().clone()
+    else:
+        a, b = np.ones(4, np.float32), np.ones(4, BF16)
+        opt = (fastopt.Adam([a, b], lr=0.1, ema_decay=0.5) if swap == "ema"
+               else fastopt.SGDScheduleFree([a, b], lr=0.1))
+        for _ in range(2):
+            opt.step([np.ones(4, np.float32), np.ones(4, BF16)])
+        first = a.copy()
+    with pytest.raises(TypeError, match="bfloat16"):
+        opt.swap_ema() if swap == "ema" else opt.eval()
+    assert bool((a == first).all()), "the float32 tensor was swapped before the error"
+    if swap == "ema":
+        swapped = (opt.param_groups[0]["ema_swapped"] if layer == "torch"
+                   else opt.ema_swapped)
+        assert not swapped
+    else:
+        assert opt.param_groups[0].get("train_mode", True)
+
+
+def test_loss_scaling_of_16bit_gradients_happens_in_float32():
+    g = np.array([2e-8, 1e-7, 1e-3], np.float32)
+    wide, narrow = np.zeros(3, np.float32), np.zeros(3, np.float16)
+    fastopt.Adam([wide], lr=1e-2).step([(g * 2**16).astype(np.float16).astype(np.float32)],
+                                       loss_scale=2**16)
+    fastopt.Adam([narrow], lr=1e-2, master_weights=True).step(
+        [(g * 2**16).astype(np.float16)], loss_scale=2**16)
+    np.testing.assert_array_equal(narrow, wide.astype(np.float16))

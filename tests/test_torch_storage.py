@@ -181,3 +181,15 @@ def test_wrong_state_dtypes_are_rejected_before_any_write():
         ft.Adam(m.parameters(), state_dtype="int8")
     with pytest.raises(ValueError, match="'kahan' with master_weights=True"):
         ft.Adam(m.parameters(), master_weights=True, param_rounding="kahan")
+
+
+def test_a_checkpoint_with_bad_storage_options_loads_nothing():
+    m = _model(torch.bfloat16)
+    opt = ft.AdamW(m.parameters(), lr=1e-2, master_weights=True)
+    _train(m, opt, 2)
+    sd = copy.deepcopy(opt.state_dict())
+    sd["param_groups"][0]["param_rounding"] = "kahan"  # with master weights: contradictory
+    other = ft.AdamW(_model(torch.bfloat16).parameters(), lr=1e-2)
+    with pytest.raises(ValueError, match="'kahan' with master_weights=True"):
+        other.load_state_dict(sd)
+    assert not other.state and other.param_groups[0]["param_rounding"] == "nearest"
