@@ -25,10 +25,6 @@ from numba import cuda  # noqa: E402
 from fastopt.kernels.cuda import THREADS_PER_BLOCK  # noqa: E402
 
 SIZES = (1, 7, 33, 300, 2 * THREADS_PER_BLOCK + 37)
-# In the default run: a tail, a partial vector, and threads striding the grid; the rest with
-# --runslow (the simulator runs every thread in Python).
-RUN_SIZES = [n if n in (1, 7, SIZES[-1]) else pytest.param(n, marks=pytest.mark.slow)
-             for n in SIZES]
 STEPS = 3
 
 
@@ -36,9 +32,22 @@ def run(problem: Problem, steps: int, backend: str = "auto") -> tuple[Problem, P
     return run_on_device(problem, steps, backend, cuda.to_device, lambda d: d.copy_to_host())
 
 
+def _sweep() -> list:
+    """(case, size): in the default run every option set at sizes 1 and 7, and the threads
+    striding the grid (the largest size, the slowest in the simulator) for each algorithm's
+    last option set; everything else with --runslow."""
+    out = []
+    for case in cases() + ema_cases():
+        last = case[1] == case[0].option_sets[-1]
+        for size in SIZES:
+            fast = size in (1, 7) or (size == SIZES[-1] and last)
+            out.append(pytest.param(case, size, marks=() if fast else pytest.mark.slow,
+                                    id=f"{case_id(case)}-{size}"))
+    return out
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", RUN_SIZES)
-@pytest.mark.parametrize("case", cases() + ema_cases(), ids=case_id)
+@pytest.mark.parametrize("case,size", _sweep())
 def test_matches_reference(case, size, dtype):
     algo, options = case
     problem = Problem(algo, options, size, dtype, seed=size)

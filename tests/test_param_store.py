@@ -155,7 +155,7 @@ def test_small_updates_progress_with_compensation():
 # Every algorithm: master weights are float32 fastopt on the master; compensation is the float32
 # step of param + comp, stored as two roundings.
 
-def _fast_cases(names=("adam", "nadam", "rmsprop", "sgd")):
+def _fast_cases(names=("adam", "nadam", "rmsprop")):
     """Every algorithm's option sets; in the default run the last option set of ``names``
     (one with scalar states, one with three states), the rest under -m slow."""
     return [pytest.param(c, marks=() if c[1] == c[0].option_sets[-1] and c[0].name in names
