@@ -29,6 +29,7 @@ from ._functional import schedulefree_eval
 from ._functional import schedulefree_sgd_step
 from ._functional import schedulefree_train
 from ._functional import sgd_step
+from ._quant import State8bit
 from ._version import __version__
 from .optim import ADOPT, ASGD, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, AdEMAMix, Lion
 from .optim import AdamWScheduleFree, SGDScheduleFree
@@ -43,6 +44,7 @@ __all__ = [
     "SGDScheduleFree",
     "ASGD",
     "SGD",
+    "State8bit",
     "Adadelta",
     "Adagrad",
     "Adam",

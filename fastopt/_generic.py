@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _storage
+from . import _backends, _quant, _storage
 from . import _validate as check
+from ._quant import State8bit
 from ._specs import EMA_SWAP, SCHEDULEFREE_SWAP, Ema, Hyper, Scalar, Spec
 
 _INF = math.inf
@@ -145,7 +146,13 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
         names, inputs = c.names, tuple(given)
     else:
         names, inputs = (*c.names, "ema"), (*given, ema_array)
-    arrays = check.arrays(names, inputs, overlap=False)
+    try:
+        arrays = check.arrays(names, inputs, overlap=False)
+    except TypeError:
+        if any(type(a) is State8bit for a in states):  # 8-bit states take the slower path
+            return _step_stored(spec, param, grad, states, step, backend, values, scalars,
+                                ema, store)
+        raise
     mod = _backends.get(backend, arrays[0])
     formats = None
     if type(arrays[0]) is np.ndarray:
@@ -226,8 +233,10 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
                  backend: str, values: tuple[Any, ...], scalars: tuple[Any, ...],
                  ema: tuple[Any, Any, Any], store: tuple[Any, Any, Any, Any]) -> None:
     """step() for a 16-bit parameter with master weights, compensation or stochastic
-    rounding: the extra array is checked with the others (last), then handed to the backend
-    as a _storage.ParamStore."""
+    rounding, or with 8-bit states: the extra array is checked with the others (last), then
+    handed to the backend as a _storage.ParamStore; each 8-bit state (_quant.State8bit) is
+    checked against the param (check_8bit) and handed over as it is, with its kernel format
+    ("q8...") in ``formats``."""
     c = _config(spec, values)
     opts, flags = c.opts, c.flags
     t = _step(spec, step, flags)
@@ -237,22 +246,31 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
     if ema_array is not None or ema[2] is not None:
         decay, first = ema_options(ema_array, ema[1], ema[2], step)
     given = _given(spec, c, param, grad, states)
-    names: tuple[str, ...] = (*c.names, *(("ema",) if ema_array is not None else ()),
+    # The 8-bit states apart: (position in given, state spec).
+    q8 = [(k, spec.states[i]) for k, (i, _) in enumerate(c.on, 2)
+          if type(given[k]) is State8bit]
+    q8_at = {k for k, _ in q8}
+    names: tuple[str, ...] = (*[n for k, n in enumerate(c.names) if k not in q8_at],
+                              *(("ema",) if ema_array is not None else ()),
                               *((extra_name,) if extra is not None else ()))
-    inputs = (*given, *((ema_array,) if ema_array is not None else ()),
+    inputs = (*[a for k, a in enumerate(given) if k not in q8_at],
+              *((ema_array,) if ema_array is not None else ()),
               *((extra,) if extra is not None else ()))
     arrays = check.arrays(names, inputs, overlap=False)
     mod = _backends.get(backend, arrays[0])
     if type(arrays[0]) is not np.ndarray:
         raise TypeError(f"Invalid {names[0]}: {check._describe(arrays[0])} (master weights, "
-                        f"compensation and stochastic rounding run on the CPU backends)")
+                        f"compensation, stochastic rounding and 8-bit states run on the CPU "
+                        f"backends)")
     pf = _storage.storage(arrays[0].dtype)
-    if not pf:
+    if not pf and (extra is not None or key is not None):
         what = extra_name if extra is not None else "rounding='stochastic'"
         raise TypeError(f"Invalid {what}: given with a param of dtype "
                         f"{_storage.name(arrays[0].dtype)} (expected a bfloat16 or float16 "
                         f"param: {what} is how a 16-bit parameter is stored)")
-    formats = _formats(arrays, backend, mod)
+    quantized = {k: check_8bit(c.names[k], given[k], s, arrays[0], names[0]) for k, s in q8}
+    formats = _formats(arrays, backend, mod) if not q8 else _formats_8bit(
+        arrays, backend, mod, given, quantized)
     assert formats is not None
     if extra is not None:
         x = arrays[-1]
@@ -263,8 +281,17 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
                             f"{', the dtype of param' if extra_name != 'master' else ''})")
         arrays, formats = arrays[:-1], formats[:-1]
     extra_array = None if extra is None else x
+    if q8:  # param, grad, the states (an 8-bit one: codes, absmax), ema, extra: the kernels'
+        it = iter(arrays)
+        slots = [quantized[k] if k in quantized else next(it) for k in range(len(given))]
+        arrays = (*slots, *it)
+        names = (*[n for k, a in enumerate(given) for n in (
+            (c.names[k], f"{c.names[k]}.absmax") if k in quantized else (c.names[k],))],
+            *names[len(given) - len(q8):])
     if not arrays[0].size or not getattr(mod, "CHECKS_OVERLAP", False):
-        check.no_overlap(names, (*arrays, *(() if extra is None else (x,))))
+        flat_arrays = [x for a in arrays for x in (
+            (a.codes, a.absmax) if type(a) is State8bit else (a,))]
+        check.no_overlap(names, (*flat_arrays, *(() if extra is None else (x,))))
     fused = None
     if ema_array is not None:
         fused = Ema.of(arrays[-1], decay, first, np.float32)
@@ -291,6 +318,62 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
         a[...] = new
     check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
                               + [a for a in scalars if a is not None])
+
+
+def check_8bit(name: str, q: State8bit, state: Any, param: np.ndarray,
+               param_name: str) -> State8bit:
+    """An 8-bit state checked against its slot and the (checked) param: codes of uint8 laid
+    out as the param, absmax of float32 with one value per block, both writeable; returned
+    with NumPy views of torch tensors."""
+    if state.kind == "weights":
+        raise TypeError(f"Invalid {name}: an 8-bit state (expected an array: {name} holds "
+                        f"parameter values, kept at full precision)")
+    if q.signed != (state.kind == "signed"):
+        want = "signed=True" if state.kind == "signed" else "signed=False"
+        raise ValueError(f"Invalid {name}: State8bit with signed={q.signed} (expected {want}: "
+                         f"{name} {'can be negative' if want == 'signed=True' else 'is never negative'})")
+    if param.dtype == _F64:
+        raise TypeError(f"Invalid {name}: an 8-bit state with {param_name} of dtype float64 "
+                        f"(expected a float32, bfloat16 or float16 {param_name}: 8-bit states "
+                        f"run float32 math)")
+    codes, absmax = check._to_numpy(q.codes), check._to_numpy(q.absmax)
+    if type(codes) is not np.ndarray or codes.dtype != np.uint8:
+        raise TypeError(f"Invalid {name}.codes: {check._describe(codes)} (expected a "
+                        f"numpy.ndarray of uint8)")
+    if codes.shape != param.shape:
+        raise ValueError(f"Invalid {name}.codes: shape {codes.shape} (expected {param.shape}, "
+                         f"the shape of {param_name})")
+    if not codes.flags.c_contiguous or not param.flags.c_contiguous:
+        check.check_layout(f"{name}.codes", codes, param_name, param)
+    blocks = _quant.n_blocks(param.size)
+    if type(absmax) is not np.ndarray or absmax.dtype != np.float32:
+        raise TypeError(f"Invalid {name}.absmax: {check._describe(absmax)} (expected a "
+                        f"numpy.ndarray of float32)")
+    if absmax.shape != (blocks,) or not absmax.flags.c_contiguous:
+        raise ValueError(f"Invalid {name}.absmax: shape {absmax.shape}"
+                         f"{'' if absmax.flags.c_contiguous else ', non-contiguous'} (expected "
+                         f"a contiguous ({blocks},): one value per block of {_quant.BLOCK} "
+                         f"elements of {param_name})")
+    for part, a in (("codes", codes), ("absmax", absmax)):
+        if not a.flags.writeable:
+            raise ValueError(f"Invalid {name}.{part}: read-only array (expected a writeable "
+                             f"array; it is updated in place)")
+    if codes is q.codes and absmax is q.absmax:
+        return q
+    return State8bit(codes, absmax, signed=q.signed, format=q.format)
+
+
+def _formats_8bit(arrays: tuple[Any, ...], backend: str, mod: Any, given: list[Any],
+                  quantized: dict[int, State8bit]) -> tuple[str, ...]:
+    """_formats with 8-bit states: the kernel format of each (at its place among the given
+    arrays), "" for the math dtype."""
+    if not getattr(mod, "FORMATS", False):
+        raise TypeError(f"Invalid backend: {backend!r} does not update 8-bit states (the "
+                        f"numba and numpy backends do)")
+    plain = iter(_formats(arrays, backend, mod) or ("",) * len(arrays))
+    out = [_quant.kernel_format(quantized[k].format, quantized[k].signed) if k in quantized
+           else next(plain) for k in range(len(given))]
+    return (*out, *plain)
 
 
 def _formats(arrays: tuple[Any, ...], backend: str, mod: Any) -> tuple[str, ...] | None:

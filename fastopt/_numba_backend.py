@@ -181,10 +181,11 @@ def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndar
 
 
 def _update_16bit(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
-                  states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
+                  states: tuple[Any, ...], step: int, options: dict[str, Any],
                   ema: Ema | None, formats: tuple[str, ...], store: _storage.ParamStore
                   ) -> tuple[int, int] | None:
-    """update() with 16-bit arrays: their uint16 views, and a kernel keyed by every slot's
+    """update() with 16-bit arrays or 8-bit states (_quant.State8bit, format "q8..."): their
+    uint16 views, the codes and absmax of 8-bit states, and a kernel keyed by every slot's
     storage format (an inactive slot's is "": the param stands in, never read)."""
     par = param.size >= PARALLEL_MIN_SIZE
     given = iter(formats[2:])
@@ -197,7 +198,13 @@ def _update_16bit(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: 
 
     p = view(param, formats[0])
     arrays = [p, view(grad, formats[1])]
-    arrays += [p if s is None else view(s, f) for s, f in zip(states, slot_formats[2:])]
+    for s, f in zip(states, slot_formats[2:]):
+        if s is None:
+            arrays.append(p)
+        elif f[:2] == "q8":  # an 8-bit state: its codes and its absmax
+            arrays += [_flat(s.codes), s.absmax]
+        else:
+            arrays.append(view(s, f))
     if ema is not None:
         arrays.append(view(ema.array, slot_formats[-1]))
     mode, extra, sr_key = store

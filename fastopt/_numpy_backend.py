@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _layout, _storage, reference
+from . import _layout, _quant, _storage, reference
 from ._specs import Ema, Spec
 
 
@@ -15,7 +15,7 @@ FORMATS = True
 
 
 def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndarray,
-           states: tuple[np.ndarray | None, ...], step: int, options: dict[str, Any],
+           states: tuple[Any, ...], step: int, options: dict[str, Any],
            ema: Ema | None = None, formats: tuple[str, ...] | None = None,
            store: _storage.ParamStore | None = None) -> None:
     """``reference.<name>`` on validated arrays (``states`` in spec order, None if inactive),
@@ -23,17 +23,23 @@ def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndar
     grad, each given state, the EMA) are updated as the kernels do: float32 copies of their
     values, the reference's float32 math, then each stored rounded to nearest even (or, for
     the parameter, as ``store`` says: see _storage.ParamStore); the EMA follows the parameter
-    as stored, or its full value with a master or compensation array."""
+    as stored, or its full value with a master or compensation array. An 8-bit state
+    (_quant.State8bit, format "q8...") is decoded, and its fresh values stored blockwise
+    (_quant.quantize_into)."""
     if formats is None:
         getattr(reference, spec.name)(param, grad, *states, step=step, **options)
         if ema is not None:
             reference.ema_update(ema.array, param, decay=1.0 - ema.weight, first=ema.first)
         return
     mode, extra, key = store or ("", None, None)
-    # Elementwise, on the arrays' memory blocks in memory order (the kernels' element index).
-    arrays = [_flat(a) for a in (param, grad, *[s for s in states if s is not None],
-                                 *([ema.array] if ema is not None else []))]
-    wide = [_storage.to_float32(a, f) if f else a for a, f in zip(arrays, formats)]
+    # Elementwise, on the arrays' memory blocks in memory order (the kernels' element index);
+    # an 8-bit state (format "q8...") as its codes, decoded.
+    given = (param, grad, *[s for s in states if s is not None],
+             *([ema.array] if ema is not None else []))
+    arrays = [_flat(a.codes if f[:2] == "q8" else a) for a, f in zip(given, formats)]
+    wide = [_quant.dequantize(a, g.absmax, g.format, g.signed) if f[:2] == "q8"
+            else _storage.to_float32(a, f) if f else a
+            for a, g, f in zip(arrays, given, formats)]
     pf = formats[0]
     if mode == "master":
         assert extra is not None
@@ -46,7 +52,10 @@ def update(spec: Spec, flags: tuple[bool, ...], param: np.ndarray, grad: np.ndar
     getattr(reference, spec.name)(wide[0], wide[1], *full, step=step, **options)
     n_written = len(arrays) - (ema is not None)
     for k in range(2, n_written):
-        if formats[k]:
+        if formats[k][:2] == "q8":
+            q = given[k]
+            _quant.quantize_into(wide[k], arrays[k], q.absmax, q.format, q.signed)
+        elif formats[k]:
             _storage.store(arrays[k], wide[k], formats[k])
     if key is not None:
         _storage.store_sr(arrays[0], wide[0], pf, key)

@@ -81,6 +81,11 @@ class State:
     fresh: bool = False
     # When the flag is on, in words (messages): "momentum != 0"; default "<when>=True".
     when_text: str | None = None
+    # What it holds, for 8-bit storage (kernels/q8.py): "signed" (a moment: the signed
+    # tables), "nonneg" (never negative: the unsigned tables, and a positive value is never
+    # stored as 0) or "weights" (parameter values: Schedule-Free's z, ASGD's average; kept at
+    # full precision, never in 8 bits).
+    kind: str = "signed"
 
     @property
     def condition(self) -> str:
@@ -393,7 +398,8 @@ _ADAM_OPTIONS: tuple[dict[str, Any], ...] = (
 def _adam(name: str, decoupled: bool, wd: float, doc: str, torch_class: str) -> Spec:
     return Spec(
         name=name, rule="adam", doc=doc, torch_class=torch_class,
-        states=(State("exp_avg"), State("exp_avg_sq"), State("max_exp_avg_sq", when="amsgrad")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="nonneg"),
+                State("max_exp_avg_sq", when="amsgrad", kind="nonneg")),
         hypers=(_LR, _BETA1, _BETA2, _EPS, real("weight_decay", wd, 0.0), flag("amsgrad"),
                 _MAXIMIZE),
         flags=(("amsgrad", option("amsgrad")), ("maximize", option("maximize")),
@@ -491,7 +497,8 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
         name="adagrad", rule="adagrad", torch_impl="fused", torch_class="Adagrad",
         doc="Adagrad with optional learning-rate decay.",
-        states=(State("state_sum", torch="sum", init="initial_accumulator_value"),),
+        states=(State("state_sum", torch="sum", init="initial_accumulator_value",
+                      kind="nonneg"),),
         hypers=(real("lr", 1e-2, 0.0), real("lr_decay", 0.0, 0.0), _WD,
                 real("eps", 1e-10, 0.0), _MAXIMIZE),
         class_hypers=(real("initial_accumulator_value", 0.0, 0.0),),
@@ -507,7 +514,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
         name="rmsprop", rule="rmsprop", torch_class="RMSprop",
         doc="RMSprop, optionally centered and with momentum.",
-        states=(State("square_avg"),
+        states=(State("square_avg", kind="nonneg"),
                 State("momentum_buffer", when="momentum", when_text="momentum > 0"),
                 State("grad_avg", when="centered")),
         hypers=(real("lr", 1e-2, 0.0), real("alpha", 0.99, 0.0, 1.0), _EPS, _WD,
@@ -531,7 +538,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
           "AdamW"),
     Spec(
         name="adadelta", rule="adadelta", torch_class="Adadelta", doc="Adadelta.",
-        states=(State("square_avg"), State("acc_delta")),
+        states=(State("square_avg", kind="nonneg"), State("acc_delta", kind="nonneg")),
         hypers=(real("lr", 1.0, 0.0), real("rho", 0.9, 0.0, 1.0), real("eps", 1e-6, 0.0), _WD,
                 _MAXIMIZE),
         flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
@@ -547,7 +554,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
         name="adamax", rule="adamax", torch_class="Adamax",
         doc="Adamax: Adam with the infinity norm in place of the second moment.",
-        states=(State("exp_avg"), State("exp_inf")),
+        states=(State("exp_avg"), State("exp_inf", kind="nonneg")),
         hypers=(real("lr", 2e-3, 0.0), _BETA1, _BETA2, _EPS, _WD, _MAXIMIZE),
         flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),
         option_sets=(
@@ -580,7 +587,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
         name="radam", rule="radam", torch_class="RAdam",
         doc="RAdam: Adam with a rectified adaptive step, optionally with decoupled weight decay.",
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="nonneg")),
         hypers=(_LR, _BETA1, _BETA2, _EPS, _WD, _DECOUPLED, _MAXIMIZE),
         flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay")),
                ("decoupled", option("decoupled_weight_decay"))),
@@ -591,7 +598,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         name="nadam", rule="nadam", torch_class="NAdam",
         doc="NAdam: Adam with Nesterov momentum (torch's momentum schedule), optionally with "
             "decoupled weight decay.",
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="nonneg")),
         scalar_states=(Scalar("mu_product", 1.0, _nadam_mu_product, lo=0.0, hi=1.0),),
         hypers=(real("lr", 2e-3, 0.0), _BETA1, _BETA2, _EPS, _WD,
                 real("momentum_decay", 4e-3, 0.0), _DECOUPLED, _MAXIMIZE),
@@ -603,7 +610,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
         name="asgd", rule="asgd", torch_class="ASGD",
         doc="Averaged SGD: SGD with a decaying step and a running average of the parameters.",
-        states=(State("ax"),),
+        states=(State("ax", kind="weights"),),
         scalar_states=(
             Scalar("eta", "lr", _asgd_eta, uses="old", recurrent=False, lo=0.0),
             Scalar("mu", 1.0, _asgd_mu, uses="old", recurrent=False, lo=0.0, hi=1.0),
@@ -622,7 +629,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec(
         name="rprop", rule="rprop", torch_class="Rprop",
         doc="Rprop: per-element step sizes that grow while the gradient keeps its sign.",
-        states=(State("prev"), State("step_size", init="lr")),
+        states=(State("prev"), State("step_size", init="lr", kind="nonneg")),
         hypers=(real("eta_minus", 0.5, 0.0, 1.0, lo_open=True, hi_open=True,
                      torch=("etas", 0)),
                 real("eta_plus", 1.2, 1.0, lo_open=True, torch=("etas", 1)),
@@ -644,7 +651,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         name="adopt", rule="adopt", torch_class="ADOPT", torch_impl=None,
         doc="ADOPT: Adam-like, the gradient normalised by the previous second moment and "
             "clipped (torch-adopt's semantics).",
-        states=(State("exp_avg"), State("exp_avg_sq")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="nonneg")),
         # torch-adopt's defaults; its clip_lambda(step) = step ** clip_exponent.
         hypers=(_LR, _BETA1,
                 real("beta2", 0.9999, 0.0, 1.0, hi_open=True, torch=("betas", 1)),
@@ -665,7 +672,8 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         name="ademamix", rule="ademamix", torch_class="AdEMAMix", torch_impl=None,
         doc="AdEMAMix: Adam plus a slow EMA of the gradient mixed into the numerator, with "
             "alpha and beta3 warmups.",
-        states=(State("exp_avg"), State("exp_avg_sq"), State("exp_avg_slow")),
+        states=(State("exp_avg"), State("exp_avg_sq", kind="nonneg"),
+                State("exp_avg_slow")),
         # bitsandbytes' defaults (alpha 5, weight decay 1e-2); see reference.ademamix.
         hypers=(_LR, _BETA1, _BETA2,
                 real("beta3", 0.9999, 0.0, 1.0, hi_open=True, torch=("betas", 2)),
@@ -686,7 +694,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         torch_impl=None,
         doc="Schedule-Free AdamW: no learning-rate schedule; an online average of the "
             "iterates." + _SCHEDULEFREE_DOC,
-        states=(State("z", init=PARAM), State("exp_avg_sq")),
+        states=(State("z", init=PARAM, kind="weights"), State("exp_avg_sq", kind="nonneg")),
         hypers=(real("lr", 2.5e-3, 0.0),
                 real("beta1", 0.9, 0.0, 1.0, lo_open=True, hi_open=True, torch=("betas", 0)),
                 _BETA2, _EPS, *_SCHEDULEFREE_HYPERS, _MAXIMIZE),
@@ -706,7 +714,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
         torch_impl=None,
         doc="Schedule-Free SGD: momentum through interpolation and iterate averaging, no "
             "learning-rate schedule." + _SCHEDULEFREE_DOC,
-        states=(State("z", init=PARAM),),
+        states=(State("z", init=PARAM, kind="weights"),),
         hypers=(real("lr", 1.0, 0.0), real("momentum", 0.9, 0.0, 1.0, lo_open=True, hi_open=True),
                 *_SCHEDULEFREE_HYPERS, _MAXIMIZE),
         flags=(("maximize", option("maximize")), ("weight_decay", nonzero("weight_decay"))),

@@ -27,10 +27,12 @@ order, the EMA), having written nothing. They can be called from the caller's ow
 import functools
 import hashlib
 
+import numba
 import numpy as np
 
 from .. import formats, rules
-from ._common import compile_keyed, kernel_factory, loop_for
+from .. import q8 as q8_mod
+from ._common import KERNEL_OPTIONS, compile_keyed, kernel_factory, loop_for
 from ._common import rule as compile_rule
 
 
@@ -61,9 +63,13 @@ def _literal(x):
     return "True" if x else "False"
 
 
-# Storage formats of an array slot: "" (the math dtype itself: float32 or float64), or a
-# 16-bit format held as uint16 bit patterns, converted by kernels.formats around the rule.
+# Storage formats of an array slot: "" (the math dtype itself: float32 or float64), a 16-bit
+# format held as uint16 bit patterns, converted by kernels.formats around the rule, or (states
+# only) an 8-bit blockwise format of kernels.q8: "q8" + "d" (dynamic map) or "f" (fp8) + "s"
+# (signed) or "u" (non-negative).
 STORAGE = ("", "bf16", "f16")
+Q8 = {"q8ds": "dynamic_signed", "q8du": "dynamic_unsigned", "q8fs": "fp8_signed",
+      "q8fu": "fp8_unsigned"}
 
 
 def _load(fmt, expr):
@@ -86,10 +92,12 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
     """The Python source of one configuration's kernel (see the module docstring).
 
     ``formats``: the storage format of each array slot (param, grad, every state slot, the
-    EMA, then the master or compensation array), from STORAGE; None: all in the math dtype.
-    With a 16-bit slot the math is float32. ``param_mode``: see PARAM_MODES. ``sr``: the
-    16-bit parameter is stored with stochastic rounding (formats.random_bits of the
-    arguments ``sr_key`` and ``sr_offset + i``).
+    EMA, then the master or compensation array), from STORAGE and Q8; None: all in the math
+    dtype. With a 16-bit or 8-bit slot the math is float32. An 8-bit state slot ``s`` takes
+    two arguments, its codes ``s`` (uint8) and ``s_absmax`` (float32, one per block of
+    q8.BLOCK elements), and makes the kernel blockwise (see _blockwise). ``param_mode``: see
+    PARAM_MODES. ``sr``: the 16-bit parameter is stored with stochastic rounding
+    (formats.random_bits of the arguments ``sr_key`` and ``sr_offset + i``).
     """
     assert param_mode in PARAM_MODES, param_mode
     head = [name for kind, name in scalar_call if kind in ("step", "scalar")]
@@ -97,18 +105,24 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
     ema_scalars = ["ema_weight", "ema_rest", "ema_first"] if ema else []
     extra = {"": [], "master": ["master"], "kahan": ["comp"]}[param_mode]
     slots = ["param", "grad", *states, *(["ema"] if ema else []), *extra]
-    args = [*slots, *head, *ema_scalars, *(["sr_key", "sr_offset"] if sr else []), *hypers]
     fmt = dict(zip(slots, formats or ("",) * len(slots)))
-    assert set(fmt.values()) <= set(STORAGE) and len(fmt) == len(slots), formats
+    assert set(fmt.values()) <= {*STORAGE, *Q8} and len(fmt) == len(slots), formats
+    q8 = [s for s, on in zip(states, active) if on and fmt[s] in Q8]
+    assert all(fmt[s] not in Q8 for s in slots if s not in states), formats
+    array_args = [a for s in slots for a in ([s, f"{s}_absmax"] if s in q8 else [s])]
+    args = [*array_args, *head, *ema_scalars, *(["sr_key", "sr_offset"] if sr else []),
+            *hypers]
     assert not (param_mode or sr) or fmt["param"], "a param mode needs a 16-bit param"
     flag_values = dict(flags)
     call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
                      for kind, name in scalar_call)
     cs = [f"c{k}" for k in range(n_scalars)]
-    values = ", ".join(_load(fmt[s], f"{s}[i]") if on else "p"
+    values = ", ".join(f"q_{s}[j]" if s in q8 else _load(fmt[s], f"{s}[i]") if on else "p"
                        for s, on in zip(states, active))
     # The arrays the overlap check covers (``grad=False``: the slot holds a stand-in).
-    used = ["param", *(["grad"] if grad else []), *[s for s, on in zip(states, active) if on],
+    used = ["param", *(["grad"] if grad else []),
+            *[a for s, on in zip(states, active) if on
+              for a in ([s, f"{s}_absmax"] if s in q8 else [s])],
             *(["ema"] if ema else []), *extra]
     pf = fmt["param"]
     # The parameter's value the rule starts from, and the stores of the new value r[0].
@@ -118,7 +132,7 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
         start = f"_{pf}_load(param[i]) + _{pf}_load(comp[i])"
     else:
         start = _load(pf, "param[i]")
-    rounded = (f"_{pf}_store_sr(r[0], _random_bits(sr_key, sr_offset + i))" if sr
+    rounded = (f"_{pf}_store_sr(r[0], _random_bits(sr_key, sr_offset + _i64(i)))" if sr
                else _store(pf, "r[0]"))
     stores = ([f"        q = {rounded}", "        param[i] = q"]
               + (["        master[i] = r[0]"] if param_mode == "master" else [])
@@ -127,7 +141,32 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
     # The param's value for the EMA: as stored when the param is 16-bit, unless a master or
     # compensation array keeps the full value.
     stored = f"_{pf}_load(q)" if pf and not param_mode else "r[0]"
+    body = [
+        f"        p = {start}",
+        f"        r = _rule(p, {_load(fmt['grad'], 'grad[i]')}, {values + ', ' if values else ''}"
+        f"{', '.join(cs + [_literal(v) for _, v in flags])})",
+        *stores,
+        *[f"        {s}[i] = {_store(fmt[s], f'r[{k + 1}]')}"
+          for k, (s, on) in enumerate(zip(states, active)) if on and s not in q8],
+        *([f"        ema[i] = {_store(fmt['ema'], _ema_call(fmt['ema'], stored))}"] if ema else []),
+    ]
+    worker: list[str] = []
+    if q8:
+        # The blocks of one task in a function of their own, called from the (parallel)
+        # loop over tasks: measured, the element loops written inside a prange body do not
+        # vectorise (3x slower).
+        scalars = [*cs, *[f"e{k}" for k in range(len(ema_scalars))],
+                   *(["sr_key", "sr_offset"] if sr else [])]
+        worker = [f"def _blocks({', '.join([*array_args, *scalars, 'c'])}):",
+                  *_blockwise(body, q8, fmt, {s: k + 1 for k, s in enumerate(states)}),
+                  "", ""]
+        loop = [f"    nb = (param.size + {q8_mod.BLOCK - 1}) // {q8_mod.BLOCK}",
+                f"    for c in loop((nb + {BLOCKS_PER_TASK - 1}) // {BLOCKS_PER_TASK}):",
+                f"        _blocks({', '.join([*array_args, *scalars, 'c'])})"]
+    else:
+        loop = ["    for i in loop(param.size):", *body]
     lines = [
+        *worker,
         f"def {rule}({', '.join(args)}):",
         *[f"    if _overlap({a}, {b}):\n        return {64 * i + j}"
           for i, a in enumerate(used) for j, b in enumerate(used) if i < j],
@@ -135,17 +174,61 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
         "    t = _f32" if any(fmt.values()) else "    t = param.dtype.type",
         *[f"    {c} = t(s[{k}])" for k, c in enumerate(cs)],
         *[f"    e{k} = t({name})" for k, name in enumerate(ema_scalars)],
-        "    for i in loop(param.size):",
-        f"        p = {start}",
-        f"        r = _rule(p, {_load(fmt['grad'], 'grad[i]')}, {values + ', ' if values else ''}"
-        f"{', '.join(cs + [_literal(v) for _, v in flags])})",
-        *stores,
-        *[f"        {s}[i] = {_store(fmt[s], f'r[{k + 1}]')}"
-          for k, (s, on) in enumerate(zip(states, active)) if on],
-        *([f"        ema[i] = {_store(fmt['ema'], _ema_call(fmt['ema'], stored))}"] if ema else []),
+        *loop,
         "    return -1",
     ]
     return "\n".join(lines) + "\n"
+
+
+# The blocks of one parallel task of a kernel with 8-bit states (its buffers are allocated
+# once per task).
+BLOCKS_PER_TASK = 64
+
+
+def _blockwise(body, q8, fmt, result_index):
+    """The body of ``_blocks``, the worker of a kernel with 8-bit states: task ``c``'s
+    BLOCKS_PER_TASK blocks of q8.BLOCK elements, each in three passes over its elements
+    while the block stays in cache:
+    decode every 8-bit state into a float32 buffer (``q_<state>``), run the element ``body``
+    on the buffers (the rule's new state values go back into them, their magnitudes' maximum
+    is taken on the float32 bit patterns: an integer maximum, exact and vectorisable), then
+    store the block's new absmax and encode the buffers. The rule sees the fresh, unquantized
+    moments, as the non-blockwise kernel does."""
+    B = q8_mod.BLOCK
+    # Unsigned indices: with a signed one that LLVM cannot prove non-negative (the task
+    # number is an argument) every access keeps NumPy's negative-index wraparound, and the
+    # element loops do not vectorise (measured: 5x slower). (uint64 with int64 is float64 in
+    # Numba: every operand is cast.)
+    out = ["    n = _u64(param.size)",
+           f"    nb = (n + _u64({B - 1})) // _u64({B})",
+           "    c = _u64(c)",
+           *[f"    q_{s} = np.empty({B}, _f32)" for s in q8],
+           f"    for bb in range(min(_u64({BLOCKS_PER_TASK}), nb - c * _u64({BLOCKS_PER_TASK}))):",
+           f"        b = c * _u64({BLOCKS_PER_TASK}) + bb",
+           f"        lo = b * _u64({B})",
+           f"        w = min(_u64({B}), n - lo)"]
+    for s in q8:
+        f = fmt[s]
+        out += [f"        d_{s} = _f32({s}_absmax[b] / _{f}_K)",
+                "        for j in range(w):",
+                f"            q_{s}[j] = _{f}_load({s}[lo + j]) * d_{s}",
+                f"        m_{s} = _u32(0)"]
+    out += ["        for j in range(w):", "            i = lo + j"]
+    out += ["    " + line for line in body]
+    for s in q8:
+        out += [f"            q_{s}[j] = r[{result_index[s]}]",
+                f"            a_{s} = _u32(_f32(r[{result_index[s]}]).view(_u32) & _u32(0x7FFFFFFF))",
+                f"            m_{s} = a_{s} if a_{s} > m_{s} else m_{s}"]
+    for s in q8:
+        f = fmt[s]
+        value = "x" if f.endswith("s") else f"x, q_{s}[j]"
+        out += [f"        x_{s} = _u32(m_{s}).view(_f32)",
+                f"        {s}_absmax[b] = x_{s}",
+                f"        k_{s} = _f32(_{f}_K / x_{s}) if x_{s} > _f32(0) else _f32(0)",
+                "        for j in range(w):",
+                f"            x = q_{s}[j] * k_{s}",
+                f"            {s}[lo + j] = _{f}_store({value})"]
+    return out
 
 
 def _ema_call(fmt, stored):
@@ -162,6 +245,12 @@ def compiled_rule(name):
 def compiled_format(name):
     """``formats.<name>`` compiled for inlining (once per process)."""
     return compile_rule(getattr(formats, name))
+
+
+@functools.cache
+def compiled_q8(name):
+    """``q8.<name>`` compiled for inlining (once per process)."""
+    return compile_rule(getattr(q8_mod, name))
 
 
 @functools.cache
@@ -194,8 +283,22 @@ def kernel(rule, states, active, flags, scalar_call, parallel, ema=False, grad=T
         **{f"_{f}_{d}": compiled_format(f"{f}_{d}") for f in STORAGE[1:]
            for d in ("load", "store", "store_sr")},
         "_random_bits": compiled_format("random_bits"),
+        "_u32": np.uint32,
+        "_u64": np.uint64,
+        "_i64": np.int64,
+        "np": np,
+        **{f"_{f}_{d}": compiled_q8(f"{name}_{d}") for f, name in Q8.items()
+           for d in ("load", "store")},
+        **{f"_{f}_K": q8_mod.K_DYNAMIC if f[2] == "d" else q8_mod.K_FP8 for f in Q8},
         "_scalars": compiled_rule(f"{rule}_scalars"),
         "loop": loop_for(parallel),
     }
-    fn = define(source, rule, namespace)
+    if "def _blocks(" in source:  # compiled before the kernel that calls it
+        namespace["_blocks"] = None
+        worker = define(source, "_blocks", namespace)
+        worker.__qualname__ = worker.__name__ = f"_blocks_{digest(source)}"
+        namespace["_blocks"] = numba.njit(**KERNEL_OPTIONS)(worker)
+        fn = namespace[rule]
+    else:
+        fn = define(source, rule, namespace)
     return compile_keyed(fn, parallel, f"kernel|{rule}|{digest(source)}")
