@@ -329,9 +329,10 @@ def check_8bit(name: str, q: State8bit, state: Any, param: np.ndarray,
         raise TypeError(f"Invalid {name}: an 8-bit state (expected an array: {name} holds "
                         f"parameter values, kept at full precision)")
     if q.signed != (state.kind == "signed"):
-        want = "signed=True" if state.kind == "signed" else "signed=False"
+        want, why = (("signed=True", "can be negative") if state.kind == "signed"
+                     else ("signed=False", "is never negative"))
         raise ValueError(f"Invalid {name}: State8bit with signed={q.signed} (expected {want}: "
-                         f"{name} {'can be negative' if want == 'signed=True' else 'is never negative'})")
+                         f"{name} {why})")
     if param.dtype == _F64:
         raise TypeError(f"Invalid {name}: an 8-bit state with {param_name} of dtype float64 "
                         f"(expected a float32, bfloat16 or float16 {param_name}: 8-bit states "

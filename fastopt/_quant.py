@@ -28,7 +28,7 @@ _K = {"dynamic": q8.K_DYNAMIC, "fp8": q8.K_FP8}
 
 def n_blocks(size: int) -> int:
     """The number of absmax values of a state of ``size`` elements."""
-    return -(-size // BLOCK)
+    return -(-size // int(BLOCK))
 
 
 def kernel_format(format: str, signed: bool) -> str:
@@ -110,6 +110,14 @@ class State8bit:
         assert f is not None and c is not None, "codes with gaps: not a valid state"
         f[...] = dequantize(c, np.asarray(self.absmax), self.format, self.signed)
         return out
+
+    def copy(self) -> State8bit:
+        """A copy with its own codes and absmax (the codes' layout kept)."""
+        codes = np.asarray(self.codes)
+        new = np.empty_like(codes)  # order "K": the same layout
+        new[...] = codes
+        return State8bit(new, np.array(self.absmax, copy=True), signed=self.signed,
+                         format=self.format)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -216,8 +216,9 @@ def _blockwise(body, q8, fmt, result_index):
     out += ["        for j in range(w):", "            i = lo + j"]
     out += ["    " + line for line in body]
     for s in q8:
-        out += [f"            q_{s}[j] = r[{result_index[s]}]",
-                f"            a_{s} = _u32(_f32(r[{result_index[s]}]).view(_u32) & _u32(0x7FFFFFFF))",
+        r = f"r[{result_index[s]}]"
+        out += [f"            q_{s}[j] = {r}",
+                f"            a_{s} = _u32(_f32({r}).view(_u32) & _u32(0x7FFFFFFF))",
                 f"            m_{s} = a_{s} if a_{s} > m_{s} else m_{s}"]
     for s in q8:
         f = fmt[s]
