@@ -68,10 +68,15 @@ class State8bit:
                  format: str = "dynamic") -> None:
         if not isinstance(signed, (bool, np.bool_)):
             raise TypeError(f"Invalid signed: {signed!r} (expected True or False)")
-        self.codes = codes
-        self.absmax = absmax
-        self.signed = bool(signed)
-        self.format = check_format(format)
+        set_ = object.__setattr__  # read-only afterwards: an optimizer that checked the
+        set_(self, "codes", codes)  # state may rely on it holding the same arrays
+        set_(self, "absmax", absmax)
+        set_(self, "signed", bool(signed))
+        set_(self, "format", check_format(format))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"State8bit.{name} is read-only (write into the arrays, or make "
+                             f"a new State8bit)")
 
     @classmethod
     def zeros(cls, like: Any, *, signed: bool, format: str = "dynamic") -> State8bit:

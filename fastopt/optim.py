@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import _validate as check
-from . import _generic, _storage
+from . import _generic, _quant, _storage
 from ._algorithms import ALGORITHMS, active_states
 from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import CLIP_EPS, StepResult, check_options, grad_stats, numba_disabled, update
@@ -150,12 +150,14 @@ def _ema_decay(group: dict[str, Any]) -> float | None:
 # -- how 16-bit parameters and their states are stored ----------------------------------------
 
 PARAM_ROUNDINGS = ("nearest", "stochastic", "kahan")
-_STATE_DTYPES = ("float32", "bfloat16")
+_STATE_DTYPES = ("float32", "bfloat16", "8bit")
+# What a group with state_dtype="8bit" keeps a state in (see _Storage.dtypes): a State8bit.
+Q8 = "8bit"
 
 
 def state_dtype_name(value: Any) -> str | None:
-    """``state_dtype`` as a name: None (each state in its parameter's dtype), "float32" or
-    "bfloat16"; taken as a name, a NumPy or ml_dtypes dtype, or a torch dtype."""
+    """``state_dtype`` as a name: None (each state in its parameter's dtype), "float32",
+    "bfloat16" or "8bit"; taken as a name, a NumPy or ml_dtypes dtype, or a torch dtype."""
     if value is None:
         return None
     name = value if isinstance(value, str) else str(value).removeprefix("torch.") if (
@@ -166,15 +168,16 @@ def state_dtype_name(value: Any) -> str | None:
         except TypeError:
             name = None
     if name not in _STATE_DTYPES:
-        raise ValueError(f"Invalid state_dtype: {value!r} (expected None, 'float32' or "
-                         f"'bfloat16')")
+        raise ValueError(f"Invalid state_dtype: {value!r} (expected None, 'float32', "
+                         f"'bfloat16' or '8bit')")
     return name
 
 
 def storage_options(group: dict[str, Any]) -> tuple[str | None, bool, str, int]:
     """A parameter group's storage options, checked: (state dtype name or None,
-    master_weights, param_rounding, seed)."""
+    master_weights, param_rounding, seed); also the 8-bit options (q8_options)."""
     name = state_dtype_name(group.get("state_dtype"))
+    q8_options(group)
     master = check.flag("master_weights", group.get("master_weights", False))
     rounding = group.get("param_rounding", "nearest")
     if not isinstance(rounding, str) or rounding not in PARAM_ROUNDINGS:
@@ -188,6 +191,17 @@ def storage_options(group: dict[str, Any]) -> tuple[str | None, bool, str, int]:
             not 0 <= int(seed) < 2**64:
         raise ValueError(f"Invalid seed: {seed!r} (expected an integer from 0 to 2**64 - 1)")
     return name, master, rounding, int(seed)
+
+
+def q8_options(group: dict[str, Any]) -> tuple[str, int]:
+    """A group's 8-bit options, checked: ``state_format`` ("dynamic": bitsandbytes' maps,
+    "fp8": fastopt's 8-bit floats) and ``min_8bit_size`` (smaller tensors keep float32
+    states, as bitsandbytes does: 4096 by default)."""
+    fmt = _quant.check_format(group.get("state_format", "dynamic"))
+    size = group.get("min_8bit_size", 4096)
+    if type(size) is bool or not isinstance(size, (int, np.integer)) or size < 0:
+        raise ValueError(f"Invalid min_8bit_size: {size!r} (expected an integer >= 0)")
+    return fmt, int(size)
 
 
 def _numpy_dtype(name: str) -> np.dtype[Any]:
@@ -206,11 +220,16 @@ class _Storage:
     """A group's storage options, checked: the state dtype (None: the parameter's),
     master weights, how 16-bit parameters are rounded, and the seed of stochastic rounding."""
 
-    __slots__ = ("state_dtype", "master", "rounding", "seed")
+    __slots__ = ("state_dtype", "master", "rounding", "seed", "q8", "min_8bit_size")
 
     def __init__(self, group: dict[str, Any]) -> None:
         name, self.master, self.rounding, self.seed = storage_options(group)
-        self.state_dtype = None if name is None else _numpy_dtype(name)
+        # 8-bit states: their format (None: not 8-bit), and the size below which a tensor's
+        # states stay float32.
+        self.q8 = q8_options(group)[0] if name == Q8 else None
+        self.min_8bit_size = q8_options(group)[1]
+        self.state_dtype = None if name is None else np.dtype(np.float32) if name == Q8 \
+            else _numpy_dtype(name)
 
     def dtypes(self, p: np.ndarray) -> dict[str, np.dtype[Any]]:
         """The dtype each state array of ``p`` must have (algorithm states and the EMA under
@@ -222,7 +241,10 @@ class _Storage:
         # By default states take the parameter's dtype, as in torch; with master weights,
         # the master's (float32).
         default = np.dtype(np.float32) if narrow and self.master else p.dtype
-        out = {"state": default if self.state_dtype is None else self.state_dtype}
+        out: dict[str, Any] = {"state": default if self.state_dtype is None else
+                               self.state_dtype}
+        if self.q8 is not None and p.size >= self.min_8bit_size:
+            out["state"] = Q8
         if narrow and self.master:
             out["master"] = np.dtype(np.float32)
         if narrow and self.rounding == "kahan":
@@ -231,8 +253,9 @@ class _Storage:
 
     def plain(self, p: np.ndarray) -> bool:
         """Whether ``p`` is stepped as float32/float64 with its states in its own dtype."""
-        return not _storage.storage(p.dtype) and (
+        return not _storage.storage(p.dtype) and self.q8 is None and (
             self.state_dtype is None or self.state_dtype == p.dtype)
+
 
     def store(self, p: np.ndarray, d: dict[str, Any], index: int) -> dict[str, Any]:
         """The functional API's storage keywords for parameter ``index`` (state ``d``)."""
@@ -248,6 +271,41 @@ class _Storage:
             out.update(rounding="stochastic",
                        seed=(self.seed + index * 0x9E3779B97F4A7C15) % 2**64)
         return out
+
+
+def state_want(algorithm: str, name: str, wants: dict[str, Any]) -> Any:
+    """What the state ``name`` must be, from a parameter's ``_Storage.dtypes``: a dtype, Q8
+    (a State8bit), or None (no such state). Parameter values (Schedule-Free's z, ASGD's
+    average) and the weight EMA stay float32 in 8-bit groups."""
+    want = wants.get(name if name in EXTRA_STATES[1:] else "state")
+    if want is Q8 and (name == "ema" or SPECS[algorithm].state(name).kind == "weights"):
+        return np.dtype(np.float32)
+    return want
+
+
+def _check_8bit(algorithm: str, name: str, what: str, a: Any, p: np.ndarray,
+                fmt: str | None, i: int) -> None:
+    """A class's 8-bit state ``a`` of parameter ``p``: a State8bit of the group's format and
+    the state's sign, codes laid out as ``p``, one absmax per block."""
+    signed = SPECS[algorithm].state(name).kind == "signed"
+    if type(a) is not _quant.State8bit or a.format != fmt or a.signed != signed:
+        got = repr(a) if type(a) is _quant.State8bit else type(a).__name__
+        raise ValueError(f"Invalid {what}: {got} (expected a State8bit of format {fmt!r}, "
+                         f"signed={signed}, for params[{i}]: its group has state_dtype='8bit')")
+    codes, absmax = a.codes, a.absmax
+    if type(codes) is not np.ndarray or codes.dtype != np.uint8 or codes.shape != p.shape:
+        raise ValueError(f"Invalid {what}.codes: {check._describe(codes)} "
+                         f"{np.shape(codes)} (expected uint8 {p.shape}, for params[{i}])")
+    if not (codes.flags.c_contiguous and p.flags.c_contiguous) and not same_strides(
+            codes.strides, tuple(x // p.itemsize for x in p.strides), p.shape):
+        raise ValueError(f"Invalid {what}.codes: strides {codes.strides} (expected the memory "
+                         f"layout of params[{i}])")
+    blocks = _quant.n_blocks(p.size)
+    if type(absmax) is not np.ndarray or absmax.dtype != np.float32 or \
+            absmax.shape != (blocks,) or not absmax.flags.c_contiguous:
+        raise ValueError(f"Invalid {what}.absmax: {check._describe(absmax)} "
+                         f"{np.shape(absmax)} (expected contiguous float32 ({blocks},), for "
+                         f"params[{i}])")
 
 
 _NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
@@ -307,8 +365,14 @@ class _Plan:
                     row.append(pa)
                     continue
                 what = f"state[{i}][{n!r}]"
+                want = state_want(opt.algorithm, n, wants)
+                if want is Q8:
+                    _check_8bit(opt.algorithm, n, what, a, p, storages[group_of[i]].q8, i)
+                    spans.add(what, a.codes)
+                    spans.add(f"{what}.absmax", a.absmax)
+                    row.append(base_address(a.codes))
+                    continue
                 _check_array(what, a)
-                want = wants.get(n if n in EXTRA_STATES[1:] else "state")
                 if want is None:
                     raise ValueError(f"Invalid {what}: an array for params[{i}] of dtype "
                                      f"{_storage.name(p.dtype)} (expected none: it is kept "
@@ -344,7 +408,8 @@ class _Plan:
         self.launch_cache: dict[tuple[int, int, int], tuple[list[int], list[Any]]] = {}
         self.options = _storage_keys(opt)
         self.planned: list[np.ndarray] = [
-            a for a in itertools.chain(params, *self.arrays.values()) if a is not None]
+            x for a in itertools.chain(params, *self.arrays.values()) if a is not None
+            for x in ((a.codes, a.absmax) if type(a) is _quant.State8bit else (a,))]
         self.geometry = _geometry(self.planned)
 
     def has_states(self, active: tuple[str, ...]) -> bool:
@@ -416,10 +481,11 @@ class _Plan:
                 and list(map(_DTYPE, planned)) == dtypes)
 
 
-def _storage_keys(opt: "Optimizer") -> list[tuple[Any, Any, Any]]:
+def _storage_keys(opt: "Optimizer") -> list[tuple[Any, ...]]:
     """Each group's storage options as given (a plan checked the states against them)."""
     return [(g.get("state_dtype"), g.get("master_weights", False),
-             g.get("param_rounding", "nearest")) for g in opt.param_groups]
+             g.get("param_rounding", "nearest"), g.get("state_format", "dynamic"),
+             g.get("min_8bit_size", 4096)) for g in opt.param_groups]
 
 
 def _extra_states(storage: _Storage) -> tuple[str, ...]:
@@ -477,7 +543,8 @@ class Optimizer:
                  backend: str = "auto", multi_tensor: bool = True,
                  ema_decay: float | None = None, state_dtype: Any = None,
                  master_weights: bool = False, param_rounding: str = "nearest",
-                 seed: int = 0) -> None:
+                 seed: int = 0, state_format: str = "dynamic",
+                 min_8bit_size: int = 4096) -> None:
         if not isinstance(backend, str):
             raise TypeError(f"Invalid backend: {backend!r} (expected a backend name)")
         if backend not in ("auto", "numba", "numpy"):
@@ -488,7 +555,8 @@ class Optimizer:
         self.defaults = {**defaults, "ema_decay": ema_decay,
                          "state_dtype": state_dtype_name(state_dtype),
                          "master_weights": master_weights, "param_rounding": param_rounding,
-                         "seed": seed}
+                         "seed": seed, "state_format": state_format,
+                         "min_8bit_size": min_8bit_size}
         # Whether swap_ema() has put the EMA weights in the parameters (step() refuses then).
         self.ema_swapped = False
         self.param_groups: list[dict[str, Any]] = []
@@ -552,8 +620,16 @@ class Optimizer:
         return check_options(self.algorithm, functional_options(self.algorithm, group))
 
     def _new_state(self, name: str, p: np.ndarray, group: dict[str, Any],
-                   dtype: np.dtype[Any] | None = None) -> np.ndarray:
+                   dtype: Any = None) -> Any:
         spec = SPECS[self.algorithm]
+        if dtype is Q8:  # torch's initial value, quantized
+            signed = spec.state(name).kind == "signed"
+            fmt = q8_options(group)[0]
+            init = spec.initial(name, group)
+            if init == 0:
+                return _quant.State8bit.zeros(p, signed=signed, format=fmt)
+            return _quant.State8bit.quantize(np.full(p.shape, init, np.float32), signed=signed,
+                                             format=fmt)
         if dtype is None or _same_dtype(dtype, p.dtype):
             return spec.initial_array(name, p, group)
         out = _zeros_as(p, dtype)  # the value set in the state's dtype (rounded once)
@@ -772,7 +848,8 @@ class Optimizer:
                             created.append((index, "step"))
                         wants = _Storage(group).dtypes(p)
                         for n in [n for n in active if d.get(n) is None]:
-                            d[n] = self._new_state(n, p, group, wants["state"])
+                            d[n] = self._new_state(n, p, group,
+                                                   state_want(self.algorithm, n, wants))
                             created.append((index, n))
                             if n in fresh_names:
                                 fresh.add(index)
@@ -784,7 +861,7 @@ class Optimizer:
                                 created.append((index, n))
                         if decay is not None and d.get("ema") is None:
                             # the first update copies the parameter
-                            d["ema"] = _zeros_as(p, wants["state"])
+                            d["ema"] = _zeros_as(p, state_want(self.algorithm, "ema", wants))
                             created.append((index, "ema"))
                             fresh_ema.add(index)
                         for n in ("master", "compensation"):
@@ -928,8 +1005,8 @@ class Optimizer:
             groups.append({**{k: v for k, v in g.items() if k != "params"},
                            "params": list(range(first, first + n))})
             first += n
-        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-                 for i, s in self.state.items()}
+        state = {i: {k: (v.copy() if isinstance(v, (np.ndarray, _quant.State8bit)) else v)
+                     for k, v in s.items()} for i, s in self.state.items()}
         return {"format": _FORMAT, "format_version": FORMAT_VERSION,
                 "optimizer": type(self).__name__, "state": state, "param_groups": groups,
                 "ema_swapped": self.ema_swapped}
@@ -1020,7 +1097,18 @@ class Optimizer:
                     wants = _Storage(checked[group_of[i]][0]).dtypes(p)
                 except (TypeError, ValueError) as e:
                     raise bad(str(e)) from None
-                want = wants.get(key if key in EXTRA_STATES[1:] else "state")
+                want = state_want(self.algorithm, key, wants)
+                if want is Q8:
+                    try:
+                        _check_8bit(self.algorithm, key, f"state[{i}][{key!r}]", v, p,
+                                    _Storage(checked[group_of[i]][0]).q8, i)
+                    except ValueError as e:
+                        raise bad(str(e)) from None
+                    codes = _zeros_as(p, np.dtype(np.uint8))  # the parameter's layout
+                    codes[...] = v.codes
+                    new[key] = _quant.State8bit(codes, v.absmax.copy(), signed=v.signed,
+                                                format=v.format)
+                    continue
                 if want is None or type(v) is not np.ndarray or not _same_dtype(
                         v.dtype, want) or v.shape != p.shape:
                     what = (f"array of {_storage.name(v.dtype)} {v.shape}"
@@ -1043,10 +1131,16 @@ class Optimizer:
         arrays: dict[str, np.ndarray] = {}
         steps = {}
         bfloat16 = []  # NumPy files have no bfloat16: stored as uint16 bit patterns
+        eight_bit: dict[str, Any] = {}
         for i, s in sd["state"].items():
             steps[str(i)] = s["step"]
             for k, v in s.items():
-                if k != "step":
+                if type(v) is _quant.State8bit:  # codes and absmax, described in meta
+                    arrays[f"state/{i}/{k}"] = v.codes
+                    arrays[f"state/{i}/{k}.absmax"] = v.absmax
+                    eight_bit[f"state/{i}/{k}"] = {"format": v.format, "signed": v.signed,
+                                                   "block": _quant.BLOCK}
+                elif k != "step":
                     if _storage.storage(v.dtype) == "bf16":
                         v = _storage.bits(v)
                         bfloat16.append(f"state/{i}/{k}")
@@ -1056,6 +1150,8 @@ class Optimizer:
         meta["steps"] = steps
         if bfloat16:
             meta["bfloat16"] = bfloat16
+        if eight_bit:
+            meta["8bit"] = eight_bit
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_scalar).encode(),
                                        np.uint8)
         path = os.fspath(path)
@@ -1112,11 +1208,21 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             state: dict[int, dict[str, Any]] = {
                 int(i): {"step": step} for i, step in meta.pop("steps").items()}
             bfloat16 = set(meta.pop("bfloat16", []))
+            eight_bit = meta.pop("8bit", {})
             for key in f.files:
-                if key.startswith("state/"):
+                if key.startswith("state/") and not (key.endswith(".absmax")
+                                                     and key[:-7] in eight_bit):
                     _, i, name = key.split("/", 2)
                     a = f[key]
-                    if key in bfloat16:
+                    if key in eight_bit:
+                        info = eight_bit[key]
+                        if info.get("block") != _quant.BLOCK:
+                            raise ValueError(f"{key} has blocks of {info.get('block')!r} "
+                                             f"elements (this version of fastopt reads "
+                                             f"{_quant.BLOCK})")
+                        a = _quant.State8bit(a, f[key + ".absmax"], signed=info["signed"],
+                                             format=info["format"])
+                    elif key in bfloat16:
                         if a.dtype != np.uint16:
                             raise ValueError(f"{key} holds {a.dtype} (expected uint16 bits)")
                         a = a.view(_numpy_dtype("bfloat16"))
@@ -1143,6 +1249,7 @@ class SGD(Optimizer):
                  maximize: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
@@ -1150,7 +1257,8 @@ class SGD(Optimizer):
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class Adam(Optimizer):
@@ -1164,12 +1272,14 @@ class Adam(Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class AdamW(Optimizer):
@@ -1183,12 +1293,14 @@ class AdamW(Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class RMSprop(Optimizer):
@@ -1201,13 +1313,15 @@ class RMSprop(Optimizer):
                  centered: bool = False, *, maximize: bool = False,
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
-                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
+                 param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class Adagrad(Optimizer):
@@ -1221,14 +1335,16 @@ class Adagrad(Optimizer):
                  eps: float = 1e-10, *, maximize: bool = False,
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
-                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
+                 param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class Adadelta(Optimizer):
@@ -1241,12 +1357,14 @@ class Adadelta(Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class Adamax(Optimizer):
@@ -1259,13 +1377,15 @@ class Adamax(Optimizer):
                  weight_decay: float = 0.0, *, maximize: bool = False,
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
-                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
+                 param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class Lion(Optimizer):
@@ -1279,13 +1399,15 @@ class Lion(Optimizer):
                  maximize: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class RAdam(Optimizer):
@@ -1300,6 +1422,7 @@ class RAdam(Optimizer):
                  maximize: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -1307,7 +1430,8 @@ class RAdam(Optimizer):
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class NAdam(Optimizer):
@@ -1323,6 +1447,7 @@ class NAdam(Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
@@ -1330,7 +1455,8 @@ class NAdam(Optimizer):
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class ASGD(Optimizer):
@@ -1344,13 +1470,15 @@ class ASGD(Optimizer):
                  maximize: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                                       weight_decay=weight_decay, maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class Rprop(Optimizer):
@@ -1364,12 +1492,14 @@ class Rprop(Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class ADOPT(Optimizer):
@@ -1384,14 +1514,16 @@ class ADOPT(Optimizer):
                  decouple: bool = False, *, maximize: bool = False,
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
-                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
+                 param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class AdEMAMix(Optimizer):
@@ -1407,7 +1539,8 @@ class AdEMAMix(Optimizer):
                  weight_decay: float = 1e-2, *, maximize: bool = False,
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
-                 param_rounding: str = "nearest", seed: int = 0, backend: str = "auto",
+                 param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096, backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
@@ -1416,7 +1549,8 @@ class AdEMAMix(Optimizer):
                                       maximize=maximize),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class _ScheduleFree(Optimizer):
@@ -1484,6 +1618,7 @@ class AdamWScheduleFree(_ScheduleFree):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
@@ -1491,7 +1626,8 @@ class AdamWScheduleFree(_ScheduleFree):
                                       train_mode=True),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)
 
 
 class SGDScheduleFree(_ScheduleFree):
@@ -1506,6 +1642,7 @@ class SGDScheduleFree(_ScheduleFree):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
@@ -1513,4 +1650,5 @@ class SGDScheduleFree(_ScheduleFree):
                                       train_mode=True),
                          backend=backend, multi_tensor=multi_tensor, ema_decay=ema_decay,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         param_rounding=param_rounding, seed=seed)
+                         param_rounding=param_rounding, seed=seed,
+                         state_format=state_format, min_8bit_size=min_8bit_size)

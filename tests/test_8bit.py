@@ -475,3 +475,129 @@ def test_read_only_and_weights_states_are_rejected():
         State8bit.zeros(p, signed=True, format="int8")
     with pytest.raises(TypeError, match="Invalid backend"):
         fastopt.adam_step(p, g, *_arrays()[2:], step=1, backend="numba-cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer classes: state_dtype="8bit"
+
+
+def _model(seed=15):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((40, 128)).astype(np.float32),
+            np.asfortranarray(rng.standard_normal((64, 80)).astype(np.float32)),
+            rng.standard_normal(100).astype(np.float32)]
+
+
+def _like(p, rng):
+    """Random gradients laid out as ``p``."""
+    g = np.empty_like(p)
+    g[...] = rng.standard_normal(p.shape)
+    return g
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_classes_step_as_the_functional_api_does(fmt):
+    params = _model()
+    ref = [p.copy(order="K") for p in params]
+    opt = fastopt.AdamW(params, lr=1e-2, state_dtype="8bit", state_format=fmt,
+                        min_8bit_size=1000)
+    states = [(State8bit.zeros(p, signed=True, format=fmt),
+               State8bit.zeros(p, signed=False, format=fmt)) if p.size >= 1000 else
+              (np.zeros_like(p), np.zeros_like(p)) for p in ref]
+    rng = np.random.default_rng(16)
+    for t in range(1, 6):
+        grads = [_like(p, rng) for p in params]
+        opt.step(grads)
+        for p, g, (m, v) in zip(ref, grads, states):
+            fastopt.adamw_step(p, g, m, v, step=t, lr=1e-2)
+    for k, (p, q) in enumerate(zip(params, ref)):
+        np.testing.assert_array_equal(p, q)
+        m = opt.state[k]["exp_avg"]
+        if params[k].size >= 1000:  # 8-bit, laid out as the parameter
+            assert type(m) is State8bit and m.format == fmt
+            assert m.codes.strides == tuple(s // 4 for s in params[k].strides)
+            np.testing.assert_array_equal(m.codes, states[k][0].codes)
+        else:  # below min_8bit_size: float32, as bitsandbytes keeps small tensors
+            assert m.dtype == np.float32
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_class_checkpoints_round_trip_bit_exactly(fmt, tmp_path):
+    params = _model()
+    opt = fastopt.Adam(params, lr=1e-2, state_dtype="8bit", state_format=fmt,
+                       min_8bit_size=0, amsgrad=True)
+    rng = np.random.default_rng(17)
+    for _ in range(3):
+        opt.step([_like(p, rng) for p in params])
+    opt.save(tmp_path / "ckpt.npz")
+    copies = [p.copy(order="K") for p in params]
+    other = fastopt.Adam(copies, lr=1e-2, state_dtype="8bit", state_format=fmt,
+                         min_8bit_size=0, amsgrad=True)
+    other.load(tmp_path / "ckpt.npz")
+    for k in range(len(params)):
+        for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            a, b = opt.state[k][name], other.state[k][name]
+            np.testing.assert_array_equal(a.codes, b.codes)
+            np.testing.assert_array_equal(a.absmax.view(np.uint32), b.absmax.view(np.uint32))
+            assert b.codes.strides == a.codes.strides and (a.signed, a.format) == (b.signed,
+                                                                                   b.format)
+    grads = [_like(p, rng) for p in params]
+    opt.step(grads)
+    other.step(grads)
+    for p, q in zip(params, copies):
+        np.testing.assert_array_equal(p, q)
+    # state_dict and load_state_dict too, into a fresh optimizer
+    third = fastopt.Adam([p.copy(order="K") for p in params], lr=1e-2, state_dtype="8bit",
+                         state_format=fmt, min_8bit_size=0, amsgrad=True)
+    third.load_state_dict(opt.state_dict())
+    np.testing.assert_array_equal(third.state[0]["exp_avg"].codes, opt.state[0]["exp_avg"].codes)
+
+
+def test_class_rejects_8bit_states_that_do_not_fit(tmp_path):
+    params = _model()[:1]
+    opt = fastopt.Adam(params, state_dtype="8bit", min_8bit_size=0)
+    g = [np.ones_like(params[0])]
+    opt.step(g)
+    before = params[0].copy()
+    good = opt.state[0]["exp_avg"]
+    for bad, match in [
+        (State8bit.zeros(params[0], signed=True, format="fp8"), "expected a State8bit of "
+                                                                  "format 'dynamic'"),
+        (State8bit.zeros(params[0], signed=False), "signed=True"),
+        (np.zeros_like(params[0]), "expected a State8bit"),
+        (State8bit(good.codes, good.absmax[:-1], signed=True), r"exp_avg'\]\.absmax"),
+        (State8bit(np.zeros((40, 127), np.uint8), good.absmax, signed=True),
+         r"exp_avg'\]\.codes"),
+    ]:
+        opt.state[0]["exp_avg"] = bad
+        with pytest.raises(ValueError, match=match):
+            opt.step(g)
+        np.testing.assert_array_equal(params[0], before)
+    opt.state[0]["exp_avg"] = good
+    with pytest.raises(AttributeError, match="read-only"):
+        good.codes = np.zeros_like(good.codes)
+    opt.step(g)
+    # A checkpoint whose group asks for 8-bit states but holds float32 ones is refused.
+    plain = fastopt.Adam([p.copy() for p in params])
+    plain.step(g)
+    sd = plain.state_dict()
+    sd["param_groups"][0].update(state_dtype="8bit", min_8bit_size=0)
+    with pytest.raises(ValueError, match="expected a State8bit"):
+        opt.load_state_dict(sd)
+    # A checkpoint with another block size is refused.
+    opt.save(tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as f:
+        files = {k: f[k] for k in f.files}
+    meta = bytes(files["meta"]).decode().replace('"block": 256', '"block": 2048')
+    files["meta"] = np.frombuffer(meta.encode(), np.uint8)
+    np.savez(tmp_path / "d.npz", **files)
+    with pytest.raises(ValueError, match="blocks of 2048"):
+        opt.load(tmp_path / "d.npz")
+
+
+def test_8bit_state_memory_in_a_class():
+    p = np.zeros(1 << 18, np.float32)
+    opt = fastopt.Adam([p], state_dtype="8bit", state_format="fp8")
+    opt.step([np.ones_like(p)])
+    state = sum(opt.state[0][n].nbytes for n in ("exp_avg", "exp_avg_sq"))
+    assert state / (2 * p.nbytes) <= 0.27
