@@ -11,6 +11,8 @@ numba backend, ``fastopt.adam_step``, one variant per storage layout (bytes move
 - bfloat16 parameters and gradients, float32 states (22 B);
 - master weights: float32 master and states, bfloat16 parameter (written only) and gradient
   (28 B), and the same with bfloat16 states (20 B);
+- 8-bit blockwise states (fastopt.State8bit, fp8 and dynamic codes) with float32 (16.06 B)
+  or bfloat16 (10.06 B) parameters and gradients;
 - torch's fused CPU Adam on bfloat16 parameters (states in the parameter's dtype), and on
   float32, when torch is installed.
 
@@ -35,7 +37,7 @@ from fastopt._numba_backend import PARALLEL_MIN_SIZE
 from fastopt.kernels.cpu import roofline_kernel, roofline_master_kernel
 
 
-def variants(n: int, seed: int = 0) -> dict[str, tuple[int, Callable[[], None],
+def variants(n: int, seed: int = 0) -> dict[str, tuple[float, Callable[[], None],
                                                         Callable[[], None]]]:
     """name -> (bytes per element, fastopt step, same-traffic roofline call), on fresh
     arrays of ``n`` elements."""
@@ -57,6 +59,16 @@ def variants(n: int, seed: int = 0) -> dict[str, tuple[int, Callable[[], None],
         def run() -> None:
             step[0] += 1
             fastopt.adam_step(p, g, m, v, step=step[0], lr=1e-6, **extra)
+        return run
+
+    def adam8(p_dtype: Any, fmt: str) -> Callable[[], None]:
+        p, g = p32.astype(p_dtype), g32.astype(p_dtype)
+        m = fastopt.State8bit.zeros(p, signed=True, format=fmt)
+        v = fastopt.State8bit.zeros(p, signed=False, format=fmt)
+
+        def run() -> None:
+            step[0] += 1
+            fastopt.adam_step(p, g, m, v, step=step[0], lr=1e-6)
         return run
 
     def roof(p_dtype: Any, s_dtype: Any, n_state: int = 2) -> Callable[[], None]:
@@ -81,6 +93,12 @@ def variants(n: int, seed: int = 0) -> dict[str, tuple[int, Callable[[], None],
         "bf16 param+grad, f32 states": (22, adam(bf16, f32), roof(u16, f32)),
         "master weights, f32 states": (28, adam(bf16, f32, master=True), roof_master(f32)),
         "master weights, bf16 states": (20, adam(bf16, bf16, master=True), roof_master(u16)),
+        # 8-bit states: 1 B read and written per state, plus 2 x 8 B of absmax per 256.
+        "f32 param+grad, 8-bit fp8": (16.06, adam8(f32, "fp8"), roof(f32, np.uint8)),
+        "f32 param+grad, 8-bit dynamic": (16.06, adam8(f32, "dynamic"), roof(f32, np.uint8)),
+        "bf16 param+grad, 8-bit fp8": (10.06, adam8(bf16, "fp8"), roof(u16, np.uint8)),
+        "bf16 param+grad, 8-bit dynamic": (10.06, adam8(bf16, "dynamic"),
+                                           roof(u16, np.uint8)),
     }
 
 
@@ -134,7 +152,7 @@ def main() -> None:
         ratio = paired_ratio(times, name, f"roofline {name}") if binds == "roofline" \
             else med[name] / comp_s
         speed = paired_ratio(times, "float32", name)
-        print(f"  {name:30s} {nbytes:4d} {med[name] * 1e3:8.2f} {speed:8.2f} "
+        print(f"  {name:30s} {nbytes:4g} {med[name] * 1e3:8.2f} {speed:8.2f} "
               f"{roof_s * 1e3:8.2f}  {comp_s * 1e3:7.2f}  {binds:9s} {ratio:5.2f}")
         rec = dict(variant=name, bytes_per_element=nbytes, ms=med[name] * 1e3,
                    float32_over_this=speed, roofline_ms=roof_s * 1e3,

@@ -67,6 +67,7 @@ class Case:
     # Scalar states (NAdam's mu_product, ...), 0-d arrays updated in place.
     scalars: dict[str, np.ndarray] = field(default_factory=dict)
     state_dtype: np.dtype | None = None  # None: the param's
+    q8: str | None = None  # the format of 8-bit states ("8bit-fp8", "8bit-dynamic")
 
     @classmethod
     def make(cls, algorithm: str, size: int, dtype: Any = np.float32,
@@ -75,6 +76,9 @@ class Case:
         options = dict(DEFAULT_OPTIONS[algorithm] if options is None else options)
         rng = np.random.default_rng(seed)
         dtype = numpy_dtype(dtype)
+        q8 = None
+        if isinstance(state_dtype, str) and state_dtype.startswith("8bit-"):
+            q8, state_dtype = state_dtype[5:], None
         sdtype = None if state_dtype is None else numpy_dtype(state_dtype)
         if sdtype is not None and sdtype == dtype and sdtype.name == dtype.name:
             sdtype = None
@@ -82,29 +86,42 @@ class Case:
         grad = (rng.standard_normal(size, dtype=np.float32) * 1e-3).astype(dtype)
         active = active_states(algorithm, options)
         spec = SPECS[algorithm]
-        states = {s: (spec.initial_array(s, param).astype(sdtype or dtype) if s in active
-                      else None) for s in ALGORITHMS[algorithm][1]}
+        states: dict[str, Any] = {
+            s: (spec.initial_array(s, param).astype(sdtype or dtype) if s in active
+                else None) for s in ALGORITHMS[algorithm][1]}
+        if q8 is not None:  # 8-bit states, but parameter values (Schedule-Free's z) stay
+            from ._quant import State8bit
+
+            for s in spec.states:
+                if states[s.name] is not None and s.kind != "weights":
+                    states[s.name] = State8bit.quantize(states[s.name], format=q8,
+                                                        signed=s.kind == "signed")
         narrow = dtype.itemsize == 2 or (sdtype is not None and sdtype.itemsize == 2)
         scalars = spec.initial_scalars(options, np.float32 if narrow else dtype)
         return cls(algorithm, size, dtype, options, param, grad, states, scalars=scalars,
-                   state_dtype=sdtype)
+                   state_dtype=sdtype, q8=q8)
 
     @property
     def nbytes(self) -> int:
+        if self.q8 is not None:  # each state read and written: its codes and absmax
+            return 2 * self.param.nbytes + self.grad.nbytes + 2 * sum(
+                a.nbytes for a in self.states.values() if a is not None)
         return self.size * bytes_per_element(self.algorithm, self.options, self.dtype,
                                              self.state_dtype)
 
     @property
     def label(self) -> str:
         """The dtype, and the states' when they differ: "bfloat16", "bfloat16/float32"."""
+        if self.q8 is not None:
+            return f"{self.dtype.name}/8bit-{self.q8}"
         return self.dtype.name + ("" if self.state_dtype is None
                                   else f"/{self.state_dtype.name}")
 
     @property
     def working_set_bytes(self) -> int:
         """The bytes of every array the update touches (param, grad, states)."""
-        return self.size * sum(a.itemsize for a in (self.param, self.grad,
-                                                     *self.states.values()) if a is not None)
+        return sum(a.nbytes for a in (self.param, self.grad, *self.states.values())
+                   if a is not None)
 
     def fastopt(self, backend: str = "auto") -> Callable[[], None]:
         fn = ALGORITHMS[self.algorithm][0]
@@ -125,7 +142,7 @@ class Case:
         def plain(a: np.ndarray) -> np.ndarray:  # 16-bit arrays as their uint16 bits
             return a.view(np.uint16) if a.itemsize == 2 else a
 
-        active = tuple(a for a in self.states.values() if a is not None)
+        active = tuple(getattr(a, "codes", a) for a in self.states.values() if a is not None)
         par = self.size >= PARALLEL_MIN_SIZE
         kernel = roofline_kernel(len(active), par)
         # adding zeros keeps values fixed
@@ -145,7 +162,7 @@ class Case:
             import torch
         except ImportError:
             return None
-        if self.state_dtype is not None:  # torch keeps states in the parameter's dtype
+        if self.state_dtype is not None or self.q8 is not None:  # torch: the param's dtype
             return None
         dtype = getattr(torch, self.dtype.name)
         p = torch.nn.Parameter(torch.from_numpy(self.param.astype(np.float64)).to(dtype))
@@ -247,7 +264,7 @@ def run_bench(backends: list[str], algorithms: list[str], sizes: tuple[int, ...]
                 for b in backends:
                     rec: dict[str, Any] = dict(
                         backend=b, algorithm=algorithm, dtype=first.label, size=size,
-                        bytes_per_element=first.nbytes // size,
+                        bytes_per_element=round(first.nbytes / size, 2),
                         seconds=med[b], gbps=first.nbytes / med[b] / 1e9,
                         roofline_fraction=paired_ratio(times, "roofline", b),
                         roofline_gbps=first.nbytes / med["roofline"] / 1e9,

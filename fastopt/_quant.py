@@ -63,6 +63,10 @@ class State8bit:
     """
 
     __slots__ = ("codes", "absmax", "signed", "format")
+    codes: Any
+    absmax: Any
+    signed: bool
+    format: str
 
     def __init__(self, codes: Any, absmax: Any, *, signed: bool,
                  format: str = "dynamic") -> None:

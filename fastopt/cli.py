@@ -257,11 +257,16 @@ def demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     storage: dict[str, Any] = {}
     if args.state_dtype:
         storage["state_dtype"] = args.state_dtype
+    if args.state_format != "dynamic":
+        if args.state_dtype != "8bit":
+            parser.error("--state-format applies to --state-dtype 8bit")
+        storage["state_format"] = args.state_format
     if args.master_weights:
         storage["master_weights"] = True
     if args.param_rounding != "nearest":
         storage["param_rounding"] = args.param_rounding
-    if storage and args.dtype == "float32" and set(storage) != {"state_dtype"}:
+    if storage and args.dtype == "float32" and not set(storage) <= {"state_dtype",
+                                                                     "state_format"}:
         parser.error("--master-weights and --param-rounding apply to 16-bit parameters "
                      "(--dtype bfloat16 or float16)")
     if args.dtype != "float32" or storage:
@@ -319,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=["float32"],
                    help="comma-separated parameter and gradient dtypes, from float32, float64, "
                         "bfloat16, float16 (default float32)")
-    b.add_argument("--state-dtype", choices=["float32", "bfloat16"],
-                   help="the states' dtype (default: the parameter's)")
+    b.add_argument("--state-dtype", choices=["float32", "bfloat16", "8bit-dynamic", "8bit-fp8"],
+                   help="the states' dtype (default: the parameter's); 8bit-*: blockwise "
+                        "8-bit states (fastopt.State8bit) of that format")
     b.add_argument("--repeat", type=_int_at_least(1),
                    help="timing rounds per case (default 10; 3 quick); a case stops "
                         "early past 0.3 s per round")
@@ -371,8 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="the parameters' and gradients' dtype (default float32; 16-bit: the "
                         "network computes in float32 on widened copies)")
-    d.add_argument("--state-dtype", choices=["float32", "bfloat16"],
-                   help="the optimizer states' dtype (default: the parameters')")
+    d.add_argument("--state-dtype", choices=["float32", "bfloat16", "8bit"],
+                   help="the optimizer states' dtype (default: the parameters'); 8bit: "
+                        "blockwise 8-bit states for tensors of 4096 elements or more")
+    d.add_argument("--state-format", default="dynamic", choices=["dynamic", "fp8"],
+                   help="the 8-bit states' codes: bitsandbytes' dynamic map or fastopt's "
+                        "fp8 (default dynamic)")
     d.add_argument("--master-weights", action="store_true",
                    help="16-bit parameters trained on float32 master weights")
     d.add_argument("--param-rounding", default="nearest",

@@ -199,6 +199,10 @@ class _TorchStorage:
 
     def __init__(self, group: dict[str, Any]) -> None:
         name, self.master, self.rounding, self.seed = storage_options(group)
+        if name == "8bit":
+            raise ValueError("Invalid state_dtype: '8bit' (fastopt.torch does not keep 8-bit "
+                             "states yet; the NumPy optimizer classes and the functional API "
+                             "do; expected None, torch.float32 or torch.bfloat16)")
         self.state_dtype = None if name is None else getattr(torch, name)
 
     def plain(self, p: torch.Tensor) -> bool:

@@ -143,7 +143,9 @@ KEY_HI = 0x3F80  # bits(1.0) >> 16
 
 
 def _side(mags):
-    """(LUT, MID) of one side's ascending magnitudes (float32, zero first)."""
+    """(LUT, MID) of one side's ascending magnitudes (float32, zero first). The LUT holds
+    int32 indices: with 32-bit table entries LLVM vectorises the lookups with gathers
+    (measured: the quantizer 2x faster than with uint8 entries)."""
     m = mags.astype(np.float64)
     mid64 = (m[:-1] + m[1:]) / 2.0
     mid32 = mid64.astype(np.float32)
@@ -156,7 +158,7 @@ def _side(mags):
     inside = np.searchsorted(mid64, highs, side="left") - lut
     assert inside[:-1].max() <= 1, "a key range holds two midpoints"
     assert lows[0] < mid64[0]
-    return lut.astype(np.uint8), np.append(mid32, np.float32(np.inf)).astype(np.float32)
+    return lut.astype(np.int32), np.append(mid32, np.float32(np.inf)).astype(np.float32)
 
 
 _POS_LUT, _POS_MID = _side(DYNAMIC_SIGNED[127:])

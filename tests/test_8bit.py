@@ -601,3 +601,11 @@ def test_8bit_state_memory_in_a_class():
     opt.step([np.ones_like(p)])
     state = sum(opt.state[0][n].nbytes for n in ("exp_avg", "exp_avg_sq"))
     assert state / (2 * p.nbytes) <= 0.27
+
+
+def test_fastopt_torch_refuses_8bit_states_clearly():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as ft
+
+    with pytest.raises(ValueError, match="fastopt.torch does not keep 8-bit states yet"):
+        ft.Adam([torch.nn.Parameter(torch.zeros(3))], state_dtype="8bit")
