@@ -99,6 +99,24 @@ def test_bench_16bit_dtypes_and_state_dtype(tmp_path, capsys):
         cli.main(["bench", "--dtype", "int8"])
 
 
+def test_bench_8bit_states(tmp_path, capsys):
+    pytest.importorskip("ml_dtypes")
+    path = tmp_path / "bench.json"
+    code = cli.main(["bench", "--algo", "adam,schedulefree_adamw", "--sizes", "1024",
+                     "--repeat", "1", "--backends", "numba,numpy",
+                     "--dtype", "float32,bfloat16", "--state-dtype", "8bit-fp8",
+                     "--json", str(path)])
+    assert code == 0
+    records = json.loads(path.read_text())
+    # Adam: 12 (or 6) bytes of param and grad, 2 x (1 + 4/256) per state; Schedule-Free
+    # keeps z (parameter values) in the parameter's dtype.
+    got = {(r["algorithm"], r["dtype"], r["bytes_per_element"]) for r in records}
+    assert got == {("adam", "float32/8bit-fp8", 16.06), ("adam", "bfloat16/8bit-fp8", 10.06),
+                   ("schedulefree_adamw", "float32/8bit-fp8", 22.03),
+                   ("schedulefree_adamw", "bfloat16/8bit-fp8", 12.03)}, got
+    assert all(r["seconds"] > 0 for r in records)
+
+
 def test_bench_ctrl_c_prints_what_was_measured(monkeypatch, capsys):
     real = _bench.interleaved_times
     calls = []

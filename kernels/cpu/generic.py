@@ -210,10 +210,9 @@ def _blockwise(body, q8, fmt, result_index):
     for s in q8:
         f = fmt[s]
         out += [f"        d_{s} = _f32({s}_absmax[b] / _{f}_K)",
-                "        for j in range(w):",
-                f"            q_{s}[j] = _{f}_load({s}[lo + j]) * d_{s}",
                 f"        m_{s} = _u32(0)"]
     out += ["        for j in range(w):", "            i = lo + j"]
+    out += [f"            q_{s}[j] = _{fmt[s]}_load({s}[i]) * d_{s}" for s in q8]
     out += ["    " + line for line in body]
     for s in q8:
         r = f"r[{result_index[s]}]"
