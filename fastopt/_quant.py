@@ -36,10 +36,10 @@ def kernel_format(format: str, signed: bool) -> str:
     return "q8" + format[0] + ("s" if signed else "u")
 
 
-def check_format(format: Any) -> str:
+def check_format(format: Any, name: str = "format") -> str:
     if not isinstance(format, str) or format not in FORMATS:
-        raise ValueError(f"Invalid format: {format!r} (expected 'dynamic', bitsandbytes' map, or "
-                         f"'fp8', fastopt's 8-bit floats)")
+        raise ValueError(f"Invalid {name}: {format!r} (expected 'dynamic', bitsandbytes' map, "
+                         f"or 'fp8', fastopt's 8-bit floats)")
     return format
 
 

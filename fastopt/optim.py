@@ -197,7 +197,7 @@ def q8_options(group: dict[str, Any]) -> tuple[str, int]:
     """A group's 8-bit options, checked: ``state_format`` ("dynamic": bitsandbytes' maps,
     "fp8": fastopt's 8-bit floats) and ``min_8bit_size`` (smaller tensors keep float32
     states, as bitsandbytes does: 4096 by default)."""
-    fmt = _quant.check_format(group.get("state_format", "dynamic"))
+    fmt = _quant.check_format(group.get("state_format", "dynamic"), "state_format")
     size = group.get("min_8bit_size", 4096)
     if type(size) is bool or not isinstance(size, (int, np.integer)) or size < 0:
         raise ValueError(f"Invalid min_8bit_size: {size!r} (expected an integer >= 0)")
@@ -236,8 +236,9 @@ class _Storage:
         the key "state"; master weights and the compensation of 16-bit parameters)."""
         narrow = bool(_storage.storage(p.dtype))
         if self.state_dtype is not None and p.dtype == np.float64:
-            raise TypeError(f"Invalid state_dtype: {_storage.name(self.state_dtype)} with a "
-                            f"float64 parameter (float64 parameters keep float64 states)")
+            name = Q8 if self.q8 is not None else _storage.name(self.state_dtype)
+            raise TypeError(f"Invalid state_dtype: {name} with a float64 parameter (float64 "
+                            f"parameters keep float64 states)")
         # By default states take the parameter's dtype, as in torch; with master weights,
         # the master's (float32).
         default = np.dtype(np.float32) if narrow and self.master else p.dtype

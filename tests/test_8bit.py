@@ -595,6 +595,15 @@ def test_class_rejects_8bit_states_that_do_not_fit(tmp_path):
         opt.load(tmp_path / "d.npz")
 
 
+def test_classes_refuse_8bit_states_for_float64_parameters():
+    with pytest.raises(TypeError, match="Invalid state_dtype: 8bit with a float64 parameter"):
+        fastopt.Adam([np.zeros(5000)], state_dtype="8bit")
+    with pytest.raises(ValueError, match="Invalid state_format: 'int4'"):
+        fastopt.Adam([np.zeros(5000, np.float32)], state_dtype="8bit", state_format="int4")
+    with pytest.raises(ValueError, match="Invalid min_8bit_size: -1"):
+        fastopt.Adam([np.zeros(5000, np.float32)], state_dtype="8bit", min_8bit_size=-1)
+
+
 def test_8bit_state_memory_in_a_class():
     p = np.zeros(1 << 18, np.float32)
     opt = fastopt.Adam([p], state_dtype="8bit", state_format="fp8")
