@@ -10,25 +10,33 @@ so the tests can hold the kernels to it code for code.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
-from ._layout import flat
-from .kernels import q8
+from ._layout import flat, zeros_as
 
-BLOCK = q8.BLOCK
+BLOCK = 256  # kernels.q8.BLOCK (checked in _codec: the tables are imported when first used)
 FORMATS = ("dynamic", "fp8")
 
-_TABLES = {("dynamic", True): q8.DYNAMIC_SIGNED, ("dynamic", False): q8.DYNAMIC_UNSIGNED,
-           ("fp8", True): q8.FP8_SIGNED, ("fp8", False): q8.FP8_UNSIGNED}
-_K = {"dynamic": q8.K_DYNAMIC, "fp8": q8.K_FP8}
+
+@functools.cache
+def _codec() -> tuple[dict[tuple[str, bool], np.ndarray], dict[str, np.float32]]:
+    """The code tables by (format, signed) and each format's K, from kernels.q8: imported
+    on first use, not with fastopt (building its quantizer tables takes milliseconds)."""
+    from .kernels import q8
+
+    assert q8.BLOCK == BLOCK
+    return ({("dynamic", True): q8.DYNAMIC_SIGNED, ("dynamic", False): q8.DYNAMIC_UNSIGNED,
+             ("fp8", True): q8.FP8_SIGNED, ("fp8", False): q8.FP8_UNSIGNED},
+            {"dynamic": q8.K_DYNAMIC, "fp8": q8.K_FP8})
 
 
 def n_blocks(size: int) -> int:
     """The number of absmax values of a state of ``size`` elements."""
-    return -(-size // int(BLOCK))
+    return -(-size // BLOCK)
 
 
 def kernel_format(format: str, signed: bool) -> str:
@@ -85,7 +93,6 @@ class State8bit:
     @classmethod
     def zeros(cls, like: Any, *, signed: bool, format: str = "dynamic") -> State8bit:
         """An all-zero state for the array ``like`` (a NumPy array: its shape and layout)."""
-        from ._layout import zeros_as
         a = np.asarray(like)
         codes = zeros_as(a, np.uint8) if flat(a) is not None else np.zeros(a.shape, np.uint8)
         zero = zero_code(format, signed)
@@ -110,7 +117,6 @@ class State8bit:
 
     def dequantize(self) -> np.ndarray:
         """The float32 values, in an array laid out as the codes."""
-        from ._layout import zeros_as
         codes = np.asarray(self.codes)
         out = zeros_as(codes, np.float32) if flat(codes) is not None else np.zeros(
             codes.shape, np.float32)
@@ -150,8 +156,9 @@ def zero_code(format: str, signed: bool) -> int:
 def dequantize(codes: np.ndarray, absmax: np.ndarray, format: str, signed: bool) -> np.ndarray:
     """float32 values of 1-D ``codes`` with their blocks' ``absmax``: table value times
     ``absmax / K`` (both float32 operations, as the kernels do)."""
-    table = _TABLES[format, signed]
-    scale = (absmax.astype(np.float32) / _K[format]).astype(np.float32)
+    tables, k = _codec()
+    table = tables[format, signed]
+    scale = (absmax.astype(np.float32) / k[format]).astype(np.float32)
     blocks = np.arange(codes.size) // BLOCK
     out: np.ndarray = table[codes] * scale[blocks]
     return out
@@ -176,7 +183,7 @@ def quantize_into(values: np.ndarray, codes: np.ndarray, absmax: np.ndarray, for
     value of a non-negative state never gets the zero code)."""
     amax = block_absmax(values)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        inv = np.where(amax > 0, _K[format] / amax, np.float32(0)).astype(np.float32)
+        inv = np.where(amax > 0, _codec()[1][format] / amax, np.float32(0)).astype(np.float32)
         x = (values * inv[np.arange(values.size) // BLOCK]).astype(np.float32)
     absmax[...] = amax
     codes[...] = nearest_codes(x, format, signed, values > 0)
@@ -186,7 +193,7 @@ def nearest_codes(x: np.ndarray, format: str, signed: bool,
                   positive: np.ndarray | None = None) -> np.ndarray:
     """The code of each float32 in ``x`` (already scaled; see quantize_into). ``positive``:
     where a non-negative state's value is positive (never the zero code)."""
-    table = _TABLES[format, signed]
+    table = _codec()[0][format, signed]
     out = np.empty(x.shape, np.uint8)
     sign = np.signbit(x)
     mag = np.abs(x.astype(np.float64))

@@ -226,8 +226,8 @@ class _Storage:
         name, self.master, self.rounding, self.seed = storage_options(group)
         # 8-bit states: their format (None: not 8-bit), and the size below which a tensor's
         # states stay float32.
-        self.q8 = q8_options(group)[0] if name == Q8 else None
-        self.min_8bit_size = q8_options(group)[1]
+        fmt, self.min_8bit_size = q8_options(group)
+        self.q8 = fmt if name == Q8 else None
         self.state_dtype = None if name is None else np.dtype(np.float32) if name == Q8 \
             else _numpy_dtype(name)
 
@@ -287,26 +287,17 @@ def state_want(algorithm: str, name: str, wants: dict[str, Any]) -> Any:
 def _check_8bit(algorithm: str, name: str, what: str, a: Any, p: np.ndarray,
                 fmt: str | None, i: int) -> None:
     """A class's 8-bit state ``a`` of parameter ``p``: a State8bit of the group's format and
-    the state's sign, codes laid out as ``p``, one absmax per block."""
-    signed = SPECS[algorithm].state(name).kind == "signed"
-    if type(a) is not _quant.State8bit or a.format != fmt or a.signed != signed:
+    the state's sign holding NumPy arrays, then the functional API's checks (codes laid out
+    as ``p``, one absmax per block, writeable)."""
+    spec = SPECS[algorithm].state(name)
+    signed = spec.kind == "signed"
+    if type(a) is not _quant.State8bit or a.format != fmt or a.signed != signed or \
+            type(a.codes) is not np.ndarray or type(a.absmax) is not np.ndarray:
         got = repr(a) if type(a) is _quant.State8bit else type(a).__name__
         raise ValueError(f"Invalid {what}: {got} (expected a State8bit of format {fmt!r}, "
-                         f"signed={signed}, for params[{i}]: its group has state_dtype='8bit')")
-    codes, absmax = a.codes, a.absmax
-    if type(codes) is not np.ndarray or codes.dtype != np.uint8 or codes.shape != p.shape:
-        raise ValueError(f"Invalid {what}.codes: {check._describe(codes)} "
-                         f"{np.shape(codes)} (expected uint8 {p.shape}, for params[{i}])")
-    if not (codes.flags.c_contiguous and p.flags.c_contiguous) and not same_strides(
-            codes.strides, tuple(x // p.itemsize for x in p.strides), p.shape):
-        raise ValueError(f"Invalid {what}.codes: strides {codes.strides} (expected the memory "
-                         f"layout of params[{i}])")
-    blocks = _quant.n_blocks(p.size)
-    if type(absmax) is not np.ndarray or absmax.dtype != np.float32 or \
-            absmax.shape != (blocks,) or not absmax.flags.c_contiguous:
-        raise ValueError(f"Invalid {what}.absmax: {check._describe(absmax)} "
-                         f"{np.shape(absmax)} (expected contiguous float32 ({blocks},), for "
-                         f"params[{i}])")
+                         f"signed={signed}, of NumPy arrays, for params[{i}]: its group has "
+                         f"state_dtype='8bit')")
+    _generic.check_8bit(what, a, spec, p, f"params[{i}]")
 
 
 _NO_STATE: dict[str, Any] = {}  # stands for a parameter without state in a _Plan
@@ -1103,7 +1094,7 @@ class Optimizer:
                     try:
                         _check_8bit(self.algorithm, key, f"state[{i}][{key!r}]", v, p,
                                     _Storage(checked[group_of[i]][0]).q8, i)
-                    except ValueError as e:
+                    except (TypeError, ValueError) as e:
                         raise bad(str(e)) from None
                     codes = _zeros_as(p, np.dtype(np.uint8))  # the parameter's layout
                     codes[...] = v.codes
