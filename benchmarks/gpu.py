@@ -1,11 +1,13 @@
-"""GPU throughput: Adam float32 on both GPU backends vs a same-traffic roofline and torch fused.
+"""GPU throughput: Adam on both GPU backends vs a same-traffic roofline and torch fused.
 
-    python benchmarks/gpu.py [--sizes 67108864,268435456] [--json benchmarks/results/gpu-H100.json]
+    python benchmarks/gpu.py [--sizes 67108864,268435456] [--dtype float32|bfloat16]
+                             [--json benchmarks/results/gpu-H100.json]
 
 Needs a GPU with CuPy and numba-cuda (pip install -e ".[cuda]"); torch with CUDA is optional.
 In one process and interleaved round by round, it times at each size:
 
-- fastopt.adam_step with backend="cupy" and backend="numba-cuda" (CuPy arrays in place);
+- fastopt.adam_step with backend="cupy" and backend="numba-cuda" (CuPy arrays in place; with
+  --dtype bfloat16 parameters, gradients and states are all bfloat16: 14 bytes per element);
 - the roofline: kernels with Adam's traffic (read param, grad, exp_avg, exp_avg_sq; write three
   of them) and one add per element, from each backend (kernels/cupy/roofline.cu,
   kernels/cuda/roofline.py); the faster one is the ceiling both are measured against;
@@ -30,7 +32,8 @@ import fastopt
 from fastopt import _backends
 
 BACKENDS = ("cupy", "numba-cuda")
-BYTES_PER_ELEMENT = 28  # float32 Adam: 4 arrays read, 3 written
+# Adam: 4 arrays read, 3 written
+BYTES_PER_ELEMENT = {"float32": 28, "bfloat16": 14}
 
 
 def _timer(fn, sync, calls):
@@ -44,13 +47,18 @@ def _timer(fn, sync, calls):
     return run
 
 
-def measure(size, rounds, calls, with_torch):
+def measure(size, rounds, calls, with_torch, dtype="float32"):
     import cupy
 
     rng = np.random.default_rng(0)
     host = rng.standard_normal(size, dtype=np.float32)
-    p, g = cupy.asarray(host), cupy.asarray(host * 1e-3)
-    m, v = cupy.zeros(size, cupy.float32), cupy.zeros(size, cupy.float32)
+    store = np.float32
+    if dtype == "bfloat16":  # CuPy 14 holds ml_dtypes.bfloat16 arrays
+        import ml_dtypes
+
+        store = ml_dtypes.bfloat16
+    p, g = cupy.asarray(host.astype(store)), cupy.asarray((host * 1e-3).astype(store))
+    m, v = (cupy.asarray(np.zeros(size, store)) for _ in range(2))
     sync = cupy.cuda.get_current_stream().synchronize
     step = {"t": 0}
 
@@ -69,8 +77,9 @@ def measure(size, rounds, calls, with_torch):
     if with_torch:
         import torch
 
-        tp = torch.nn.Parameter(torch.from_dlpack(p.copy()))
-        tp.grad = torch.from_dlpack(g.copy())
+        tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        tp = torch.nn.Parameter(torch.from_numpy(host).to("cuda", tdtype))
+        tp.grad = torch.from_numpy(host * 1e-3).to("cuda", tdtype)
         opt = torch.optim.Adam([tp], lr=1e-6, fused=True)
         timers["torch-fused"] = _timer(opt.step, torch.cuda.synchronize, calls)
     for t in timers.values():  # compile and warm up
@@ -86,6 +95,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=f"{2**26},{2**28}")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--dtype", default="float32", choices=sorted(BYTES_PER_ELEMENT))
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args()
     avail = fastopt.available_backends()
@@ -105,12 +115,14 @@ def main():
     device = props["name"].decode()
     records = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        med = measure(size, args.rounds, 10, with_torch)
+        med = measure(size, args.rounds, 10, with_torch, args.dtype)
         ceiling = min(med["roofline/cupy"], med["roofline/numba-cuda"])
-        rec = {"size": size, "dtype": "float32", "seconds": med,
-               "roofline_GBps": BYTES_PER_ELEMENT * size / ceiling / 1e9}
+        nbytes = BYTES_PER_ELEMENT[args.dtype] * size
+        rec = {"size": size, "dtype": args.dtype, "bytes_per_element":
+               BYTES_PER_ELEMENT[args.dtype], "seconds": med,
+               "roofline_GBps": nbytes / ceiling / 1e9}
         for b in BACKENDS:
-            rec[f"{b}_GBps"] = BYTES_PER_ELEMENT * size / med[f"adam/{b}"] / 1e9
+            rec[f"{b}_GBps"] = nbytes / med[f"adam/{b}"] / 1e9
             rec[f"{b}_fraction_of_roofline"] = ceiling / med[f"adam/{b}"]
             if with_torch:
                 rec[f"{b}_vs_torch_fused"] = med["torch-fused"] / med[f"adam/{b}"]
@@ -118,9 +130,9 @@ def main():
         line = "  ".join(f"{b} {rec[f'{b}_GBps']:7.1f} GB/s ({rec[f'{b}_fraction_of_roofline']:.2f}"
                          f" of roofline" + (f", {rec[f'{b}_vs_torch_fused']:.2f}x torch fused)"
                                             if with_torch else ")") for b in BACKENDS)
-        print(f"adam float32 n={size:>10}  roofline {rec['roofline_GBps']:7.1f} GB/s  {line}",
+        print(f"adam {args.dtype} n={size:>10}  roofline {rec['roofline_GBps']:7.1f} GB/s  {line}",
               flush=True)
-    small = measure(2**12, args.rounds, 200, with_torch)
+    small = measure(2**12, args.rounds, 200, with_torch, args.dtype)
     overhead = {k: v * 1e6 for k, v in small.items()}
     print("launch overhead at 2**12 elements (us per call): "
           + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()), flush=True)

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 from numba import config, cuda
 
-from . import _device
+from . import _device, _storage
+from . import _validate as check
 from . import _gpu_plans as plans
 from ._specs import Ema
 from .kernels import cuda as kernels
@@ -31,11 +32,24 @@ else:
     _is_numba_array = is_cuda_ndarray
 
 
-def _view(a: Any) -> Any:
-    """A 1-D numba device array over the memory of ``a`` (no copy)."""
+def _view(a: Any, fmt: str = "") -> Any:
+    """A 1-D numba device array over the memory of ``a`` (no copy); of uint16 (the bit
+    patterns) for a 16-bit ``fmt``."""
     if not _is_numba_array(a):
-        a = cuda.as_cuda_array(_device.unwrap(a))
+        a = _device.unwrap(a)
+        if fmt:  # whatever its typestr says (<f2, <V2, <i2), the kernel reads the bits
+            a = _Bits(a)
+        a = cuda.as_cuda_array(a)
+    if fmt and a.dtype != np.uint16:
+        a = a.view(np.uint16)
     return a if a.ndim == 1 else a.reshape(a.size)
+
+
+class _Bits:
+    """A device array's interface with the typestr of uint16 (for 16-bit arrays)."""
+
+    def __init__(self, a: Any) -> None:
+        self.__cuda_array_interface__ = {**a.__cuda_array_interface__, "typestr": "<u2"}
 
 
 def _cast(dtype: Any, values: tuple[float, ...]) -> list[Any]:
@@ -44,18 +58,38 @@ def _cast(dtype: Any, values: tuple[float, ...]) -> list[Any]:
 
 
 def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
-            scalars: tuple[float, ...], active: tuple[bool, ...], ema: Ema | None = None) -> None:
-    key = (name, *flags.values(), ema is not None)
+            scalars: tuple[float, ...], active: tuple[bool, ...], ema: Ema | None = None,
+            formats: plans.Formats = None, store: _storage.ParamStore | None = None) -> None:
+    mode, extra, sr_key = store or ("", None, None)
+    key = (name, *flags.values(), ema is not None, formats, mode, sr_key is not None)
     k = _kernels.get(key)
     if k is None:
+        slot_formats = None
+        if formats is not None:
+            slot_formats = (*formats, *(() if extra is None else
+                                       ("",) if mode == "master" else formats[:1]))
         k = _kernels[key] = kernels.kernel(name, active, tuple(flags.items()), len(scalars),
-                                           ema is not None)
-    views = [_view(a) for a in arrays]
+                                           ema is not None, slot_formats, mode,
+                                           sr_key is not None)
+    fs = formats or ("",) * (len(arrays) + (ema is not None))
+    # An inactive slot holds the param: read as its storage (never touched by the kernel).
+    views = [_view(a, fs[0] if a is arrays[0] else f) for a, f in zip(arrays, fs)]
     if ema is not None:
-        views.append(_view(ema.array))
+        views.append(_view(ema.array, fs[-1]))
         scalars = (*scalars, *ema.scalars)
+    if extra is not None:
+        views.append(_view(extra, fs[0] if mode == "kahan" else ""))
+    math = np.float32 if formats is not None else views[0].dtype
+    args = _cast(math, scalars)
+    if sr_key is not None:
+        args += [np.uint32(sr_key), np.int64(0)]
     blocks, threads = kernels.launch_config(views[0].size)
-    k[blocks, threads](*views, *_cast(views[0].dtype, scalars))
+    k[blocks, threads](*views, *args)
+
+
+# 16-bit arrays (``formats``; float32 math), master weights, compensation and stochastic
+# rounding, as on the CPU.
+FORMATS = True
 
 
 # Every algorithm: the shared plan (kernel, flags, arrays, scalars), then one launch.
@@ -63,8 +97,10 @@ update = plans.updater(_launch)
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:
-    """The same-traffic kernel over param, grad and up to three states (benchmarks only)."""
-    views = [_view(a) for a in (param, grad, *states)]
+    """The same-traffic kernel over param, grad and up to three states (benchmarks only);
+    16-bit arrays are read as uint16 (the same bytes, an integer add)."""
+    views = [_view(a, "16" if check.device_dtype(a).itemsize == 2 else "")
+             for a in (param, grad, *states)]
     p = views[0]
     pad = views[2:] + [p] * (3 - len(states))
     k = _kernels.get(key := ("roofline", len(states)))

@@ -5,9 +5,11 @@ configuration (algorithm, dtype, vector width, option flags) and memoized per de
 caches the compiled code on disk). They run on CuPy's current stream of the param's device.
 
 Arrays that are not CuPy arrays (torch CUDA tensors, Numba device arrays) are wrapped with
-``cupy.asarray``, zero-copy. When every array is 16-byte aligned the kernel loads and stores
-16 bytes at a time (4 floats, 2 doubles) and finishes the last ``n % width`` elements one by one;
-otherwise it runs the scalar build.
+``cupy.asarray``, zero-copy (a torch bfloat16 tensor through its int16 view). When every array
+is aligned to its vector (4 elements for float math, 2 doubles) the kernel loads and stores a
+vector at a time (16 bytes of float, 8 of bfloat16/float16) and finishes the last
+``n % width`` elements one by one; otherwise it runs the scalar build. 16-bit arrays are
+passed as they are (the kernel reads the bit patterns; common.cuh converts them).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import cupy
 import numpy as np
 
-from . import _device
+from . import _device, _storage
 from . import _gpu_plans as plans
 from ._specs import Ema
 from .kernels import cupy as sources
@@ -59,20 +61,35 @@ def _as_cupy(a: Any) -> Any:
 
 def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple[float, ...],
             active: tuple[bool, ...] = (), ema: Ema | None = None,
+            formats: plans.Formats = None, store: _storage.ParamStore | None = None,
             extra: tuple[Any, ...] = ()) -> None:
     arrs = [_as_cupy(a) for a in arrays]
     p = arrs[0]
     n = p.size
-    dtype = p.dtype.name
-    t = p.dtype.type
+    dtype = "float64" if p.dtype.itemsize == 8 else "float32"  # the math type
+    t = np.float64 if dtype == "float64" else np.float32
     tail: list[Any] = []
-    if name in sources.EMA:  # the algorithms' kernels take the weight EMA's arguments last
+    storage = None
+    pmode, sr_key = 0, None
+    if name in sources.EMA:  # the algorithms' kernels take the weight EMA's arguments last,
+        # then the master or compensation array and the stochastic rounding key and offset
         e = p if ema is None else _as_cupy(ema.array)
-        tail = [e, *[t(s) for s in (ema.scalars if ema is not None else (0.0, 1.0, 0.0))]]
+        mode, x, sr_key = store or ("", None, None)
+        pmode = sources.PMODES[mode]
+        tail = [e, *[t(s) for s in (ema.scalars if ema is not None else (0.0, 1.0, 0.0))],
+                p if mode != "master" else _as_cupy(x), p if mode != "kahan" else _as_cupy(x),
+                np.uint32(sr_key or 0), np.int64(0)]
+        if formats is not None:
+            storage = _storage_types(formats, active, ema is not None, dtype)
     width = sources.TYPES[dtype][2]
-    vec = width if all(a.data.ptr % 16 == 0 for a in (*arrs, *tail[:1])) else 1
-    expression = (sources.name_expression(name, dtype, vec, flags, ema is not None)
-                  if name != "roofline" else sources.roofline_expression(dtype, vec, extra[0]))
+    vec = width if all(a.data.ptr % (a.dtype.itemsize * width) == 0
+                       for a in (*arrs, *tail[:1], *tail[4:6])) else 1
+    if name == "roofline":  # 16-bit arrays as unsigned short: the same bytes
+        expression = sources.roofline_expression(dtype, vec, extra[0]).replace(
+            "<float,", "<unsigned short," if p.dtype.itemsize == 2 else "<float,")
+    else:
+        expression = sources.name_expression(name, dtype, vec, flags, ema is not None, storage,
+                                             pmode, sr_key is not None)
     device = p.data.device_id
     args = (*arrs, np.int64(n), *[t(s) for s in scalars], *tail)
     if cupy.cuda.runtime.getDevice() == device:
@@ -84,14 +101,36 @@ def _launch(name: str, flags: dict[str, bool], arrays: list[Any], scalars: tuple
                 (_blocks(device, -(-n // vec)),), (THREADS_PER_BLOCK,), args)
 
 
+def _storage_types(formats: tuple[str, ...], active: tuple[bool, ...], ema: bool,
+                   dtype: str) -> tuple[str, str, str, str]:
+    """The C++ storage types of (param, grad, states, EMA) for slot ``formats``. The kernels
+    take one type for all states: a call whose active states differ is refused (before
+    anything is written)."""
+    states = {f for f, on in zip(formats[2:], active) if on}
+    if len(states) > 1:
+        raise TypeError(f"Invalid states: storage formats "
+                        f"{sorted(_storage.NAMES[f] for f in states)} in one call (expected "
+                        f"one dtype for every state on the cupy backend)")
+    fs = next(iter(states), formats[0])
+    fe = formats[-1] if ema else formats[0]
+    return (sources.ctype(formats[0], dtype), sources.ctype(formats[1], dtype),
+            sources.ctype(fs, dtype), sources.ctype(fe, dtype))
+
+
+# 16-bit arrays (``formats``; float32 math), master weights, compensation and stochastic
+# rounding, as on the CPU (the states of one call in one format).
+FORMATS = True
+
+
 # Every algorithm: the shared plan (kernel, flags, arrays, scalars), then one launch.
 update = plans.updater(_launch)
 
 
 def roofline(param: Any, grad: Any, states: list[Any]) -> None:
-    """The same-traffic kernel over param, grad and up to three states (benchmarks only)."""
+    """The same-traffic kernel over param, grad and up to three states (benchmarks only);
+    16-bit arrays are read as unsigned short (the same bytes, an integer add)."""
     pad = list(states) + [param] * (3 - len(states))
-    _launch("roofline", {}, [param, grad, *pad], (), (), None, (len(states),))
+    _launch("roofline", {}, [param, grad, *pad], (), (), None, extra=(len(states),))
 
 
 def to_device(a: np.ndarray) -> Any:

@@ -8,6 +8,10 @@ Three kinds of objects count as device arrays:
   memory);
 - the arrays of Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which wrap host memory
   and stand for device 0, so that the whole GPU path runs on machines without a GPU.
+
+bfloat16 has no typestr of its own: torch CUDA bfloat16 tensors have no interface (fastopt reads
+their int16 view), ml_dtypes-backed arrays (CuPy 14, Numba, the simulator) say ``<V2``.
+:func:`interface` reports both with the typestr ``"bf16"``, fastopt's own mark.
 """
 
 from __future__ import annotations
@@ -31,10 +35,23 @@ def is_cupy(a: Any) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
+BF16 = "bf16"  # the typestr interface() gives bfloat16 arrays
+
+
+def _torch_bf16(a: Any) -> bool:
+    return str(getattr(a, "dtype", "")) == "torch.bfloat16"
+
+
 def unwrap(a: Any) -> Any:
-    """The object to read the interface of: a torch tensor without its autograd wrapper."""
-    if is_torch(a) and getattr(a, "requires_grad", False):
-        return a.detach()
+    """The object to read the interface of: a torch tensor without its autograd wrapper, a
+    bfloat16 one as its int16 view (same memory)."""
+    if is_torch(a):
+        if getattr(a, "requires_grad", False):
+            a = a.detach()
+        if _torch_bf16(a):
+            import torch
+
+            a = a.view(torch.int16)
     return a
 
 
@@ -48,7 +65,7 @@ def interface(a: Any) -> dict[str, Any] | None:
         if not isinstance(host, np.ndarray):
             return None
         ai = host.__array_interface__
-        return {"shape": ai["shape"], "typestr": ai["typestr"], "data": ai["data"],
+        return {"shape": ai["shape"], "typestr": _typestr(ai["typestr"], host), "data": ai["data"],
                 "strides": ai["strides"], "version": 3}
     if not hasattr(type(a), "__cuda_array_interface__"):
         return None
@@ -56,7 +73,17 @@ def interface(a: Any) -> dict[str, Any] | None:
         cai: dict[str, Any] = unwrap(a).__cuda_array_interface__
     except (AttributeError, RuntimeError, TypeError):
         return None
-    return cai
+    if is_torch(a) and _torch_bf16(a):
+        return {**cai, "typestr": BF16}
+    typestr = _typestr(cai["typestr"], a)
+    return cai if typestr == cai["typestr"] else {**cai, "typestr": typestr}
+
+
+def _typestr(typestr: str, a: Any) -> str:
+    """BF16 for a bfloat16 array (two bytes of void named bfloat16), else ``typestr``."""
+    if typestr[1:] == "V2" and str(getattr(a, "dtype", "")) == "bfloat16":
+        return BF16
+    return typestr
 
 
 def device_id(a: Any, cai: dict[str, Any]) -> int | None:

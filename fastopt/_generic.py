@@ -154,11 +154,12 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
                                 ema, store)
         raise
     mod = _backends.get(backend, arrays[0])
-    formats = None
     if type(arrays[0]) is np.ndarray:
         formats = _formats(arrays, backend, mod)
         if not arrays[0].size or not getattr(mod, "CHECKS_OVERLAP", False):
             check.no_overlap(names, arrays)  # else: the kernel checks, before writing
+    else:
+        formats = _device_formats(arrays, backend, mod)
     if ema_array is None:
         fused = None
     else:
@@ -259,9 +260,12 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
     arrays = check.arrays(names, inputs, overlap=False)
     mod = _backends.get(backend, arrays[0])
     if type(arrays[0]) is not np.ndarray:
-        raise TypeError(f"Invalid {names[0]}: {check._describe(arrays[0])} (master weights, "
-                        f"compensation, stochastic rounding and 8-bit states run on the CPU "
-                        f"backends)")
+        if q8:
+            raise TypeError(f"Invalid {c.names[q8[0][0]]}: an 8-bit state with "
+                            f"{check._describe(arrays[0])} (8-bit states run on the CPU "
+                            f"backends)")
+        return _step_stored_device(spec, c, t, arrays, names, mod, backend, extra, extra_name,
+                                   key, ema_array, decay, first, scalars, inputs)
     pf = _storage.storage(arrays[0].dtype)
     if not pf and (extra is not None or key is not None):
         what = extra_name if extra is not None else "rounding='stochastic'"
@@ -318,6 +322,66 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
         a[...] = new
     check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
                               + [a for a in scalars if a is not None])
+
+
+def _step_stored_device(spec: Spec, c: _Config, t: int, arrays: tuple[Any, ...],
+                        names: tuple[str, ...], mod: Any, backend: str, extra: Any,
+                        extra_name: str, key: int | None, ema_array: Any, decay: float,
+                        first: bool, scalars: tuple[Any, ...], inputs: tuple[Any, ...]) -> None:
+    """_step_stored for GPU arrays (checked, with the master or compensation array last):
+    the same rules, read from the arrays' CUDA array interfaces."""
+    formats = _device_formats(arrays, backend, mod) or ("",) * len(arrays)
+    pf = formats[0]
+    if not pf:
+        what = extra_name if extra is not None else "rounding='stochastic'"
+        raise TypeError(f"Invalid {what}: given with a param of dtype "
+                        f"{check.device_dtype(arrays[0])} (expected a bfloat16 or float16 "
+                        f"param: {what} is how a 16-bit parameter is stored)")
+    if extra is not None:
+        want = "" if extra_name == "master" else pf
+        got = check.device_dtype(arrays[-1])
+        if formats[-1] != want or got.itemsize == 8:
+            raise TypeError(f"Invalid {extra_name}: {check._describe(arrays[-1])} (expected "
+                            f"{_storage.NAMES[want]}"
+                            f"{', the dtype of param' if extra_name != 'master' else ''})")
+        arrays, formats = arrays[:-1], formats[:-1]
+    fused = None
+    if ema_array is not None:
+        fused = Ema.of(arrays[-1], decay, first, np.float32)
+        arrays = arrays[:-1]
+    opts = c.opts
+    written: list[tuple[Any, float]] = []
+    if spec.scalar_states:
+        opts = dict(opts)
+        for sc, a in zip(spec.scalar_states, scalars):
+            if a is None:
+                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or np.float32)
+            else:
+                a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
+                opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
+                written.append((a, new))
+    if arrays[0].size:
+        it = iter(arrays[2:])
+        full = tuple(next(it) if on else None for on in c.active)
+        mode = "" if extra is None else "master" if extra_name == "master" else "kahan"
+        mod.update(spec, c.flags, arrays[0], arrays[1], full, t, opts, fused, formats,
+                   (mode, extra, key))
+    for a, new in written:
+        a[...] = new
+    check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
+                              + [a for a in scalars if a is not None])
+
+
+def _device_formats(arrays: tuple[Any, ...], backend: str, mod: Any
+                    ) -> tuple[str, ...] | None:
+    """_formats for (checked) GPU arrays."""
+    formats = tuple(_storage.storage(check.device_dtype(a)) or "" for a in arrays)
+    if not any(formats):
+        return None
+    if not getattr(mod, "FORMATS", False):
+        raise TypeError(f"Invalid backend: {backend!r} does not update bfloat16 or float16 "
+                        f"arrays")
+    return formats
 
 
 def check_8bit(name: str, q: State8bit, state: Any, param: np.ndarray,

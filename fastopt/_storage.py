@@ -26,6 +26,10 @@ ParamStore = tuple[str, "np.ndarray | None", "int | None"]
 BF16 = np.dtype(np.uint16, metadata={"fastopt.storage": "bf16"})
 
 
+# A storage format's dtype name, for messages.
+NAMES = {"": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
 def storage(dtype: np.dtype[Any]) -> str | None:
     """"" for float32 and float64, "bf16", "f16", or None for anything else."""
     if dtype is _F32 or dtype is _F64 or dtype == _F32 or dtype == _F64:

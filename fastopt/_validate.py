@@ -177,7 +177,17 @@ def overlap_error(names: tuple[str, ...], i: int, j: int) -> ValueError:
                       f"separate arrays)")
 
 
-_DEVICE_DTYPES: dict[str, np.dtype[Any]] = {"<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64}
+_F16 = np.dtype(np.float16)
+_DEVICE_DTYPES: dict[str, np.dtype[Any]] = {
+    "<f4": _F32, "<f8": _F64, "=f4": _F32, "=f8": _F64, "<f2": _F16, "=f2": _F16,
+    _device.BF16: _storage.BF16}
+
+
+def device_dtype(a: Any) -> np.dtype[Any]:
+    """The dtype of a checked device array (:data:`_storage.BF16` for bfloat16)."""
+    cai = _device.interface(a)
+    assert cai is not None
+    return _DEVICE_DTYPES[cai["typestr"]]
 
 
 def _where(device: int) -> str:
@@ -203,19 +213,27 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
     dtype = _DEVICE_DTYPES.get(cais[0]["typestr"])
     if dtype is None:
         raise TypeError(f"Invalid {names[0]}: {_describe(param)} with typestr "
-                        f"{cais[0]['typestr']!r} (expected float32 or float64)")
+                        f"{cais[0]['typestr']!r} (expected float32, float64, bfloat16 or "
+                        f"float16)")
     shape = tuple(cais[0]["shape"])
     devices = []
+    sizes = []
     for i, (a, cai) in enumerate(zip(values, cais)):
+        d = dtype
         if i:
-            d = _DEVICE_DTYPES.get(cai["typestr"])
+            found = _DEVICE_DTYPES.get(cai["typestr"])
+            if found is None:
+                raise TypeError(f"Invalid {names[i]}: {_describe(a)} with typestr "
+                                f"{cai['typestr']!r} (expected float32, float64, bfloat16 or "
+                                f"float16)")
+            d = found
             if d is not dtype:
-                raise TypeError(f"Invalid {names[i]}: {_describe(a)} (expected {dtype}, the "
-                                f"dtype of {names[0]})")
+                _check_mixed(names, i, d, dtype)
             if tuple(cai["shape"]) != shape:
                 raise ValueError(f"Invalid {names[i]}: shape {tuple(cai['shape'])} (expected "
                                  f"{shape}, the shape of {names[0]}; no broadcasting)")
-        if not _device.c_contiguous(shape, cai.get("strides"), dtype.itemsize):
+        sizes.append(d.itemsize)
+        if not _device.c_contiguous(shape, cai.get("strides"), d.itemsize):
             raise ValueError(f"Invalid {names[i]}: non-contiguous array with strides "
                              f"{tuple(cai['strides'])} (expected a C-contiguous array)")
         if i != 1 and cai["data"][1]:
@@ -230,12 +248,14 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
             first = known[0][0]
             raise ValueError(f"Invalid {names[i]}: on {_where(dev)} (expected "
                              f"{_where(known[0][1])}, the device of {names[first]})")
-    nbytes = dtype.itemsize * math.prod(shape)
-    if nbytes:
-        # Equal lengths: overlap anywhere shows between neighbours in address order.
-        spans = sorted((cai["data"][0], k) for k, cai in enumerate(cais))
-        pairs = [(min(i, j), max(i, j)) for (lo_a, i), (lo_b, j) in zip(spans, spans[1:])
-                 if lo_b < lo_a + nbytes]
+    count = math.prod(shape)
+    if count:
+        # Sorted by address, an array overlaps a later one exactly when it overlaps the next
+        # (ranges of one length) or reaches past the lowest start after it (any lengths).
+        spans = sorted((cai["data"][0], cai["data"][0] + sizes[k] * count, k)
+                       for k, cai in enumerate(cais))
+        pairs = [(min(i, j), max(i, j)) for k, (lo_a, hi_a, i) in enumerate(spans)
+                 for lo_b, _, j in spans[k + 1:] if lo_b < hi_a]
     else:  # empty arrays share no memory; the same array twice is still a caller's bug
         pairs = [(i, j) for i, j in itertools.combinations(range(len(values)), 2)
                  if values[i] is values[j]]

@@ -39,16 +39,26 @@ static fastopt_dim3 blockIdx, blockDim, gridDim, threadIdx;
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#include <cstring>
+static inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+// An array argument: converts to a pointer of whatever type the kernel's parameter has.
+struct fastopt_ptr {
+    void* p;
+    template <typename T> operator T*() const { return static_cast<T*>(p); }
+};
 """
 
 _CTYPES = {"float": np.float32, "double": np.float64}
 
 
-def _signature(code: str, name: str) -> list[str]:
-    """The parameter declarations of kernel ``name`` in ``code``."""
-    m = re.search(r"__global__ void " + name + r"\((.*?)\)\s*\{", code, re.S)
+def _signature(code: str, name: str) -> tuple[list[str], list[str]]:
+    """The template parameter names and the parameter declarations of kernel ``name``."""
+    m = re.search(r"template <([^<>]*)>\s*__global__ void " + name + r"\((.*?)\)\s*\{", code,
+                  re.S)
     assert m, f"kernel {name} not found"
-    return [" ".join(p.split()) for p in m.group(1).split(",")]
+    template = [" ".join(p.split()).split(" ")[-1] for p in m.group(1).split(",")]
+    return template, [" ".join(p.split()) for p in m.group(2).split(",")]
 
 
 def _parse(expression: str) -> tuple[str, list[str]]:
@@ -56,32 +66,47 @@ def _parse(expression: str) -> tuple[str, list[str]]:
     return name, [a.strip() for a in args.rstrip(">").split(",")]
 
 
+def _kind(declaration: str) -> str:
+    """array, int64 (n, sr_offset), uint32 (sr_key) or scalar (of the math type)."""
+    if "*" in declaration:
+        return "array"
+    if declaration.startswith("long long "):
+        return "int64"
+    if declaration.startswith("unsigned "):
+        return "uint32"
+    return "scalar"
+
+
+_INTS = {"int64": np.int64, "uint32": np.uint32}
+
+
 class _Library:
-    """Every instantiation of one kernel family for one storage type, built as a shared lib."""
+    """Instantiations of one kernel, built as one shared library: every one of a dtype with
+    all arrays of that dtype, or one with 16-bit storage (their combinations are many)."""
 
     def __init__(self, code: str, name: str, expressions: list[str], build_dir: str) -> None:
-        params = _signature(code, name)
-        self.kinds = ["array" if "*" in p else "n" if p.endswith(" n") else "scalar"
-                      for p in params]
+        template, params = _signature(code, name)
+        self.math_index = template.index("M") if "M" in template else template.index("T")
+        self.kinds = [_kind(p) for p in params]
         wrappers = []
         for k, e in enumerate(expressions):
-            _, targs = _parse(e)
-            storage = targs[0]
-            math = targs[1] if name != "roofline" else storage
             call = []
-            ai = si = 0
+            counts = {"array": 0, "scalar": 0, "int": 0}
             for kind in self.kinds:
                 if kind == "array":
-                    call.append(f"({storage}*)a[{ai}]")
-                    ai += 1
-                elif kind == "n":
-                    call.append("n")
+                    call.append(f"fastopt_ptr{{a[{counts['array']}]}}")
+                    counts["array"] += 1
+                elif kind == "scalar":
+                    math = _parse(e)[1][self.math_index]
+                    call.append(f"({math})s[{counts['scalar']}]")
+                    counts["scalar"] += 1
                 else:
-                    call.append(f"({math})s[{si}]")
-                    si += 1
+                    ctype = "long long" if kind == "int64" else "unsigned"
+                    call.append(f"({ctype})ints[{counts['int']}]")
+                    counts["int"] += 1
             wrappers.append(
-                f'extern "C" void fastopt_run_{k}(void** a, const double* s, long long n, '
-                f"unsigned blocks, unsigned threads) {{\n"
+                f'extern "C" void fastopt_run_{k}(void** a, const double* s, '
+                f"const long long* ints, unsigned blocks, unsigned threads) {{\n"
                 f"  gridDim.x = blocks; blockDim.x = threads;\n"
                 f"  for (unsigned b = 0; b < blocks; ++b) for (unsigned t = 0; t < threads; ++t)"
                 f" {{\n    blockIdx.x = b; threadIdx.x = t;\n    {e}({', '.join(call)});\n  }}\n}}")
@@ -106,26 +131,26 @@ class _Library:
         k = self.index[expression]
         fn = getattr(self.dll, f"fastopt_run_{k}")
         fn.restype = None
-        _, targs = _parse(expression)
-        math_t = _CTYPES[targs[1] if not expression.startswith("roofline") else targs[0]]
+        math_t = _CTYPES.get(_parse(expression)[1][self.math_index])
         kinds = self.kinds
 
         def launch(grid, block, args):
             assert len(args) == len(kinds), (expression, len(args), len(kinds))
-            arrays, scalars, n = [], [], None
+            arrays, scalars, ints = [], [], []
             for kind, a in zip(kinds, args):
                 if kind == "array":
                     assert isinstance(a, ndarray), (expression, type(a))
                     arrays.append(a.data.ptr)
-                elif kind == "n":
-                    assert type(a) is np.int64, (expression, "n", type(a))
-                    n = int(a)
-                else:
+                elif kind == "scalar":
                     assert type(a) is math_t, (expression, "scalar", type(a), math_t)
                     scalars.append(float(a))
+                else:
+                    assert type(a) is _INTS[kind], (expression, kind, type(a))
+                    ints.append(int(a))
             self.launches.append((expression, grid[0], block[0]))
             fn((ctypes.c_void_p * len(arrays))(*arrays),
-               (ctypes.c_double * max(1, len(scalars)))(*scalars), ctypes.c_longlong(n),
+               (ctypes.c_double * max(1, len(scalars)))(*scalars),
+               (ctypes.c_longlong * len(ints))(*ints),
                ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
 
         return launch
@@ -168,14 +193,17 @@ def fake_cupy(build_dir: str | None = None, sm_count: int = 2) -> ModuleType:
         def get_function(self, expression):
             assert expression in self.expressions
             name, targs = _parse(expression)
-            dtype = {"float": "float32", "double": "float64"}[targs[0]]
-            key = (name, dtype)
+            if name == "roofline" and targs[0] in ("float", "double"):
+                dtype = {"float": "float32", "double": "float64"}[targs[0]]
+                key = (name, dtype)
+                every = [sources.roofline_expression(dtype, v, s)
+                         for v in (1, sources.TYPES[dtype][2]) for s in range(4)]
+            else:
+                dtype = {"float": "float32", "double": "float64"}.get(targs[0])
+                every = [] if dtype is None else sources.all_expressions(name, dtype)
+                key = (name, dtype) if expression in every else (name, expression)
+                every = every if expression in every else [expression]
             if key not in libraries:
-                if name == "roofline":
-                    every = [sources.roofline_expression(dtype, v, s)
-                             for v in (1, sources.TYPES[dtype][2]) for s in range(4)]
-                else:
-                    every = sources.all_expressions(name, dtype)
                 libraries[key] = _Library(self.code, name, every, build_dir)
             lib = libraries[key]
             launch = lib.function(expression)

@@ -30,9 +30,11 @@ def _expressions(name: str, dtype: str) -> list[str]:
     return sources.all_expressions(name, dtype)
 
 
-def compile_ptx(name: str, dtype: str, arch: str, tmp_path) -> tuple[str, list[str]]:
-    """PTX of ``name.cu`` as the backend hands it to NVRTC, with every instantiation forced."""
-    exprs = _expressions(name, dtype)
+def compile_ptx(name: str, dtype: str, arch: str, tmp_path, exprs: list[str] | None = None
+                ) -> tuple[str, list[str]]:
+    """PTX of ``name.cu`` as the backend hands it to NVRTC, with every instantiation forced
+    (by default every one of ``dtype`` with all arrays of that dtype)."""
+    exprs = exprs or _expressions(name, dtype)
     unit = tmp_path / f"{name}_{dtype}.cu"
     # Taking each kernel's address instantiates it, as NVRTC's name expressions do.
     unit.write_text(sources.source(name) + "\nvoid* const fastopt_instances[] = {\n"
@@ -61,6 +63,21 @@ def test_sources_compile(name, dtype, arch, tmp_path):
     else:
         assert F64.search(ptx), "a float64 kernel without float64 arithmetic"
         assert re.search(r"ld\.global(\.nc)?\.v2\.f64", ptx), "no 16-byte vector loads"
+
+
+@pytest.mark.parametrize("name", sorted(sources.EMA))
+def test_16bit_storage_compiles(name, tmp_path):
+    """The 16-bit instantiations (every storage type in every role, each parameter store,
+    stochastic rounding) compile, do float math only, and load 16-bit packs whole."""
+    exprs = sources.storage_expressions(name)
+    ptx, _ = compile_ptx(name, "storage", ARCHS[-1], tmp_path, exprs)
+    entries = re.findall(r"^\.visible \.entry (\S+)\(", ptx, re.MULTILINE)
+    assert len(entries) == len(exprs), (len(entries), len(exprs))
+    bad = [line.strip() for line in ptx.splitlines() if F64.search(line)]
+    assert not bad, f"float64 arithmetic in a float32 kernel: {bad[:5]}"
+    # Four bf16/f16 values in one 8-byte load (a Pack<bf16, 4>).
+    assert re.search(r"ld\.global(\.nc)?\.(v4\.u16|v2\.u32|u64|b64|v4\.b16|v2\.b32)", ptx), \
+        "no 8-byte loads of 16-bit packs"
 
 
 def test_f64_check_catches_a_double_literal(tmp_path):

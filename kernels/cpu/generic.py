@@ -117,39 +117,12 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
     call = ", ".join(_literal(flag_values[name]) if kind == "flag" else name
                      for kind, name in scalar_call)
     cs = [f"c{k}" for k in range(n_scalars)]
-    values = ", ".join(f"q_{s}[j]" if s in q8 else _load(fmt[s], f"{s}[i]") if on else "p"
-                       for s, on in zip(states, active))
     # The arrays the overlap check covers (``grad=False``: the slot holds a stand-in).
     used = ["param", *(["grad"] if grad else []),
             *[a for s, on in zip(states, active) if on
               for a in ([s, f"{s}_absmax"] if s in q8 else [s])],
             *(["ema"] if ema else []), *extra]
-    pf = fmt["param"]
-    # The parameter's value the rule starts from, and the stores of the new value r[0].
-    if param_mode == "master":
-        start = "master[i]"
-    elif param_mode == "kahan":
-        start = f"_{pf}_load(param[i]) + _{pf}_load(comp[i])"
-    else:
-        start = _load(pf, "param[i]")
-    rounded = (f"_{pf}_store_sr(r[0], _random_bits(sr_key, sr_offset + _i64(i)))" if sr
-               else _store(pf, "r[0]"))
-    stores = ([f"        q = {rounded}", "        param[i] = q"]
-              + (["        master[i] = r[0]"] if param_mode == "master" else [])
-              + ([f"        comp[i] = _{pf}_store(r[0] - _{pf}_load(q))"]
-                 if param_mode == "kahan" else []))
-    # The param's value for the EMA: as stored when the param is 16-bit, unless a master or
-    # compensation array keeps the full value.
-    stored = f"_{pf}_load(q)" if pf and not param_mode else "r[0]"
-    body = [
-        f"        p = {start}",
-        f"        r = _rule(p, {_load(fmt['grad'], 'grad[i]')}, {values + ', ' if values else ''}"
-        f"{', '.join(cs + [_literal(v) for _, v in flags])})",
-        *stores,
-        *[f"        {s}[i] = {_store(fmt[s], f'r[{k + 1}]')}"
-          for k, (s, on) in enumerate(zip(states, active)) if on and s not in q8],
-        *([f"        ema[i] = {_store(fmt['ema'], _ema_call(fmt['ema'], stored))}"] if ema else []),
-    ]
+    body = element_body(states, active, flags, cs, fmt, param_mode, sr, q8, ema)
     worker: list[str] = []
     if q8:
         # The blocks of one task in a function of their own, called from the (parallel)
@@ -178,6 +151,44 @@ def kernel_source(rule, states, active, flags, scalar_call, n_scalars, ema=False
         "    return -1",
     ]
     return "\n".join(lines) + "\n"
+
+
+def element_body(states, active, flags, cs, fmt, param_mode, sr, q8=(), ema=False):
+    """The lines (indented 8) that update element ``i``: load the parameter's value (``p``,
+    from the parameter, the master or parameter + compensation), call ``_rule`` with the
+    scalars ``cs`` and the flags, store the parameter (rounded, stochastically with ``sr``),
+    the master or compensation, each non-8-bit active state (``fmt``: each slot's format) and
+    the weight EMA (scalars ``e0, e1, e2``). An 8-bit state ``s`` is read from and its new
+    value left in ``q_<s>[j]`` (see _blockwise). Shared by the CPU and the CUDA kernels."""
+    values = ", ".join(f"q_{s}[j]" if s in q8 else _load(fmt[s], f"{s}[i]") if on else "p"
+                       for s, on in zip(states, active))
+    pf = fmt["param"]
+    # The parameter's value the rule starts from, and the stores of the new value r[0].
+    if param_mode == "master":
+        start = "master[i]"
+    elif param_mode == "kahan":
+        start = f"_{pf}_load(param[i]) + _{pf}_load(comp[i])"
+    else:
+        start = _load(pf, "param[i]")
+    rounded = (f"_{pf}_store_sr(r[0], _random_bits(sr_key, sr_offset + _i64(i)))" if sr
+               else _store(pf, "r[0]"))
+    stores = ([f"        q = {rounded}", "        param[i] = q"]
+              + (["        master[i] = r[0]"] if param_mode == "master" else [])
+              + ([f"        comp[i] = _{pf}_store(r[0] - _{pf}_load(q))"]
+                 if param_mode == "kahan" else []))
+    # The param's value for the EMA: as stored when the param is 16-bit, unless a master or
+    # compensation array keeps the full value.
+    stored = f"_{pf}_load(q)" if pf and not param_mode else "r[0]"
+    body = [
+        f"        p = {start}",
+        f"        r = _rule(p, {_load(fmt['grad'], 'grad[i]')}, {values + ', ' if values else ''}"
+        f"{', '.join(cs + [_literal(v) for _, v in flags])})",
+        *stores,
+        *[f"        {s}[i] = {_store(fmt[s], f'r[{k + 1}]')}"
+          for k, (s, on) in enumerate(zip(states, active)) if on and s not in q8],
+        *([f"        ema[i] = {_store(fmt['ema'], _ema_call(fmt['ema'], stored))}"] if ema else []),
+    ]
+    return body
 
 
 # The blocks of one parallel task of a kernel with 8-bit states (its buffers are allocated

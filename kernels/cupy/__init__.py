@@ -2,10 +2,13 @@
 
 Plain Python: nothing here imports CuPy, so the sources can be compiled and inspected (tests
 run nvcc on them) on machines without a GPU. One ``.cu`` file per algorithm, each including
-``common.cuh``. Each kernel is a template ``name<T, M, VEC, flags...>``: T the storage type,
-M the math type, VEC the elements per vector load. The math of every kernel is the rule of the
-same name in kernels/rules.py, written again in C++ (the one deliberate second copy; the GPU
-tests hold it to the reference).
+``common.cuh``. Each algorithm's kernel is a template ``name<TP, TG, TS, TE, M, VEC, PMODE, SR,
+flags..., EMA>``: the storage types of the parameter, the gradient, the states and the weight
+EMA (float, double, or the 16-bit bf16 / f16 bit patterns), M the math type, VEC the elements
+per vector load, PMODE and SR how a 16-bit parameter is stored (common.cuh ``Param``), then the
+option flags. The swaps and the roofline kernel take one storage type ``T`` (and M). The math of
+every kernel is the rule of the same name in kernels/rules.py, written again in C++ (the one
+deliberate second copy; the GPU tests hold it to the reference).
 """
 
 import functools
@@ -40,6 +43,15 @@ TYPES = {
     "float64": ("double", "double", 2),
 }
 
+# A storage format (fastopt._storage.storage: "" the math dtype itself, "bf16", "f16") -> its C++
+# type, given the math dtype.
+def ctype(fmt, dtype):
+    return {"bf16": "bf16", "f16": "f16"}.get(fmt) or TYPES[dtype][0]
+
+
+# How a 16-bit parameter is stored (kernels/cpu/generic.py PARAM_MODES) -> the template's PMODE.
+PMODES = {"": 0, "master": 1, "kahan": 2}
+
 # NVRTC options: C++17 for the generic lambda of the grid-stride loop. No fast-math flags.
 OPTIONS = ("--std=c++17",)
 
@@ -73,18 +85,22 @@ def _bool(x):
     return "true" if x else "false"
 
 
-def name_expression(name, dtype, vec, flags, ema=False):
-    """The instantiation to compile, e.g. ``adam<float, float, 4, false, false, true, true,
-    false>``.
+def name_expression(name, dtype, vec, flags, ema=False, storage=None, pmode=0, sr=False):
+    """The instantiation to compile, e.g. ``adam<float, float, float, float, float, 4, 0, false,
+    false, false, true, true, false>``.
 
-    ``flags`` maps every flag of ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``;
-    ``ema``: with the fused weight EMA (the last flag of the algorithms' kernels, see EMA).
+    ``dtype``: the math dtype (float32 or float64); ``flags`` maps every flag of
+    ``FLAGS[name]`` to a bool; ``vec`` is 1 or ``TYPES[dtype][2]``; ``ema``: with the fused
+    weight EMA (the last flag of the algorithms' kernels, see EMA); ``storage``: the C++ types
+    of (param, grad, states, EMA), by default all the dtype's; ``pmode`` (PMODES) and ``sr``:
+    how a 16-bit parameter is stored. The swaps take the dtype only.
     """
-    storage, math, _ = TYPES[dtype]
-    values = "".join(f", {_bool(flags[f])}" for f in __getattr__("FLAGS")[name])
-    if name in __getattr__("EMA"):
-        values += f", {_bool(ema)}"
-    return f"{name}<{storage}, {math}, {vec}{values}>"
+    storage_t, math, _ = TYPES[dtype]
+    values = "".join(f", {_bool(flags[f])}" for f in __getattr__("FLAGS").get(name, ()))
+    if name not in __getattr__("EMA"):
+        return f"{name}<{storage_t}, {math}, {vec}{values}>"
+    types = ", ".join(storage or (storage_t,) * 4)
+    return f"{name}<{types}, {math}, {vec}, {pmode}, {_bool(sr)}{values}, {_bool(ema)}>"
 
 
 def roofline_expression(dtype, vec, n_state):
@@ -92,11 +108,37 @@ def roofline_expression(dtype, vec, n_state):
 
 
 def all_expressions(name, dtype):
-    """Every instantiation the backend can request for one algorithm and dtype."""
+    """Every instantiation the backend can request for one algorithm and dtype (all arrays of
+    that dtype)."""
     out = []
     for vec in (1, TYPES[dtype][2]):
         names = __getattr__("FLAGS")[name]
         for ema in (False, True) if name in __getattr__("EMA") else (False,):
             for values in itertools.product((False, True), repeat=len(names)):
                 out.append(name_expression(name, dtype, vec, dict(zip(names, values)), ema))
+    return out
+
+
+# Representative 16-bit configurations (param, grad, states, EMA types; PMODE; SR): every
+# storage type in every role, each parameter store.
+STORAGE_CASES = (
+    (("bf16", "bf16", "bf16", "bf16"), 0, False),
+    (("f16", "f16", "float", "f16"), 1, False),
+    (("bf16", "bf16", "float", "float"), 2, False),
+    (("bf16", "float", "bf16", "bf16"), 0, True),
+    (("f16", "f16", "f16", "float"), 0, True),
+)
+
+
+def storage_expressions(name):
+    """Instantiations with 16-bit storage for one algorithm (float math): STORAGE_CASES, both
+    vector widths, with every flag off and every flag on, with the weight EMA. The backend can
+    request more (any storage type per role); these are the ones the nvcc test compiles."""
+    out = []
+    names = __getattr__("FLAGS")[name]
+    for storage, pmode, sr in STORAGE_CASES:
+        for vec in (1, TYPES["float32"][2]):
+            for on in (False, True):
+                out.append(name_expression(name, "float32", vec, dict.fromkeys(names, on), True,
+                                           storage, pmode, sr))
     return out

@@ -14,25 +14,29 @@ __device__ __forceinline__ void adadelta_rule(M& p, M g, M& square_avg, M& acc_d
     p = p - lr * delta;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void adadelta(T* __restrict__ param, const T* __restrict__ grad,
-                         T* __restrict__ square_avg, T* __restrict__ acc_delta, long long n, M lr,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void adadelta(TP* __restrict__ param, const TG* __restrict__ grad,
+                         TS* __restrict__ square_avg, TS* __restrict__ acc_delta, long long n, M lr,
                          M rho, M one_minus_rho, M eps, M weight_decay,
-                         T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                         TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                         M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                         long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> S = load<N>(square_avg, i), D = load<N>(acc_delta, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> S = load<N>(square_avg, i), D = load<N>(acc_delta, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), s = static_cast<M>(S.v[k]), d = static_cast<M>(D.v[k]);
-            adadelta_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), s, d, lr, rho,
+            M p = P.value(k), s = get(S.v[k]), d = get(D.v[k]);
+            adadelta_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, get(G.v[k]), s, d, lr, rho,
                                                      one_minus_rho, eps, weight_decay);
-            P.v[k] = static_cast<T>(p);
-            S.v[k] = static_cast<T>(s);
-            D.v[k] = static_cast<T>(d);
+            P.set(k, p);
+            put(S.v[k], s);
+            put(D.v[k], d);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(square_avg, i, S);
         store<N>(acc_delta, i, D);

@@ -11,22 +11,27 @@ __device__ __forceinline__ void adagrad_rule(M& p, M g, M& state_sum, M clr, M w
     p = p - clr * (g / (root(state_sum) + eps));
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void adagrad(T* __restrict__ param, const T* __restrict__ grad,
-                        T* __restrict__ state_sum, long long n, M clr, M weight_decay, M eps,
-                        T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void adagrad(TP* __restrict__ param, const TG* __restrict__ grad,
+                        TS* __restrict__ state_sum, long long n, M clr, M weight_decay, M eps,
+                        TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                        M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                        long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), S = load<N>(state_sum, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> S = load<N>(state_sum, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), s = static_cast<M>(S.v[k]);
-            adagrad_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), s, clr,
+            M p = P.value(k), s = get(S.v[k]);
+            adagrad_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, get(G.v[k]), s, clr,
                                                     weight_decay, eps);
-            P.v[k] = static_cast<T>(p);
-            S.v[k] = static_cast<T>(s);
+            P.set(k, p);
+            put(S.v[k], s);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(state_sum, i, S);
     });

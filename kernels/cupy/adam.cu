@@ -28,31 +28,35 @@ __device__ __forceinline__ void adam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq, 
 }
 
 // max_exp_avg_sq is not touched unless AMSGRAD.
-template <typename T, typename M, int VEC, bool AMSGRAD, bool MAXIMIZE, bool WEIGHT_DECAY,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool AMSGRAD, bool MAXIMIZE, bool WEIGHT_DECAY,
           bool DECOUPLED, bool EMA>
-__global__ void adam(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
-                     T* __restrict__ exp_avg_sq, T* __restrict__ max_exp_avg_sq, long long n,
+__global__ void adam(TP* __restrict__ param, const TG* __restrict__ grad, TS* __restrict__ exp_avg,
+                     TS* __restrict__ exp_avg_sq, TS* __restrict__ max_exp_avg_sq, long long n,
                      M one_minus_beta1, M beta2, M one_minus_beta2, M step_size, M inv_bc2_sqrt,
                      M eps, M decay, M one,
-                     T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                     TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                     M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                     long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> E = load<N>(exp_avg, i), S = load<N>(exp_avg_sq, i), X;
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> E = load<N>(exp_avg, i), S = load<N>(exp_avg_sq, i), X;
         if (AMSGRAD) X = load<N>(max_exp_avg_sq, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]), v = static_cast<M>(S.v[k]);
-            M vmax = AMSGRAD ? static_cast<M>(X.v[k]) : v;
+            M p = P.value(k), m = get(E.v[k]), v = get(S.v[k]);
+            M vmax = AMSGRAD ? get(X.v[k]) : v;
             adam_rule<M, AMSGRAD, MAXIMIZE, WEIGHT_DECAY, DECOUPLED>(
-                p, static_cast<M>(G.v[k]), m, v, vmax, one_minus_beta1, beta2, one_minus_beta2,
+                p, get(G.v[k]), m, v, vmax, one_minus_beta1, beta2, one_minus_beta2,
                 step_size, inv_bc2_sqrt, eps, decay, one);
-            P.v[k] = static_cast<T>(p);
-            E.v[k] = static_cast<T>(m);
-            S.v[k] = static_cast<T>(v);
-            if (AMSGRAD) X.v[k] = static_cast<T>(vmax);
+            P.set(k, p);
+            put(E.v[k], m);
+            put(S.v[k], v);
+            if (AMSGRAD) put(X.v[k], vmax);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, S);

@@ -16,26 +16,31 @@ __device__ __forceinline__ void adamax_rule(M& p, M g, M& exp_avg, M& exp_inf,
     p = p - clr * (exp_avg / exp_inf);
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void adamax(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
-                       T* __restrict__ exp_inf, long long n, M one_minus_beta1, M beta2, M eps,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void adamax(TP* __restrict__ param, const TG* __restrict__ grad,
+                       TS* __restrict__ exp_avg,
+                       TS* __restrict__ exp_inf, long long n, M one_minus_beta1, M beta2, M eps,
                        M weight_decay, M clr, M one,
-                       T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                       TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                       M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                       long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> E = load<N>(exp_avg, i), U = load<N>(exp_inf, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> E = load<N>(exp_avg, i), U = load<N>(exp_inf, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]), u = static_cast<M>(U.v[k]);
-            adamax_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), m, u,
+            M p = P.value(k), m = get(E.v[k]), u = get(U.v[k]);
+            adamax_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, get(G.v[k]), m, u,
                                                    one_minus_beta1, beta2, eps, weight_decay,
                                                    clr, one);
-            P.v[k] = static_cast<T>(p);
-            E.v[k] = static_cast<T>(m);
-            U.v[k] = static_cast<T>(u);
+            P.set(k, p);
+            put(E.v[k], m);
+            put(U.v[k], u);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_inf, i, U);

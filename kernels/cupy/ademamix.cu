@@ -17,31 +17,35 @@ __device__ __forceinline__ void ademamix_rule(M& p, M g, M& exp_avg, M& exp_avg_
     p = p + neg_lr * ((exp_avg * inv_bc1 + alpha * exp_avg_slow) / denom);
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void ademamix(T* __restrict__ param, const T* __restrict__ grad,
-                         T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq,
-                         T* __restrict__ exp_avg_slow, long long n, M one_minus_beta1, M beta2,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void ademamix(TP* __restrict__ param, const TG* __restrict__ grad,
+                         TS* __restrict__ exp_avg, TS* __restrict__ exp_avg_sq,
+                         TS* __restrict__ exp_avg_slow, long long n, M one_minus_beta1, M beta2,
                          M one_minus_beta2, M one_minus_beta3, M inv_bc1, M inv_bc2_sqrt,
                          M alpha, M eps, M neg_lr, M decay, M one,
-                         T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                         TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                         M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                         long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> E = load<N>(exp_avg, i), V = load<N>(exp_avg_sq, i);
-        Pack<T, N> S = load<N>(exp_avg_slow, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> E = load<N>(exp_avg, i), V = load<N>(exp_avg_sq, i);
+        Pack<TS, N> S = load<N>(exp_avg_slow, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]), v = static_cast<M>(V.v[k]);
-            M s = static_cast<M>(S.v[k]);
+            M p = P.value(k), m = get(E.v[k]), v = get(V.v[k]);
+            M s = get(S.v[k]);
             ademamix_rule<M, MAXIMIZE, WEIGHT_DECAY>(
-                p, static_cast<M>(G.v[k]), m, v, s, one_minus_beta1, beta2, one_minus_beta2,
+                p, get(G.v[k]), m, v, s, one_minus_beta1, beta2, one_minus_beta2,
                 one_minus_beta3, inv_bc1, inv_bc2_sqrt, alpha, eps, neg_lr, decay, one);
-            P.v[k] = static_cast<T>(p);
-            E.v[k] = static_cast<T>(m);
-            V.v[k] = static_cast<T>(v);
-            S.v[k] = static_cast<T>(s);
+            P.set(k, p);
+            put(E.v[k], m);
+            put(V.v[k], v);
+            put(S.v[k], s);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, V);

@@ -16,22 +16,27 @@ __device__ __forceinline__ void asgd_rule(M& p, M g, M& ax, M decay, M neg_eta, 
     ax = copy > z ? p : averaged;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void asgd(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ ax,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void asgd(TP* __restrict__ param, const TG* __restrict__ grad, TS* __restrict__ ax,
                      long long n, M decay, M neg_eta, M mu, M copy, M weight_decay, M zero,
-                     T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                     TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                     M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                     long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), A = load<N>(ax, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> A = load<N>(ax, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), a = static_cast<M>(A.v[k]);
-            asgd_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), a, decay, neg_eta,
+            M p = P.value(k), a = get(A.v[k]);
+            asgd_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, get(G.v[k]), a, decay, neg_eta,
                                                  mu, copy, weight_decay, zero);
-            P.v[k] = static_cast<T>(p);
-            A.v[k] = static_cast<T>(a);
+            P.set(k, p);
+            put(A.v[k], a);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(ax, i, A);
     });

@@ -1,9 +1,13 @@
-// Shared pieces of the CuPy kernels: vector packs, storage/math conversion, the grid-stride loop.
+// Shared pieces of the CuPy kernels: storage formats, vector packs, the parameter's store, the
+// grid-stride loop, the fused weight EMA.
 //
-// Every kernel is a template over T (the storage type of the arrays), M (the type the math runs
-// in), VEC (elements per vector load: 16 bytes of T when every array is 16-byte aligned, else 1)
-// and the algorithm's option flags. There are no floating-point literals in these sources: the
-// per-call coefficients arrive as arguments of type M, so a float kernel does float math only.
+// The algorithms' kernels are templates over the storage type of each array role -- TP the
+// parameter, TG the gradient, TS the states, TE the weight EMA: float, double, or the 16-bit bit
+// patterns bf16 and f16 below -- M (the type the math runs in: double for double arrays, else
+// float), VEC (elements per vector load, or 1), PMODE and SR (how a 16-bit parameter is stored,
+// see Param) and the algorithm's option flags. There are no floating-point literals in these
+// sources: the per-call coefficients arrive as arguments of type M, constants are bit patterns,
+// so a float kernel does float math only.
 #pragma once
 
 // Correctly rounded square roots (NVRTC and nvcc default to IEEE sqrt and division); named
@@ -16,6 +20,112 @@ template <typename M>
 __device__ __forceinline__ M lerp(M start, M end, M weight, M one_minus_weight) {
     const M diff = end - start;
     return weight < one_minus_weight ? start + weight * diff : end - diff * one_minus_weight;
+}
+
+// -- storage formats ---------------------------------------------------------------------------
+//
+// bfloat16 and float16 values travel as their bit patterns and are converted in integer
+// arithmetic, as kernels/formats.py does on the CPU, bit for bit: round to nearest even, NaN
+// stays NaN (bfloat16: the quiet NaN 0x7fc0 with the sign; float16: the payload's top bits).
+// get() widens a stored value to the math type, put() rounds a math value into storage.
+struct bf16 {
+    unsigned short bits;
+};
+struct f16 {
+    unsigned short bits;
+};
+
+__device__ __forceinline__ float get(float x) { return x; }
+__device__ __forceinline__ double get(double x) { return x; }
+__device__ __forceinline__ void put(float& out, float x) { out = x; }
+__device__ __forceinline__ void put(double& out, double x) { out = x; }
+
+__device__ __forceinline__ float get(bf16 x) {
+    return __uint_as_float(static_cast<unsigned>(x.bits) << 16);
+}
+
+__device__ __forceinline__ void put(bf16& out, float x) {
+    const unsigned b = __float_as_uint(x);
+    const unsigned top = b >> 16;
+    const unsigned rounded = (b + 0x7FFFu + (top & 1u)) >> 16;
+    const bool nan = (b & 0x7FFFFFFFu) > 0x7F800000u;
+    out.bits = static_cast<unsigned short>(nan ? ((top & 0x8000u) | 0x7FC0u) : rounded);
+}
+
+__device__ __forceinline__ float get(f16 x) {
+    const unsigned h = x.bits;
+    const unsigned sign = (h & 0x8000u) << 16;
+    const unsigned em = h & 0x7FFFu;
+    const unsigned exp = em & 0x7C00u;
+    const unsigned normal = (em << 13) + (112u << 23);          // rebias 15 -> 127
+    const unsigned special = 0x7F800000u | ((em & 0x3FFu) << 13);  // inf, NaN with payload
+    // Zero and subnormals: the mantissa times 2**-24 (0x33800000), exact in float.
+    const unsigned tiny = __float_as_uint(static_cast<float>(em) * __uint_as_float(0x33800000u));
+    const unsigned bits = exp == 0x7C00u ? special : (exp == 0u ? tiny : normal);
+    return __uint_as_float(bits | sign);
+}
+
+__device__ __forceinline__ void put(f16& out, float x) {
+    const unsigned b = __float_as_uint(x);
+    const unsigned sign = (b >> 16) & 0x8000u;
+    const unsigned a = b & 0x7FFFFFFFu;
+    const unsigned payload = (a & 0x7FFFFFu) >> 13;
+    const unsigned nan = 0x7C00u + payload + (payload == 0u ? 1u : 0u);
+    const unsigned odd = (a >> 13) & 1u;
+    const unsigned normal = (a - (112u << 23) + 0xFFFu + odd) >> 13;
+    // Subnormal results (|x| < 2**-14): adding 0.5 (0x3F000000) aligns the kept bits at the
+    // bottom of the float mantissa, and the float addition rounds them to nearest even.
+    const unsigned tiny =
+        __float_as_uint(__uint_as_float(a) + __uint_as_float(0x3F000000u)) - 0x3F000000u;
+    const unsigned finite = a < 0x38800000u ? tiny : normal;
+    const unsigned big = a > 0x7F800000u ? nan : 0x7C00u;  // 65520 and above round to inf
+    out.bits = static_cast<unsigned short>(sign | (a >= 0x477FF000u ? big : finite));
+}
+
+// Stochastic rounding (kernels/formats.py random_bits, bf16_store_sr, f16_store_sr): 32
+// random bits per element from a hash of the call's key and the element's index, then a
+// rounding up with probability (dropped bits) / (their range). Unbiased; independent of the
+// launch configuration.
+__device__ __forceinline__ unsigned random_bits(unsigned key, long long index) {
+    const unsigned long long u = static_cast<unsigned long long>(index);
+    unsigned h = static_cast<unsigned>(u) * 0x9E3779B9u + key +
+                 static_cast<unsigned>(u >> 32) * 0xC2B2AE35u;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    return h ^ (h >> 16);
+}
+
+template <typename T, typename M>
+__device__ __forceinline__ void put_sr(T& out, M x, unsigned) { put(out, x); }
+
+__device__ __forceinline__ void put_sr(bf16& out, float x, unsigned r) {
+    const unsigned b = __float_as_uint(x);
+    const unsigned top = b >> 16;
+    const unsigned up = (b + (r >> 16)) >> 16;
+    const bool nan = (b & 0x7FFFFFFFu) > 0x7F800000u;
+    out.bits = static_cast<unsigned short>(nan ? ((top & 0x8000u) | 0x7FC0u) : up);
+}
+
+__device__ __forceinline__ void put_sr(f16& out, float x, unsigned r) {
+    const unsigned b = __float_as_uint(x);
+    const unsigned sign = (b >> 16) & 0x8000u;
+    const unsigned a = b & 0x7FFFFFFFu;
+    const unsigned payload = (a & 0x7FFFFFu) >> 13;
+    const unsigned nan = 0x7C00u + payload + (payload == 0u ? 1u : 0u);
+    const unsigned normal = (a - (112u << 23) + (r >> 19)) >> 13;
+    // Subnormal results: the 24-bit significand over 2**w, w = 126 - exponent (14..32), plus
+    // as many random bits; magnitudes below 2**-33 become zero.
+    const unsigned e = a >> 23;
+    unsigned w = e <= 112u ? 126u - e : 14u;
+    w = w <= 32u ? w : 32u;
+    const unsigned long long man = (a & 0x7FFFFFu) | 0x800000u;
+    const unsigned long long rand = static_cast<unsigned long long>(r) >> (32u - w);
+    const unsigned tiny = e >= 94u ? static_cast<unsigned>((man + rand) >> w) : 0u;
+    const unsigned finite = a < 0x38800000u ? tiny : normal;
+    const unsigned big = a > 0x7F800000u ? nan : 0x7C00u;  // 65536 and above: inf
+    out.bits = static_cast<unsigned short>(sign | (a >= 0x47800000u ? big : finite));
 }
 
 template <typename T, int N>
@@ -56,21 +166,78 @@ __device__ __forceinline__ void grid_stride(long long n, Body body) {
     }
 }
 
+// The parameter of one pack, as the algorithms' kernels read and store it. PMODE says where its
+// value lives: 0 in the parameter itself; 1 in a master copy (`master`, of type M), the
+// parameter (16-bit) only written, rounded from it; 2 in the parameter plus `comp`, a
+// compensation array of the parameter's type holding what the last rounding lost (Kahan).
+// SR: a 16-bit parameter is stored with stochastic rounding, the random bits of element
+// sr_offset + index under sr_key. (kernels/cpu/generic.py kernel_source does the same.)
+template <int N, int PMODE, bool SR, typename TP, typename M>
+struct Param {
+    Pack<TP, N> v;     // the stored parameter
+    Pack<M, N> full;   // PMODE 1 and 2: the full-precision value
+    Pack<TP, N> comp;  // PMODE 2: the compensation
+    unsigned key;
+    long long index;
+
+    __device__ __forceinline__ Param(const TP* param, const M* master, const TP* compensation,
+                                     long long i, unsigned sr_key, long long sr_offset)
+        : key(sr_key), index(sr_offset + i) {
+        v = load<N>(param, i);
+        if (PMODE == 1) full = load<N>(master, i);
+        if (PMODE == 2) comp = load<N>(compensation, i);
+    }
+
+    // The value the rule starts from.
+    __device__ __forceinline__ M value(int k) const {
+        if (PMODE == 1) return full.v[k];
+        if (PMODE == 2) return get(v.v[k]) + get(comp.v[k]);
+        return get(v.v[k]);
+    }
+
+    // The rule's new value x of element k.
+    __device__ __forceinline__ void set(int k, M x) {
+        if (SR) {
+            put_sr(v.v[k], x, random_bits(key, index + k));
+        } else {
+            put(v.v[k], x);
+        }
+        if (PMODE == 1) full.v[k] = x;
+        if (PMODE == 2) {
+            full.v[k] = x;
+            put(comp.v[k], x - get(v.v[k]));
+        }
+    }
+
+    // The parameter's new value as the weight EMA sees it: the full value where a master or
+    // compensation array keeps it, else the value stored.
+    __device__ __forceinline__ M stored(int k) const {
+        return PMODE ? full.v[k] : get(v.v[k]);
+    }
+
+    __device__ __forceinline__ void store(TP* param, M* master, TP* compensation,
+                                          long long i) const {
+        ::store<N>(param, i, v);
+        if (PMODE == 1) ::store<N>(master, i, full);
+        if (PMODE == 2) ::store<N>(compensation, i, comp);
+    }
+};
+
 // The weight EMA fused after an algorithm's update (kernels/rules.py `ema`): when EMA, each
-// element of `ema` moves toward the parameter just stored, P (as stored: type T), by
-// torch.lerp with `weight` = 1 - decay and `rest` = 1 - weight; `first` nonzero copies P.
-// Every algorithm's kernel takes (T* ema, M ema_weight, M ema_rest, M ema_first) last and
-// calls this right after storing the parameter.
-template <bool EMA, int N, typename T, typename M>
-__device__ __forceinline__ void ema_update(T* __restrict__ ema, long long i, const Pack<T, N>& P,
-                                           M weight, M rest, M first) {
+// element of `ema` moves toward the parameter's new value (Param::stored) by torch.lerp with
+// `weight` = 1 - decay and `rest` = 1 - weight; `first` nonzero copies it. Every algorithm's
+// kernel takes (TE* ema, M ema_weight, M ema_rest, M ema_first) after its scalars and calls
+// this right after storing the parameter.
+template <bool EMA, int N, int PMODE, bool SR, typename TE, typename TP, typename M>
+__device__ __forceinline__ void ema_update(TE* __restrict__ ema, long long i,
+                                           const Param<N, PMODE, SR, TP, M>& P, M weight,
+                                           M rest, M first) {
     if (EMA) {
-        Pack<T, N> E = load<N>(ema, i);
+        Pack<TE, N> E = load<N>(ema, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            const M p = static_cast<M>(P.v[k]);
-            E.v[k] = first != M(0) ? P.v[k]
-                                   : static_cast<T>(lerp(static_cast<M>(E.v[k]), p, weight, rest));
+            const M p = P.stored(k);
+            put(E.v[k], first != M(0) ? p : lerp(get(E.v[k]), p, weight, rest));
         }
         store<N>(ema, i, E);
     }

@@ -15,23 +15,28 @@ __device__ __forceinline__ void lion_rule(M& p, M g, M& exp_avg, M lr, M decay, 
     exp_avg = beta2 * exp_avg + one_minus_beta2 * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void lion(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void lion(TP* __restrict__ param, const TG* __restrict__ grad, TS* __restrict__ exp_avg,
                      long long n, M lr, M decay, M beta1, M one_minus_beta1, M beta2,
                      M one_minus_beta2,
-                     T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                     TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                     M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                     long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), E = load<N>(exp_avg, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> E = load<N>(exp_avg, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]);
-            lion_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), m, lr, decay, beta1,
+            M p = P.value(k), m = get(E.v[k]);
+            lion_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, get(G.v[k]), m, lr, decay, beta1,
                                                  one_minus_beta1, beta2, one_minus_beta2);
-            P.v[k] = static_cast<T>(p);
-            E.v[k] = static_cast<T>(m);
+            P.set(k, p);
+            put(E.v[k], m);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
     });

@@ -19,28 +19,32 @@ __device__ __forceinline__ void nadam_rule(M& p, M g, M& exp_avg, M& exp_avg_sq,
     p = p + avg_coef * exp_avg / denom;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY,
           bool DECOUPLED, bool EMA>
-__global__ void nadam(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,
-                      T* __restrict__ exp_avg_sq, long long n, M one_minus_beta1, M beta2,
+__global__ void nadam(TP* __restrict__ param, const TG* __restrict__ grad, TS* __restrict__ exp_avg,
+                      TS* __restrict__ exp_avg_sq, long long n, M one_minus_beta1, M beta2,
                       M one_minus_beta2, M bias_correction2, M eps, M grad_coef, M avg_coef,
                       M decay, M one,
-                      T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                      TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                      M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                      long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> E = load<N>(exp_avg, i), V = load<N>(exp_avg_sq, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> E = load<N>(exp_avg, i), V = load<N>(exp_avg_sq, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), m = static_cast<M>(E.v[k]), v = static_cast<M>(V.v[k]);
+            M p = P.value(k), m = get(E.v[k]), v = get(V.v[k]);
             nadam_rule<M, MAXIMIZE, WEIGHT_DECAY, DECOUPLED>(
-                p, static_cast<M>(G.v[k]), m, v, one_minus_beta1, beta2, one_minus_beta2,
+                p, get(G.v[k]), m, v, one_minus_beta1, beta2, one_minus_beta2,
                 bias_correction2, eps, grad_coef, avg_coef, decay, one);
-            P.v[k] = static_cast<T>(p);
-            E.v[k] = static_cast<T>(m);
-            V.v[k] = static_cast<T>(v);
+            P.set(k, p);
+            put(E.v[k], m);
+            put(V.v[k], v);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(exp_avg, i, E);
         store<N>(exp_avg_sq, i, V);

@@ -25,32 +25,37 @@ __device__ __forceinline__ void rmsprop_rule(M& p, M g, M& square_avg, M& buf, M
 }
 
 // momentum_buffer and grad_avg are not touched unless MOMENTUM / CENTERED.
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool MOMENTUM,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool MOMENTUM,
           bool CENTERED, bool EMA>
-__global__ void rmsprop(T* __restrict__ param, const T* __restrict__ grad,
-                        T* __restrict__ square_avg, T* __restrict__ momentum_buffer,
-                        T* __restrict__ grad_avg, long long n, M lr, M alpha,
+__global__ void rmsprop(TP* __restrict__ param, const TG* __restrict__ grad,
+                        TS* __restrict__ square_avg, TS* __restrict__ momentum_buffer,
+                        TS* __restrict__ grad_avg, long long n, M lr, M alpha,
                         M one_minus_alpha, M eps, M weight_decay, M momentum, M one,
-                        T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                        TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                        M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                        long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), S = load<N>(square_avg, i), B, A;
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> S = load<N>(square_avg, i), B, A;
         if (MOMENTUM) B = load<N>(momentum_buffer, i);
         if (CENTERED) A = load<N>(grad_avg, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), s = static_cast<M>(S.v[k]);
-            M buf = MOMENTUM ? static_cast<M>(B.v[k]) : p;
-            M gavg = CENTERED ? static_cast<M>(A.v[k]) : p;
+            M p = P.value(k), s = get(S.v[k]);
+            M buf = MOMENTUM ? get(B.v[k]) : p;
+            M gavg = CENTERED ? get(A.v[k]) : p;
             rmsprop_rule<M, MAXIMIZE, WEIGHT_DECAY, MOMENTUM, CENTERED>(
-                p, static_cast<M>(G.v[k]), s, buf, gavg, lr, alpha, one_minus_alpha, eps,
+                p, get(G.v[k]), s, buf, gavg, lr, alpha, one_minus_alpha, eps,
                 weight_decay, momentum, one);
-            P.v[k] = static_cast<T>(p);
-            S.v[k] = static_cast<T>(s);
-            if (MOMENTUM) B.v[k] = static_cast<T>(buf);
-            if (CENTERED) A.v[k] = static_cast<T>(gavg);
+            P.set(k, p);
+            put(S.v[k], s);
+            if (MOMENTUM) put(B.v[k], buf);
+            if (CENTERED) put(A.v[k], gavg);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(square_avg, i, S);
         if (MOMENTUM) store<N>(momentum_buffer, i, B);

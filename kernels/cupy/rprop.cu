@@ -25,25 +25,29 @@ __device__ __forceinline__ void rprop_rule(M& p, M g, M& prev, M& step_size, M e
     prev = g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool EMA>
-__global__ void rprop(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ prev,
-                      T* __restrict__ step_size, long long n, M eta_minus, M eta_plus,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool EMA>
+__global__ void rprop(TP* __restrict__ param, const TG* __restrict__ grad, TS* __restrict__ prev,
+                      TS* __restrict__ step_size, long long n, M eta_minus, M eta_plus,
                       M step_size_min, M step_size_max, M one,
-                      T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                      TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                      M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                      long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> R = load<N>(prev, i), S = load<N>(step_size, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> R = load<N>(prev, i), S = load<N>(step_size, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), r = static_cast<M>(R.v[k]), s = static_cast<M>(S.v[k]);
-            rprop_rule<M, MAXIMIZE>(p, static_cast<M>(G.v[k]), r, s, eta_minus, eta_plus,
+            M p = P.value(k), r = get(R.v[k]), s = get(S.v[k]);
+            rprop_rule<M, MAXIMIZE>(p, get(G.v[k]), r, s, eta_minus, eta_plus,
                                     step_size_min, step_size_max, one);
-            P.v[k] = static_cast<T>(p);
-            R.v[k] = static_cast<T>(r);
-            S.v[k] = static_cast<T>(s);
+            P.set(k, p);
+            put(R.v[k], r);
+            put(S.v[k], s);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(prev, i, R);
         store<N>(step_size, i, S);

@@ -17,28 +17,33 @@ __device__ __forceinline__ void schedulefree_adamw_rule(M& p, M g, M& z, M& exp_
     z = z - lr * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void schedulefree_adamw(T* __restrict__ param, const T* __restrict__ grad,
-                                   T* __restrict__ z, T* __restrict__ exp_avg_sq, long long n,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void schedulefree_adamw(TP* __restrict__ param, const TG* __restrict__ grad,
+                                   TS* __restrict__ z, TS* __restrict__ exp_avg_sq, long long n,
                                    M ckp1, M y_coef, M lr, M beta2, M one_minus_beta2,
                                    M inv_bc2, M eps, M weight_decay, M one,
-                                   T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                                   TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                                   M* __restrict__ master, TP* __restrict__ comp,
+                                   unsigned int sr_key,
+                                   long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i);
-        Pack<T, N> Z = load<N>(z, i), V = load<N>(exp_avg_sq, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> Z = load<N>(z, i), V = load<N>(exp_avg_sq, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), zz = static_cast<M>(Z.v[k]);
-            M v = static_cast<M>(V.v[k]);
+            M p = P.value(k), zz = get(Z.v[k]);
+            M v = get(V.v[k]);
             schedulefree_adamw_rule<M, MAXIMIZE, WEIGHT_DECAY>(
-                p, static_cast<M>(G.v[k]), zz, v, ckp1, y_coef, lr, beta2, one_minus_beta2,
+                p, get(G.v[k]), zz, v, ckp1, y_coef, lr, beta2, one_minus_beta2,
                 inv_bc2, eps, weight_decay, one);
-            P.v[k] = static_cast<T>(p);
-            Z.v[k] = static_cast<T>(zz);
-            V.v[k] = static_cast<T>(v);
+            P.set(k, p);
+            put(Z.v[k], zz);
+            put(V.v[k], v);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(z, i, Z);
         store<N>(exp_avg_sq, i, V);

@@ -13,23 +13,28 @@ __device__ __forceinline__ void schedulefree_sgd_rule(M& p, M g, M& z, M ckp1, M
     z = z - lr * g;
 }
 
-template <typename T, typename M, int VEC, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
-__global__ void schedulefree_sgd(T* __restrict__ param, const T* __restrict__ grad,
-                                 T* __restrict__ z, long long n, M ckp1, M y_coef, M lr,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MAXIMIZE, bool WEIGHT_DECAY, bool EMA>
+__global__ void schedulefree_sgd(TP* __restrict__ param, const TG* __restrict__ grad,
+                                 TS* __restrict__ z, long long n, M ckp1, M y_coef, M lr,
                                  M weight_decay, M one,
-                                 T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                                 TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                                 M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                                 long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), Z = load<N>(z, i);
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> Z = load<N>(z, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]), zz = static_cast<M>(Z.v[k]);
-            schedulefree_sgd_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, static_cast<M>(G.v[k]), zz, ckp1,
+            M p = P.value(k), zz = get(Z.v[k]);
+            schedulefree_sgd_rule<M, MAXIMIZE, WEIGHT_DECAY>(p, get(G.v[k]), zz, ckp1,
                                                              y_coef, lr, weight_decay, one);
-            P.v[k] = static_cast<T>(p);
-            Z.v[k] = static_cast<T>(zz);
+            P.set(k, p);
+            put(Z.v[k], zz);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         store<N>(z, i, Z);
     });

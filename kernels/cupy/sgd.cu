@@ -17,27 +17,32 @@ __device__ __forceinline__ void sgd_rule(M& p, M g, M& buf, M lr, M momentum,
 }
 
 // momentum_buffer is not touched unless MOMENTUM.
-template <typename T, typename M, int VEC, bool MOMENTUM, bool NESTEROV, bool MAXIMIZE,
+template <typename TP, typename TG, typename TS, typename TE, typename M, int VEC,
+          int PMODE, bool SR, bool MOMENTUM, bool NESTEROV, bool MAXIMIZE,
           bool WEIGHT_DECAY, bool EMA>
-__global__ void sgd(T* __restrict__ param, const T* __restrict__ grad,
-                    T* __restrict__ momentum_buffer, long long n, M lr, M momentum,
+__global__ void sgd(TP* __restrict__ param, const TG* __restrict__ grad,
+                    TS* __restrict__ momentum_buffer, long long n, M lr, M momentum,
                     M one_minus_dampening, M weight_decay, M first,
-                    T* __restrict__ ema, M ema_weight, M ema_rest, M ema_first) {
+                    TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
+                    M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
+                    long long sr_offset) {
     grid_stride<VEC>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
-        Pack<T, N> P = load<N>(param, i), G = load<N>(grad, i), B;
+        Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
+        Pack<TG, N> G = load<N>(grad, i);
+        Pack<TS, N> B;
         if (MOMENTUM && !first) B = load<N>(momentum_buffer, i);
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-            M p = static_cast<M>(P.v[k]);
-            M buf = (MOMENTUM && !first) ? static_cast<M>(B.v[k]) : p;
+            M p = P.value(k);
+            M buf = (MOMENTUM && !first) ? get(B.v[k]) : p;
             sgd_rule<M, MOMENTUM, NESTEROV, MAXIMIZE, WEIGHT_DECAY>(
-                p, static_cast<M>(G.v[k]), buf, lr, momentum, one_minus_dampening, weight_decay,
+                p, get(G.v[k]), buf, lr, momentum, one_minus_dampening, weight_decay,
                 first);
-            P.v[k] = static_cast<T>(p);
-            if (MOMENTUM) B.v[k] = static_cast<T>(buf);
+            P.set(k, p);
+            if (MOMENTUM) put(B.v[k], buf);
         }
-        store<N>(param, i, P);
+        P.store(param, master, comp, i);
         ema_update<EMA>(ema, i, P, ema_weight, ema_rest, ema_first);
         if (MOMENTUM) store<N>(momentum_buffer, i, B);
     });

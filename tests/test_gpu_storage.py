@@ -1,0 +1,300 @@
+"""16-bit storage on the GPU backends: bfloat16 / float16 arrays, master weights, compensation,
+stochastic rounding, through the CuPy backend's C++ kernels (run on the CPU by
+tests/cupy_emulator.py) and the numba-cuda kernels (under Numba's CUDA simulator).
+
+The kernels widen every 16-bit value to float32, run the rule and round each store once, so a
+16-bit step on the GPU equals the float32 step of the same backend on the widened values,
+rounded: bit for bit. Stochastic rounding draws the bits the CPU kernels draw (one hash of
+seed, step and element index), so it equals the NumPy rounding of that float32 step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+import fastopt
+from algorithms import ALGORITHMS, Problem, case_id, cases
+from fastopt import _backends, _storage
+import cupy_emulator
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+# The simulator runs kernels.formats' hash in NumPy scalars, whose uint32 arithmetic wraps (as
+# intended) with a warning.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+BF16 = ml_dtypes.bfloat16
+FORMATS = {"bf16": BF16, "f16": np.float16}
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cupy-emulator"))
+
+
+class Device:
+    """A GPU backend under test: its name, and how arrays go to it and come back."""
+
+    def __init__(self, backend: str, to_device: Callable[[np.ndarray], Any],
+                 to_host: Callable[[Any], np.ndarray], size: int) -> None:
+        self.backend, self.to_device, self.to_host, self.size = backend, to_device, to_host, size
+        self.launches: list[Any] | None = None  # the emulator's record of its launches
+
+
+@pytest.fixture(params=["cupy", "numba-cuda", pytest.param("cupy-gpu", marks=pytest.mark.gpu)])
+def device(request, monkeypatch, build_dir):
+    """The CuPy backend on the emulator, numba-cuda (on the simulator where there is no GPU),
+    and the CuPy backend on a real GPU (where there is one)."""
+    if request.param == "cupy-gpu":
+        reason = fastopt.available_backends()["cupy"]
+        if reason is not None:
+            pytest.skip(f"cupy backend unavailable: {reason}")
+        import cupy
+
+        yield Device("cupy", cupy.asarray, cupy.asnumpy, 2**16 + 3)
+    elif request.param == "cupy":
+        if shutil.which(cupy_emulator.CXX) is None:
+            pytest.skip(f"no host C++ compiler ({cupy_emulator.CXX})")
+        fake = cupy_emulator.fake_cupy(build_dir)
+        monkeypatch.setitem(sys.modules, "cupy", fake)
+        sys.modules.pop("fastopt._cupy_backend", None)
+        monkeypatch.setattr(_backends, "_cupy_reason", lambda: None)
+        _backends._loaded.clear()
+        # 1031 elements: the vector build's packs of 4 and a tail of 3.
+        d = Device("cupy", lambda a: cupy_emulator.ndarray(a.copy()), lambda d: d.host.copy(),
+                   1031)
+        d.launches = fake.launches
+        yield d
+        sys.modules.pop("fastopt._cupy_backend", None)
+        _backends._loaded.clear()
+    else:
+        pytest.importorskip("numba_cuda")
+        reason = fastopt.available_backends()["numba-cuda"]
+        if reason is not None:
+            pytest.skip(f"numba-cuda backend unavailable: {reason}")
+        from numba import cuda
+
+        # Under the simulator every thread is a Python thread: a small array.
+        yield Device("numba-cuda", cuda.to_device, lambda d: d.copy_to_host(), 37)
+
+
+def _narrow(prob: Problem, param: Any, state: Any) -> Problem:
+    """``prob`` with its param and states of the given dtypes (values rounded)."""
+    out = prob.copy()
+    out.param = prob.param.astype(param)
+    out.state = {k: None if v is None else v.astype(state) for k, v in prob.state.items()}
+    if prob.ema is not None:
+        out.ema = prob.ema.astype(state)
+    return out
+
+
+def _widen(prob: Problem) -> Problem:
+    out = prob.copy()
+    out.param = prob.param.astype(np.float32)
+    out.state = {k: None if v is None else v.astype(np.float32) for k, v in prob.state.items()}
+    if prob.ema is not None:
+        out.ema = prob.ema.astype(np.float32)
+    return out
+
+
+def _gpu_step(prob: Problem, grad: np.ndarray, t: int, dev: Device, **store: Any) -> None:
+    """One step of ``prob``'s arrays on the device (the results copied back into them);
+    ``store``: master / compensation (host arrays, copied likewise), rounding, seed."""
+    on = {k: dev.to_device(v) for k, v in prob.arrays().items()}
+    extra = {k: dev.to_device(v) if isinstance(v, np.ndarray) else v for k, v in store.items()}
+    states = [None if v is None else on[k] for k, v in prob.state.items()]
+    ema = {} if prob.ema is None else {"ema": on["ema"], "ema_decay": prob.ema_decay}
+    prob.algo.step_fn(on["param"], dev.to_device(grad), *states, step=t, backend=dev.backend,
+                      **prob.scalars, **prob.options, **ema, **extra)
+    for k, a in prob.arrays().items():
+        a[...] = dev.to_host(on[k]).reshape(a.shape)
+    for k, v in store.items():
+        if isinstance(v, np.ndarray):
+            v[...] = dev.to_host(extra[k]).reshape(v.shape)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint16) if a.itemsize == 2 else a
+
+
+def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray], where: str) -> None:
+    for name, a in got.items():
+        np.testing.assert_array_equal(_bits(a), _bits(want[name].astype(a.dtype)),
+                                      err_msg=f"{name} {where}")
+
+
+STORAGE = {  # param, grad, states (and the EMA)
+    "bf16": (BF16, BF16, BF16),
+    "f16-param-f32-state": (np.float16, np.float16, np.float32),
+    "f32-param-bf16-state": (np.float32, BF16, BF16),
+}
+
+
+def _sweep() -> list[Any]:
+    """(case, storage): by default every algorithm's last option set in bfloat16, Adam's in
+    the other mixes (with a bfloat16 weight EMA for a float32 param); the rest slow."""
+    out = []
+    for case in cases():
+        last = case[1] == case[0].option_sets[-1]
+        for name in STORAGE:
+            fast = last and (name == "bf16" or case[0].name == "adam")
+            out.append(pytest.param(case, name, marks=() if fast else pytest.mark.slow,
+                                    id=f"{case_id(case)}-{name}"))
+    return out
+
+
+@pytest.mark.parametrize("case,storage", _sweep())
+def test_a_16bit_gpu_step_is_the_float32_gpu_step_rounded(device, case, storage):
+    p16, g16, s16 = STORAGE[storage]
+    algo, options = case
+    if algo.name == "adam" and p16 == np.float32:
+        # (with a 16-bit param the EMA follows its rounded value: not the wide step's)
+        options = {**options, "ema_decay": 0.9}
+    prob = Problem(algo, options, device.size, np.float32, seed=5)
+    narrow = _narrow(prob, p16, s16)
+    rng = np.random.default_rng(1)
+    for t in range(1, 4):
+        g = (rng.standard_normal(device.size) * 0.3).astype(g16)
+        wide = _widen(narrow)
+        with np.errstate(all="ignore"):
+            _gpu_step(wide, g.astype(np.float32), t, device)
+            _gpu_step(narrow, g, t, device)
+        _assert_same(narrow.arrays(), wide.arrays(), f"at step {t}")
+    assert not np.array_equal(narrow.param.astype(np.float32), prob.param)
+    if device.launches is not None:
+        names = {"bf16": "bf16", "f16-param-f32-state": "f16"}.get(storage, "float")
+        assert any(e.startswith(f"{algo.spec.rule}<{names}, ") for e, _, _ in device.launches)
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "f16"])
+@pytest.mark.parametrize("mode", ["master", "compensation", "stochastic"])
+def test_param_stores_on_the_gpu(device, mode, fmt):
+    # Master weights: the float32 step of the master, the param its rounding. Compensation:
+    # the float32 step of param + comp, stored as the rounding and what it lost. Stochastic
+    # rounding: the float32 step rounded with the CPU kernels' random bits.
+    algo = next(a for a in ALGORITHMS if a.name == "adamw")
+    prob = Problem(algo, algo.option_sets[-1], device.size, np.float32, seed=2)
+    narrow = _narrow(prob, FORMATS[fmt], np.float32)
+    master = prob.param.copy()
+    comp = np.zeros(device.size, FORMATS[fmt])
+    rng = np.random.default_rng(3)
+    for t in range(1, 4):
+        g = (rng.standard_normal(device.size) * 0.3).astype(FORMATS[fmt])
+        wide = _widen(narrow)
+        if mode == "master":
+            wide.param[...] = master
+            store: dict[str, Any] = {"master": master}
+        elif mode == "compensation":
+            wide.param[...] = narrow.param.astype(np.float32) + comp.astype(np.float32)
+            store = {"compensation": comp}
+        else:
+            store = {"rounding": "stochastic", "seed": 11}
+        _gpu_step(wide, g.astype(np.float32), t, device)
+        _gpu_step(narrow, g, t, device, **store)
+        want = wide.param.astype(FORMATS[fmt])
+        if mode == "stochastic":
+            want = np.empty_like(want)
+            _storage.store_sr(want, wide.param, fmt, _storage.sr_key(11, t))
+        np.testing.assert_array_equal(_bits(narrow.param), _bits(want), err_msg=f"step {t}")
+        if mode == "master":
+            np.testing.assert_array_equal(master, wide.param)
+        if mode == "compensation":
+            lost = (wide.param - want.astype(np.float32)).astype(FORMATS[fmt])
+            np.testing.assert_array_equal(_bits(comp), _bits(lost))
+        for name, s in narrow.state.items():
+            if s is not None:
+                np.testing.assert_array_equal(s, wide.state[name], err_msg=name)
+    if mode == "stochastic":  # it rounded both ways: not the nearest rounding everywhere
+        assert not np.array_equal(_bits(narrow.param), _bits(wide.param.astype(FORMATS[fmt])))
+
+
+def test_16bit_arrays_misaligned_for_the_vector_build(device):
+    if device.launches is None:
+        pytest.skip("the emulated CuPy kernels' vector build")
+    algo = next(a for a in ALGORITHMS if a.name == "adam")
+    n = 301
+    prob = _narrow(Problem(algo, algo.option_sets[-1], n, np.float32, seed=1), BF16, BF16)
+    wide = _widen(prob)
+    g = (np.random.default_rng(0).standard_normal(n) * 0.3).astype(BF16)
+
+    def odd(a):  # one element into a buffer: 2-byte aligned, not 8
+        buf = np.zeros(a.size + 1, a.dtype)
+        buf[1:] = a
+        return cupy_emulator.ndarray(buf[1:])
+
+    device.to_device = odd
+    _gpu_step(prob, g, 1, device)
+    _gpu_step(wide, g.astype(np.float32), 1, device)
+    _assert_same(prob.arrays(), wide.arrays(), "misaligned")
+    assert device.launches[0][0].startswith("adam<bf16, bf16, bf16, bf16, float, 1, ")
+    assert device.launches[1][0].startswith("adam<float, float, float, float, float, 1, ")
+
+
+def _arrays(device: Device, param=BF16, grad=BF16, states=(np.float32, np.float32), n=16):
+    host = [np.full(n, 0.5, param), np.full(n, 0.25, grad),
+            *[np.zeros(n, s) for s in states]]
+    return host, [device.to_device(a) for a in host]
+
+
+BAD = [
+    ("float64 grad", dict(grad=np.float64), {}, TypeError, "expected float32, bfloat16 or "),
+    ("bf16 with float64", dict(param=np.float64), {}, TypeError, "expected float64"),
+    ("master of a float32 param", dict(param=np.float32), dict(master=np.float32), TypeError,
+     "expected a bfloat16 or float16 param"),
+    ("bf16 master", {}, dict(master=BF16), TypeError, "Invalid master"),
+    ("float32 compensation", {}, dict(compensation=np.float32), TypeError,
+     "Invalid compensation"),
+    ("stochastic without seed", {}, dict(rounding="stochastic", seed=-1), ValueError,
+     "Invalid seed"),
+]
+
+
+@pytest.mark.parametrize("what,dtypes,store,error,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_16bit_gpu_calls_change_nothing(device, what, dtypes, store, error, message):
+    host, dev = _arrays(device, **dtypes)
+    kw = {k: device.to_device(np.zeros(16, v)) if k in ("master", "compensation") else v
+          for k, v in store.items()}
+    before = [device.to_host(a).copy() for a in dev]
+    with pytest.raises(error, match=message):
+        fastopt.adam_step(*dev, step=1, lr=0.1, backend=device.backend, **kw)
+    for a, b in zip(dev, before):
+        np.testing.assert_array_equal(_bits(device.to_host(a)), _bits(b))
+
+
+def test_one_state_format_per_call_on_cupy(device):
+    """The CuPy kernels take one storage type for all states: a mix is refused, unwritten
+    (numba-cuda, generated per slot, takes it)."""
+    host, dev = _arrays(device, states=(BF16, np.float32))
+    if device.backend == "cupy":
+        with pytest.raises(TypeError, match="one dtype for every state on the cupy backend"):
+            fastopt.adam_step(*dev, step=1, lr=0.1, backend="cupy")
+        np.testing.assert_array_equal(_bits(device.to_host(dev[0])), _bits(host[0]))
+    else:
+        fastopt.adam_step(*dev, step=1, lr=0.1, backend=device.backend)
+        p = device.to_host(dev[0]).astype(np.float32)
+        np.testing.assert_array_equal(p, np.full(16, 0.5 - 0.1, np.float32).astype(BF16))
+
+
+def test_8bit_states_are_refused_on_the_gpu(device):
+    host, dev = _arrays(device, states=())
+    m = fastopt.State8bit.zeros(host[0], signed=True)
+    v = fastopt.State8bit.zeros(host[0], signed=False)
+    with pytest.raises(TypeError, match="8-bit states run on the CPU backends"):
+        fastopt.adam_step(*dev, m, v, step=1, lr=0.1, backend=device.backend)
+    np.testing.assert_array_equal(_bits(device.to_host(dev[0])), _bits(host[0]))
+
+
+def test_the_roofline_moves_16bit_arrays(device):
+    """benchmarks/gpu.py's same-traffic kernel on bfloat16 arrays (read as 16-bit integers:
+    the bytes of a bf16 step, one integer add per element)."""
+    mod = _backends.load(device.backend)
+    host = [(np.arange(37) * (k + 1)).astype(np.uint16).view(BF16) for k in range(4)]
+    dev = [device.to_device(a) for a in host]
+    mod.roofline(dev[0], dev[1], dev[2:])
+    g = host[1].view(np.uint16)
+    for k, a in enumerate(dev):
+        want = host[k].view(np.uint16) + (g if k != 1 else 0)
+        np.testing.assert_array_equal(device.to_host(a).view(np.uint16), want)
