@@ -19,6 +19,7 @@ from numba import config, cuda
 from . import _device, _storage
 from . import _validate as check
 from . import _gpu_plans as plans
+from ._quant import BLOCK, State8bit
 from ._specs import Ema
 from .kernels import cuda as kernels
 
@@ -34,7 +35,7 @@ else:
 
 def _view(a: Any, fmt: str = "") -> Any:
     """A 1-D numba device array over the memory of ``a`` (no copy); of uint16 (the bit
-    patterns) for a 16-bit ``fmt``."""
+    patterns) for a 16-bit ``fmt`` (any other non-empty string)."""
     if not _is_numba_array(a):
         a = _device.unwrap(a)
         if fmt:  # whatever its typestr says (<f2, <V2, <i2), the kernel reads the bits
@@ -72,8 +73,12 @@ def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
                                            ema is not None, slot_formats, mode,
                                            sr_key is not None)
     fs = formats or ("",) * (len(arrays) + (ema is not None))
-    # An inactive slot holds the param: read as its storage (never touched by the kernel).
-    views = [_view(a, fs[0] if a is arrays[0] else f) for a, f in zip(arrays, fs)]
+    views = []
+    for a, f in zip(arrays, fs):
+        if type(a) is State8bit:  # its codes and absmax
+            views += [_view(a.codes), _view(a.absmax)]
+        else:  # (an inactive slot holds the param: read as its storage, never touched)
+            views.append(_view(a, fs[0] if a is arrays[0] else f))
     if ema is not None:
         views.append(_view(ema.array, fs[-1]))
         scalars = (*scalars, *ema.scalars)
@@ -83,13 +88,17 @@ def _launch(name: str, flags: dict[str, bool], arrays: list[Any],
     args = _cast(math, scalars)
     if sr_key is not None:
         args += [np.uint32(sr_key), np.int64(0)]
-    blocks, threads = kernels.launch_config(views[0].size)
+    if any(f[:2] == "q8" for f in fs):  # blockwise: one CUDA block per block of the states
+        blocks, threads = kernels.launch_config(views[0].size, BLOCK)
+    else:
+        blocks, threads = kernels.launch_config(views[0].size)
     k[blocks, threads](*views, *args)
 
 
 # 16-bit arrays (``formats``; float32 math), master weights, compensation and stochastic
-# rounding, as on the CPU.
+# rounding, and 8-bit states (_quant.State8bit of device arrays), as on the CPU.
 FORMATS = True
+FORMATS_8BIT = True
 
 
 # Every algorithm: the shared plan (kernel, flags, arrays, scalars), then one launch.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends, _quant, _storage
+from . import _backends, _device, _quant, _storage
 from . import _validate as check
 from ._quant import State8bit
 from ._specs import EMA_SWAP, SCHEDULEFREE_SWAP, Ema, Hyper, Scalar, Spec
@@ -260,12 +260,8 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
     arrays = check.arrays(names, inputs, overlap=False)
     mod = _backends.get(backend, arrays[0])
     if type(arrays[0]) is not np.ndarray:
-        if q8:
-            raise TypeError(f"Invalid {c.names[q8[0][0]]}: an 8-bit state with "
-                            f"{check._describe(arrays[0])} (8-bit states run on the CPU "
-                            f"backends)")
         return _step_stored_device(spec, c, t, arrays, names, mod, backend, extra, extra_name,
-                                   key, ema_array, decay, first, scalars, inputs)
+                                   key, ema_array, decay, first, scalars, inputs, given, q8)
     pf = _storage.storage(arrays[0].dtype)
     if not pf and (extra is not None or key is not None):
         what = extra_name if extra is not None else "rounding='stochastic'"
@@ -327,12 +323,49 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
 def _step_stored_device(spec: Spec, c: _Config, t: int, arrays: tuple[Any, ...],
                         names: tuple[str, ...], mod: Any, backend: str, extra: Any,
                         extra_name: str, key: int | None, ema_array: Any, decay: float,
-                        first: bool, scalars: tuple[Any, ...], inputs: tuple[Any, ...]) -> None:
-    """_step_stored for GPU arrays (checked, with the master or compensation array last):
-    the same rules, read from the arrays' CUDA array interfaces."""
+                        first: bool, scalars: tuple[Any, ...], inputs: tuple[Any, ...],
+                        given: list[Any], q8: list[tuple[int, Any]]) -> None:
+    """_step_stored for GPU arrays (checked, with the master or compensation array last; the
+    8-bit states of ``given`` at the positions ``q8`` apart): the same rules, read from the
+    arrays' CUDA array interfaces."""
     formats = _device_formats(arrays, backend, mod) or ("",) * len(arrays)
+    if q8:
+        if not getattr(mod, "FORMATS_8BIT", False):
+            if backend != "auto":
+                raise TypeError(f"Invalid backend: {backend!r} does not update 8-bit states "
+                                f"on the GPU (numba-cuda does)")
+            mod = _backends.get("numba-cuda", arrays[0])
+        cai = _device.interface(arrays[0])
+        assert cai is not None
+        device = _device.device_id(arrays[0], cai)
+        shape = tuple(cai["shape"])
+        spans = check.device_spans(arrays)
+        q8_names = []
+        for k, s in q8:
+            q = given[k]
+            _check_8bit_kind(c.names[k], q, s, check.device_dtype(arrays[0]) == _F64, names[0])
+            spans.append(check.device_part(f"{c.names[k]}.codes", q.codes, "|u1",
+                                           "uint8", shape, device))
+            spans.append(check.device_part(f"{c.names[k]}.absmax", q.absmax, "<f4", "float32",
+                                           (_quant.n_blocks(math.prod(shape)),), device))
+            q8_names += [f"{c.names[k]}.codes", f"{c.names[k]}.absmax"]
+        check._no_device_overlap((*names, *q8_names), (*arrays, *[
+            x for k, _ in q8 for x in (given[k].codes, given[k].absmax)]), spans)
+        # The kernels' slots: param, grad, the states (an 8-bit one as it is), EMA, extra.
+        q8_at = {k for k, _ in q8}
+        it, fit = iter(arrays), iter(formats)
+        slots, slot_formats = [], []
+        for k in range(len(given)):
+            if k in q8_at:
+                q = given[k]
+                slots.append(q)
+                slot_formats.append(_quant.kernel_format(q.format, q.signed))
+            else:
+                slots.append(next(it))
+                slot_formats.append(next(fit))
+        arrays, formats = (*slots, *it), (*slot_formats, *fit)
     pf = formats[0]
-    if not pf:
+    if not pf and (extra is not None or key is not None):
         what = extra_name if extra is not None else "rounding='stochastic'"
         raise TypeError(f"Invalid {what}: given with a param of dtype "
                         f"{check.device_dtype(arrays[0])} (expected a bfloat16 or float16 "
@@ -389,18 +422,7 @@ def check_8bit(name: str, q: State8bit, state: Any, param: np.ndarray,
     """An 8-bit state checked against its slot and the (checked) param: codes of uint8 laid
     out as the param, absmax of float32 with one value per block, both writeable; returned
     with NumPy views of torch tensors."""
-    if state.kind == "weights":
-        raise TypeError(f"Invalid {name}: an 8-bit state (expected an array: {name} holds "
-                        f"parameter values, kept at full precision)")
-    if q.signed != (state.kind == "signed"):
-        want, why = (("signed=True", "can be negative") if state.kind == "signed"
-                     else ("signed=False", "is never negative"))
-        raise ValueError(f"Invalid {name}: State8bit with signed={q.signed} (expected {want}: "
-                         f"{name} {why})")
-    if param.dtype == _F64:
-        raise TypeError(f"Invalid {name}: an 8-bit state with {param_name} of dtype float64 "
-                        f"(expected a float32, bfloat16 or float16 {param_name}: 8-bit states "
-                        f"run float32 math)")
+    _check_8bit_kind(name, q, state, param.dtype == _F64, param_name)
     codes, absmax = check._to_numpy(q.codes), check._to_numpy(q.absmax)
     if type(codes) is not np.ndarray or codes.dtype != np.uint8:
         raise TypeError(f"Invalid {name}.codes: {check._describe(codes)} (expected a "
@@ -426,6 +448,23 @@ def check_8bit(name: str, q: State8bit, state: Any, param: np.ndarray,
     if codes is q.codes and absmax is q.absmax:
         return q
     return State8bit(codes, absmax, signed=q.signed, format=q.format)
+
+
+def _check_8bit_kind(name: str, q: State8bit, state: Any, f64: bool, param_name: str) -> None:
+    """An 8-bit state fits its slot (not parameter values; the slot's sign) and the param's
+    dtype (``f64``: float64, refused)."""
+    if state.kind == "weights":
+        raise TypeError(f"Invalid {name}: an 8-bit state (expected an array: {name} holds "
+                        f"parameter values, kept at full precision)")
+    if q.signed != (state.kind == "signed"):
+        want, why = (("signed=True", "can be negative") if state.kind == "signed"
+                     else ("signed=False", "is never negative"))
+        raise ValueError(f"Invalid {name}: State8bit with signed={q.signed} (expected {want}: "
+                         f"{name} {why})")
+    if f64:
+        raise TypeError(f"Invalid {name}: an 8-bit state with {param_name} of dtype float64 "
+                        f"(expected a float32, bfloat16 or float16 {param_name}: 8-bit states "
+                        f"run float32 math)")
 
 
 def _formats_8bit(arrays: tuple[Any, ...], backend: str, mod: Any, given: list[Any],

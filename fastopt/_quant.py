@@ -134,6 +134,13 @@ class State8bit:
         return State8bit(new, np.array(self.absmax, copy=True), signed=self.signed,
                          format=self.format)
 
+    def map(self, fn: Any) -> State8bit:
+        """A State8bit of ``fn(codes)`` and ``fn(absmax)``, of the same sign and format: e.g.
+        ``state.map(cupy.asarray)`` puts it on the GPU, ``state.map(cupy.asnumpy)`` brings it
+        back (the numba-cuda backend updates 8-bit states of device arrays)."""
+        return State8bit(fn(self.codes), fn(self.absmax), signed=self.signed,
+                         format=self.format)
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(np.shape(self.codes))

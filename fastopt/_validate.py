@@ -249,21 +249,60 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
             raise ValueError(f"Invalid {names[i]}: on {_where(dev)} (expected "
                              f"{_where(known[0][1])}, the device of {names[first]})")
     count = math.prod(shape)
-    if count:
-        # Sorted by address, an array overlaps a later one exactly when it overlaps the next
-        # (ranges of one length) or reaches past the lowest start after it (any lengths).
-        spans = sorted((cai["data"][0], cai["data"][0] + sizes[k] * count, k)
-                       for k, cai in enumerate(cais))
-        pairs = [(min(i, j), max(i, j)) for k, (lo_a, hi_a, i) in enumerate(spans)
-                 for lo_b, _, j in spans[k + 1:] if lo_b < hi_a]
-    else:  # empty arrays share no memory; the same array twice is still a caller's bug
-        pairs = [(i, j) for i, j in itertools.combinations(range(len(values)), 2)
-                 if values[i] is values[j]]
+    _no_device_overlap(names, values, [(cai["data"][0], size * count)
+                                       for cai, size in zip(cais, sizes)])
+    return values
+
+
+def _no_device_overlap(names: tuple[str, ...], values: tuple[Any, ...],
+                       spans: list[tuple[int, int]]) -> None:
+    """No two of the device arrays, at (address, bytes) ``spans``, may share memory; empty
+    arrays share none, but the same array passed twice is still a caller's bug."""
+    ranges = sorted((lo, lo + nbytes, k) for k, (lo, nbytes) in enumerate(spans) if nbytes)
+    # Sorted by address, a range overlaps a later one when that one starts before it ends.
+    pairs = [(min(i, j), max(i, j)) for k, (_, hi_a, i) in enumerate(ranges)
+             for lo_b, _, j in ranges[k + 1:] if lo_b < hi_a]
+    pairs += [(i, j) for i, j in itertools.combinations(range(len(values)), 2)
+              if values[i] is values[j]]
     if pairs:
-        i, j = pairs[0]
+        i, j = min(pairs)
         raise ValueError(f"Invalid {names[j]}: it overlaps {names[i]} in device memory "
                          f"(expected separate arrays)")
-    return values
+
+
+def device_part(name: str, a: Any, typestr: str, what: str, shape: tuple[int, ...],
+                device: Any) -> tuple[int, int]:
+    """A device array that must have ``typestr`` (what: its dtype's name), ``shape``, be
+    C-contiguous, writeable and on the ``device`` of the call's param (where both tell).
+    Returns its (address, bytes)."""
+    cai = _device.interface(a)
+    if cai is None or cai["typestr"] not in (typestr, "=" + typestr[1:], "|" + typestr[1:]):
+        raise TypeError(f"Invalid {name}: {_describe(a)} (expected a device array of {what})")
+    if tuple(cai["shape"]) != shape:
+        raise ValueError(f"Invalid {name}: shape {tuple(cai['shape'])} (expected {shape})")
+    itemsize = np.dtype(typestr).itemsize
+    if not _device.c_contiguous(shape, cai.get("strides"), itemsize):
+        raise ValueError(f"Invalid {name}: non-contiguous array with strides "
+                         f"{tuple(cai['strides'])} (expected a C-contiguous array)")
+    if cai["data"][1]:
+        raise ValueError(f"Invalid {name}: read-only array (expected a writeable array; it is "
+                         f"updated in place)")
+    dev = _device.device_id(a, cai)
+    if dev is not None and device is not None and dev != device:
+        raise ValueError(f"Invalid {name}: on {_where(dev)} (expected {_where(device)}, the "
+                         f"device of the param)")
+    return cai["data"][0], itemsize * math.prod(shape)
+
+
+def device_spans(values: tuple[Any, ...]) -> list[tuple[int, int]]:
+    """(address, bytes) of checked device arrays."""
+    out = []
+    for a in values:
+        cai = _device.interface(a)
+        assert cai is not None
+        out.append((cai["data"][0], _DEVICE_DTYPES[cai["typestr"]].itemsize
+                    * math.prod(cai["shape"])))
+    return out
 
 
 def check_layout(name: str, a: np.ndarray, param_name: str, param: np.ndarray) -> None:

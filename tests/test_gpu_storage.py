@@ -278,12 +278,14 @@ def test_one_state_format_per_call_on_cupy(device):
         np.testing.assert_array_equal(p, np.full(16, 0.5 - 0.1, np.float32).astype(BF16))
 
 
-def test_8bit_states_are_refused_on_the_gpu(device):
+def test_8bit_states_are_refused_by_the_cupy_backend(device):
+    if device.backend != "cupy":
+        pytest.skip("numba-cuda updates 8-bit states (below)")
     host, dev = _arrays(device, states=())
-    m = fastopt.State8bit.zeros(host[0], signed=True)
-    v = fastopt.State8bit.zeros(host[0], signed=False)
-    with pytest.raises(TypeError, match="8-bit states run on the CPU backends"):
-        fastopt.adam_step(*dev, m, v, step=1, lr=0.1, backend=device.backend)
+    m = fastopt.State8bit.zeros(host[0], signed=True).map(device.to_device)
+    v = fastopt.State8bit.zeros(host[0], signed=False).map(device.to_device)
+    with pytest.raises(TypeError, match="'cupy' does not update 8-bit states on the GPU"):
+        fastopt.adam_step(*dev, m, v, step=1, lr=0.1, backend="cupy")
     np.testing.assert_array_equal(_bits(device.to_host(dev[0])), _bits(host[0]))
 
 
@@ -298,3 +300,101 @@ def test_the_roofline_moves_16bit_arrays(device):
     for k, a in enumerate(dev):
         want = host[k].view(np.uint16) + (g if k != 1 else 0)
         np.testing.assert_array_equal(device.to_host(a).view(np.uint16), want)
+
+
+# -- 8-bit states: the numba-cuda backend (one CUDA block per block of the state) -----------
+
+# (the simulator runs 256 Python threads per CUDA block: few, small cases by default)
+Q8_CASES = [pytest.param(("adam", "dynamic", 513), id="adam-dynamic-513"),
+            pytest.param(("adam", "fp8", 1), id="adam-fp8-1"),
+            pytest.param(("adamw", "fp8", 700), id="adamw-fp8-700", marks=pytest.mark.slow)]
+
+
+@pytest.fixture
+def simulated_numba_cuda():
+    pytest.importorskip("numba_cuda")
+    reason = fastopt.available_backends()["numba-cuda"]
+    if reason is not None:
+        pytest.skip(f"numba-cuda backend unavailable: {reason}")
+    from numba import cuda
+
+    return cuda
+
+
+def _q8_run(name, fmt, n, backend, to_device, to_host, param=np.float32, steps=3):
+    """``steps`` Adam-family steps with 8-bit states; the param, codes and absmax after."""
+    rng = np.random.default_rng(4)
+    p = rng.standard_normal(n).astype(param)
+    m = fastopt.State8bit.zeros(p, signed=True, format=fmt).map(to_device)
+    v = fastopt.State8bit.zeros(p, signed=False, format=fmt).map(to_device)
+    p = to_device(p)
+    step = getattr(fastopt, f"{name}_step")
+    for t in range(1, steps + 1):
+        g = to_device((rng.standard_normal(n) * 0.5).astype(param))
+        step(p, g, m, v, step=t, lr=1e-2, backend=backend)
+    return [to_host(a) for a in (p, m.codes, m.absmax, v.codes, v.absmax)]
+
+
+@pytest.mark.parametrize("case", Q8_CASES)
+def test_8bit_gpu_states_equal_the_cpu_kernels(simulated_numba_cuda, case):
+    """The blockwise GPU kernel (block maxima in shared memory) gives the CPU kernel's
+    parameter, codes and absmax bit for bit, tail block included."""
+    cuda = simulated_numba_cuda
+    name, fmt, n = case
+    gpu = _q8_run(name, fmt, n, "numba-cuda", cuda.to_device, lambda a: a.copy_to_host())
+    cpu = _q8_run(name, fmt, n, "numba", np.copy, np.copy)
+    for what, a, b in zip(("param", "m.codes", "m.absmax", "v.codes", "v.absmax"), gpu, cpu):
+        np.testing.assert_array_equal(a, b, err_msg=what)
+    assert gpu[2].size == -(-n // 256)
+
+
+@pytest.mark.slow
+def test_8bit_gpu_states_with_a_bf16_param(simulated_numba_cuda):
+    cuda = simulated_numba_cuda
+    gpu = _q8_run("adam", "fp8", 300, "numba-cuda", cuda.to_device, lambda a: a.copy_to_host(),
+                  BF16, 2)
+    cpu = _q8_run("adam", "fp8", 300, "numba", np.copy, np.copy, BF16, 2)
+    for a, b in zip(gpu, cpu):
+        np.testing.assert_array_equal(_bits(a), _bits(b))
+
+
+def _q8_device_args(cuda, n=300):
+    p = cuda.to_device(np.ones(n, np.float32))
+    g = cuda.to_device(np.ones(n, np.float32))
+    m = fastopt.State8bit.zeros(np.ones(n), signed=True).map(cuda.to_device)
+    v = fastopt.State8bit.zeros(np.ones(n), signed=False).map(cuda.to_device)
+    return p, g, m, v
+
+
+Q8_BAD = [
+    ("host codes", lambda m, cuda: fastopt.State8bit(m.codes.copy_to_host(), m.absmax,
+                                                     signed=True), TypeError,
+     "exp_avg.codes: .*expected a device array of uint8"),
+    ("short absmax", lambda m, cuda: fastopt.State8bit(
+        m.codes, cuda.to_device(np.zeros(1, np.float32)), signed=True), ValueError,
+     r"exp_avg.absmax: shape \(1,\) \(expected \(2,\)\)"),
+    ("float16 absmax", lambda m, cuda: fastopt.State8bit(
+        m.codes, cuda.to_device(np.zeros(2, np.float16)), signed=True), TypeError,
+     "expected a device array of float32"),
+    ("unsigned", lambda m, cuda: fastopt.State8bit(m.codes, m.absmax, signed=False),
+     ValueError, "signed=False"),
+]
+
+
+@pytest.mark.parametrize("what,make,error,message", Q8_BAD, ids=[b[0] for b in Q8_BAD])
+def test_bad_8bit_gpu_states_change_nothing(simulated_numba_cuda, what, make, error, message):
+    cuda = simulated_numba_cuda
+    p, g, m, v = _q8_device_args(cuda)
+    with pytest.raises(error, match=message):
+        fastopt.adam_step(p, g, make(m, cuda), v, step=1, lr=0.1, backend="numba-cuda")
+    np.testing.assert_array_equal(p.copy_to_host(), np.ones(300, np.float32))
+    np.testing.assert_array_equal(v.absmax.copy_to_host(), np.zeros(2, np.float32))
+
+
+def test_8bit_codes_overlapping_the_param_are_refused(simulated_numba_cuda):
+    cuda = simulated_numba_cuda
+    p, g, m, v = _q8_device_args(cuda)
+    raw = cuda.to_device(np.zeros(300, np.float32))
+    alias = fastopt.State8bit(raw.view(np.uint8)[:300], m.absmax, signed=True)
+    with pytest.raises(ValueError, match="overlaps"):
+        fastopt.adam_step(raw, g, alias, v, step=1, lr=0.1, backend="numba-cuda")
