@@ -524,11 +524,12 @@ def swap_arrays(names: tuple[str, str], values: tuple[Any, Any]) -> tuple[Any, .
 
 
 def _one_float_dtype(names: tuple[str, str], arrays: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The swaps take float32 or float64 arrays of one dtype (no 16-bit storage yet)."""
-    for name, a in zip(names, arrays):
-        if type(a) is np.ndarray and (_storage.storage(a.dtype) != ""
-                                      or a.dtype != arrays[0].dtype):
-            raise TypeError(f"Invalid {name}: array of dtype {_storage.name(a.dtype)} (expected "
+    """The swaps take float32 or float64 arrays of one dtype (no 16-bit storage yet), on the
+    host or the device."""
+    dtypes = [a.dtype if type(a) is np.ndarray else check.device_dtype(a) for a in arrays]
+    for name, d in zip(names, dtypes):
+        if _storage.storage(d) != "" or d != dtypes[0]:
+            raise TypeError(f"Invalid {name}: array of dtype {_storage.name(d)} (expected "
                             f"float32 or float64, one dtype for {' and '.join(names)}: the "
                             f"swaps take no 16-bit arrays yet)")
     return arrays

@@ -39,13 +39,14 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator
 import numpy as np
 import torch
 
-from . import _generic, _storage
+from . import _generic, _quant, _storage
 from ._algorithms import active_states
 from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import check_options, numba_disabled, update
 from ._layout import flat
 from ._signals import deferred_signals
-from .optim import _ema_decay, functional_options, state_dtype_name, storage_options
+from .optim import (Q8, _ema_decay, functional_options, q8_options, state_dtype_name,
+                    storage_options)
 
 __all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Lion", "RAdam",
            "NAdam", "ASGD", "Rprop", "ADOPT", "AdEMAMix", "AdamWScheduleFree", "SGDScheduleFree"]
@@ -97,7 +98,8 @@ def _group_options(algorithm: str, group: dict[str, Any]) -> dict[str, Any]:
 
 MAX_STEP = 2**63 - 2  # the kernels count steps in int64, and a step writes step + 1
 # A group's storage options (see _TorchStorage): not hyperparameters of the functional API.
-_STORAGE_KEYS = ("state_dtype", "master_weights", "param_rounding", "seed")
+_STORAGE_KEYS = ("state_dtype", "master_weights", "param_rounding", "seed", "state_format",
+                 "min_8bit_size")
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -192,33 +194,89 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return a
 
 
+# An 8-bit state of a tensor: uint8 codes under the state's key, laid out as the parameter,
+# and float32 absmax, one per block of 256 elements in memory order, under key + ABSMAX.
+ABSMAX = "_absmax"
+
+
+def _check_state_8bit(p: torch.Tensor, state: dict[str, Any], key: str,
+                      where: str) -> list[tuple[str, torch.Tensor]]:
+    """An 8-bit state of ``p`` checked (codes and absmax): returned as (key, tensor) pairs."""
+    codes, absmax = state.get(key), state.get(key + ABSMAX)
+    what = f"state {key!r} of {where}"
+    if not isinstance(codes, torch.Tensor) or codes.dtype is not torch.uint8:
+        got = codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise ValueError(f"fastopt.torch: {what} is {got} (expected the torch.uint8 codes of "
+                         f"an 8-bit state: the group's state_dtype is '8bit')")
+    _check_state(p, codes, key, where, torch.uint8)
+    if codes.stride() != p.stride() and p.numel() > 1:
+        raise ValueError(f"fastopt.torch: {what} has strides {codes.stride()} (expected its "
+                         f"parameter's {p.stride()}: an 8-bit state's blocks follow the "
+                         f"memory order it was saved in)")
+    blocks = _quant.n_blocks(p.numel())
+    name = key + ABSMAX
+    if not isinstance(absmax, torch.Tensor) or absmax.dtype is not torch.float32 or \
+            absmax.shape != (blocks,) or not absmax.is_contiguous() or not absmax.is_cpu:
+        got = (f"a {absmax.dtype} tensor of shape {list(absmax.shape)}"
+               if isinstance(absmax, torch.Tensor) else type(absmax).__name__)
+        raise ValueError(f"fastopt.torch: state {name!r} of {where} is {got} (expected a "
+                         f"contiguous CPU torch.float32 tensor of shape [{blocks}]: one value "
+                         f"per block of {_quant.BLOCK} elements)")
+    return [(key, codes), (name, absmax)]
+
+
+def _functional_state(s: dict[str, Any], key: str, name: str, spec: Any,
+                      storage: "_TorchStorage | None") -> Any:
+    """State ``key`` of one tensor as the functional API takes it: a NumPy view, or for an
+    8-bit state a State8bit of views of its codes and absmax."""
+    t = s[key]
+    if t.dtype is torch.uint8 and storage is not None and storage.q8 is not None:
+        return _quant.State8bit(t.detach().numpy(), s[key + ABSMAX].detach().numpy(),
+                                signed=spec.state(name).kind == "signed", format=storage.q8)
+    return _as_numpy(t)
+
+
 class _TorchStorage:
     """A group's storage options (see fastopt.optim._Storage), for torch tensors."""
 
-    __slots__ = ("state_dtype", "master", "rounding", "seed")
+    __slots__ = ("state_dtype", "master", "rounding", "seed", "q8", "min_8bit_size")
 
     def __init__(self, group: dict[str, Any]) -> None:
         name, self.master, self.rounding, self.seed = storage_options(group)
-        if name == "8bit":
-            raise ValueError("Invalid state_dtype: '8bit' (fastopt.torch does not keep 8-bit "
-                             "states yet; the NumPy optimizer classes and the functional API "
-                             "do; expected None, torch.float32 or torch.bfloat16)")
-        self.state_dtype = None if name is None else getattr(torch, name)
+        # 8-bit states (state_dtype="8bit"): their format, else None; smaller tensors than
+        # min_8bit_size keep float32 states, as do parameter values and the weight EMA.
+        fmt, self.min_8bit_size = q8_options(group)
+        self.q8 = fmt if name == Q8 else None
+        self.state_dtype = None if name is None else torch.float32 if name == Q8 \
+            else getattr(torch, name)
 
     def plain(self, p: torch.Tensor) -> bool:
         """Whether ``p`` steps as float32/float64 with states of its own dtype."""
-        return p.dtype is not torch.bfloat16 and p.dtype is not torch.float16 and (
-            self.state_dtype is None or self.state_dtype is p.dtype)
+        return p.dtype is not torch.bfloat16 and p.dtype is not torch.float16 and \
+            self.q8 is None and (self.state_dtype is None or self.state_dtype is p.dtype)
 
-    def dtypes(self, p: torch.Tensor, where: str) -> dict[str, torch.dtype]:
-        """The dtype of each state of ``p``: "state" (the algorithm's and the EMA), and for
-        a 16-bit ``p`` "master" or "compensation" when the group keeps them."""
+    def want(self, algorithm: str, name: str, p: torch.Tensor,
+             wants: dict[str, Any]) -> Any:
+        """What state ``name`` of ``p`` must be: a dtype, or Q8 (uint8 codes under its key
+        and a float32 absmax under its key + "_absmax": see _state_8bit)."""
+        want = wants.get(name, wants["state"])
+        if want is Q8 and (name == "ema" or SPECS[algorithm].state(name).kind == "weights"):
+            return torch.float32
+        return want
+
+    def dtypes(self, p: torch.Tensor, where: str) -> dict[str, Any]:
+        """The dtype of each state of ``p``: "state" (the algorithm's and the EMA; Q8 for
+        8-bit states, see want), and for a 16-bit ``p`` "master" or "compensation" when the
+        group keeps them."""
         narrow = p.dtype in _NARROW
         if self.state_dtype is not None and p.dtype is torch.float64:
             raise TypeError(f"fastopt.torch: {where} is float64 and state_dtype is "
                             f"{self.state_dtype} (float64 parameters keep float64 states)")
         default = torch.float32 if narrow and self.master else p.dtype
-        out = {"state": default if self.state_dtype is None else self.state_dtype}
+        out: dict[str, Any] = {"state": default if self.state_dtype is None else
+                               self.state_dtype}
+        if self.q8 is not None and p.numel() >= self.min_8bit_size:
+            out["state"] = Q8
         if narrow and self.master:
             out["master"] = torch.float32
         if narrow and self.rounding == "kahan":
@@ -291,6 +349,9 @@ class _Batch:
         out = [*self.params, *[s[key] for s in self.states for _, key in self.keys]]
         if self.storage is not None:
             out += [s[k] for s in self.states for k in ("master", "compensation") if k in s]
+            if self.storage.q8 is not None:
+                out += [s[key + ABSMAX] for s in self.states for _, key in self.keys
+                        if s[key].dtype is torch.uint8]
         return out
 
     def run(self, opt: "_Optimizer") -> None:
@@ -320,9 +381,11 @@ class _Batch:
         stores = None if self.storage is None else [
             self.storage.store(p, s, i, c) for p, s, i, c in zip(
                 self.params, self.states, self.indices, self.counts)]
+        spec = SPECS[opt.algorithm]
         update(opt.algorithm, self.opts, [_as_numpy(p) for p in self.params],
                [_as_numpy(g) for g in self.grads],
-               [{**{n: _as_numpy(s[torch_keys[n]]) for n in torch_keys},
+               [{**{n: _functional_state(s, torch_keys[n], n, spec, self.storage)
+                    for n in torch_keys},
                  **(self.scalars_old[r] if self.scalars_old else {})}
                 for r, s in enumerate(self.states)], self.steps, backend=opt.backend,
                ema_decay=self.ema_decay, ema_first=self.ema_first, stores=stores)
@@ -654,7 +717,8 @@ class _Optimizer(torch.optim.Optimizer):
                  capturable: bool, differentiable: bool,
                  ema_decay: float | None = None, state_dtype: Any = None,
                  master_weights: bool = False, param_rounding: str = "nearest",
-                 seed: int = 0) -> None:
+                 seed: int = 0, state_format: str = "dynamic",
+                 min_8bit_size: int = 4096) -> None:
         if backend not in ("auto", "numba", "numpy"):
             raise ValueError(f"Invalid backend: {backend!r} (expected 'auto', 'numba' or "
                              f"'numpy')")
@@ -673,7 +737,8 @@ class _Optimizer(torch.optim.Optimizer):
         defaults = dict(defaults, foreach=foreach, fused=fused, capturable=capturable,
                         differentiable=differentiable, ema_decay=ema_decay, ema_swapped=False,
                         state_dtype=state_dtype_name(state_dtype), master_weights=master_weights,
-                        param_rounding=param_rounding, seed=seed)
+                        param_rounding=param_rounding, seed=seed, state_format=state_format,
+                        min_8bit_size=min_8bit_size)
         _group_options(self.algorithm, defaults)
         super().__init__(params, defaults)
 
@@ -720,27 +785,36 @@ class _Optimizer(torch.optim.Optimizer):
                                                              copy=True)
             if _TorchStorage(group).plain(p):
                 continue
-            # 16-bit parameters or states: every state keeps the dtype it was saved in (the
-            # float32 master weights of a bfloat16 parameter, bfloat16 moments of a float32
-            # one); the next step checks it against the group's options.
+            # 16-bit parameters or states, 8-bit states: every state keeps the dtype it was
+            # saved in (the float32 master weights of a bfloat16 parameter, bfloat16 moments
+            # of a float32 one, uint8 codes and float32 absmax); the next step checks it
+            # against the group's options.
             for key, value in saved.get(i, {}).items():
-                if key != "step" and isinstance(value, torch.Tensor) and \
-                        value.is_floating_point() and key not in own:
+                if key != "step" and isinstance(value, torch.Tensor) and key not in own:
                     self.state[p][key] = value.detach().to(p.device, value.dtype, copy=True)
 
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str) -> torch.Tensor:
-        wants = _TorchStorage(group).dtypes(p, "a parameter")
+    def _init_state(self, p: torch.Tensor, group: dict[str, Any], name: str
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """A new state of ``p``: a tensor, or for an 8-bit state its (codes, absmax)."""
+        storage = _TorchStorage(group)
+        wants = storage.dtypes(p, "a parameter")
         if name == "master":  # the parameter's value, exactly, in float32
             return p.detach().to(torch.float32, memory_format=torch.preserve_format,
                                  copy=True)
         if name == "compensation":
             return torch.zeros_like(p)
-        dtype = wants["state"]
+        dtype = storage.want(self.algorithm, name, p, wants)
         init = PARAM if name == "ema" else SPECS[self.algorithm].state(name).init
         if init == PARAM:  # the weight EMA starts as the parameter (AveragedModel's copy)
             return p.detach().to(dtype, memory_format=torch.preserve_format, copy=True)
         if isinstance(init, str):  # a group key holding the value
             init = float(_as_number(init, group[init]))
+        if dtype is Q8 and storage.q8 is not None:  # the initial value's codes, laid out
+            values = torch.full_like(p, init, dtype=torch.float32)  # as the parameter
+            q = _quant.State8bit.quantize(values.numpy(), format=storage.q8,
+                                          signed=SPECS[self.algorithm].state(name).kind
+                                          == "signed")
+            return torch.from_numpy(q.codes), torch.from_numpy(q.absmax)
         return torch.full_like(p, init, dtype=dtype)  # the parameter's memory layout
 
     @torch.compiler.disable  # type: ignore[untyped-decorator]
@@ -804,16 +878,17 @@ class _Optimizer(torch.optim.Optimizer):
                            decay)
             storage = _TorchStorage(group)
             fast = fast_groups.get(gi)
-            if fast is not None and batch.multi and (
+            if fast is not None and batch.multi and storage.q8 is None and (
                     storage.state_dtype is None or storage.state_dtype is fast.dtype) and \
                     fast.plan(group, keys_t, batch, work, seen):
                 work.fast[gi] = fast
                 work.batches.append(batch)
                 continue
             dtypes = set(map(_DTYPE, group["params"]))
-            if not dtypes <= {f32, f64} or (storage.state_dtype is not None
-                                            and dtypes != {storage.state_dtype}):
-                # 16-bit parameters or states: checked and stepped tensor by tensor
+            if not dtypes <= {f32, f64} or storage.q8 is not None or (
+                    storage.state_dtype is not None and dtypes != {storage.state_dtype}):
+                # 16-bit parameters or states, 8-bit states: checked and stepped tensor by
+                # tensor
                 self._plan_stored(gi, group, keys, storage, batch, work)
                 if batch.params:
                     work.batches.append(batch)
@@ -971,6 +1046,7 @@ class _Optimizer(torch.optim.Optimizer):
             wants = storage.dtypes(p, where)
             state = self.state[p]
             extra = [(n, n) for n in ("master", "compensation") if n in wants]
+            extra_names = {n for n, _ in extra}
             for n in ("master", "compensation"):
                 if n not in wants and state.get(n) is not None:
                     raise ValueError(
@@ -984,12 +1060,17 @@ class _Optimizer(torch.optim.Optimizer):
             held: list[tuple[str, torch.Tensor]] = []
             for c, (n, key) in enumerate([*keys, *extra]):
                 t = state.get(key)
+                want = wants[n] if n in extra_names else storage.want(
+                    self.algorithm, n, p, wants)
                 if t is None:
                     work.allocate.append((state, key, p, group, n, batch, r, c))
                     fresh = fresh or n in fresh_names
                     ema_fresh = ema_fresh or n == "ema"
                     continue
-                _check_state(p, t, key, where, wants.get(n, wants["state"]))
+                if want is Q8:
+                    held += _check_state_8bit(p, state, key, where)
+                    continue
+                _check_state(p, t, key, where, want)
                 if t.stride() != p.stride() and p.numel() > 1:
                     work.relayout.append((state, key, p, batch, r, c))
                 held.append((key, t))
@@ -1087,6 +1168,11 @@ class _Optimizer(torch.optim.Optimizer):
             for state, key, p, group, n, batch, r, c in work.allocate:
                 done.append((state, key, state.get(key, _ABSENT)))
                 t = self._init_state(p, group, n)
+                if isinstance(t, tuple):  # an 8-bit state: codes and absmax
+                    done.append((state, key + ABSMAX, state.get(key + ABSMAX, _ABSENT)))
+                    state[key], state[key + ABSMAX] = t
+                    batch.rows[r][c] = t[0].data_ptr()
+                    continue
                 if t.stride() != p.stride() and t.numel() > 1:
                     # rows pair elements by memory order
                     t = torch.empty_like(p, dtype=t.dtype).copy_(t)
@@ -1144,13 +1230,15 @@ class SGD(_Optimizer):
                  fused: bool | None = None, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class Adam(_Optimizer):
@@ -1166,13 +1254,15 @@ class Adam(_Optimizer):
                  decoupled_weight_decay: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay), backend,
                          multi_tensor, foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class AdamW(_Optimizer):
@@ -1188,12 +1278,14 @@ class AdamW(_Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=True), backend,
                          multi_tensor, foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class RMSprop(_Optimizer):
@@ -1208,13 +1300,15 @@ class RMSprop(_Optimizer):
                  fused: bool | None = None, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class Adagrad(_Optimizer):
@@ -1229,13 +1323,15 @@ class Adagrad(_Optimizer):
                  fused: bool | None = None, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class Adadelta(_Optimizer):
@@ -1250,11 +1346,13 @@ class Adadelta(_Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class Adamax(_Optimizer):
@@ -1269,12 +1367,14 @@ class Adamax(_Optimizer):
                  fused: bool | None = None, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class Lion(_Optimizer):
@@ -1288,11 +1388,13 @@ class Lion(_Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, None, False, False, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class RAdam(_Optimizer):
@@ -1307,13 +1409,15 @@ class RAdam(_Optimizer):
                  differentiable: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, None, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class NAdam(_Optimizer):
@@ -1330,6 +1434,7 @@ class NAdam(_Optimizer):
                  differentiable: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -1337,7 +1442,8 @@ class NAdam(_Optimizer):
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, None, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class ASGD(_Optimizer):
@@ -1353,11 +1459,13 @@ class ASGD(_Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
                                       weight_decay=weight_decay, maximize=maximize), backend,
                          multi_tensor, foreach, None, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class Rprop(_Optimizer):
@@ -1372,12 +1480,14 @@ class Rprop(_Optimizer):
                  differentiable: bool = False, ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto",
                  multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, None, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class ADOPT(_Optimizer):
@@ -1395,12 +1505,14 @@ class ADOPT(_Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, clip_exponent=clip_exponent,
                                       weight_decay=weight_decay, decouple=decouple,
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class AdEMAMix(_Optimizer):
@@ -1419,6 +1531,7 @@ class AdEMAMix(_Optimizer):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, alpha=alpha, eps=eps,
                                       weight_decay=weight_decay,
@@ -1426,7 +1539,8 @@ class AdEMAMix(_Optimizer):
                                       t_beta3=no_warmup(t_beta3),
                                       maximize=maximize), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class _ScheduleFree(_Optimizer):
@@ -1490,13 +1604,15 @@ class AdamWScheduleFree(_ScheduleFree):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)
 
 
 class SGDScheduleFree(_ScheduleFree):
@@ -1513,10 +1629,12 @@ class SGDScheduleFree(_ScheduleFree):
                  ema_decay: float | None = None,
                  state_dtype: Any = None, master_weights: bool = False,
                  param_rounding: str = "nearest", seed: int = 0,
+                 state_format: str = "dynamic", min_8bit_size: int = 4096,
                  backend: str = "auto", multi_tensor: bool = True) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       warmup_steps=warmup_steps, r=r,
                                       weight_lr_power=weight_lr_power, maximize=maximize,
                                       train_mode=True), backend, multi_tensor,
                          foreach, fused, capturable, differentiable, ema_decay,
-                         state_dtype, master_weights, param_rounding, seed)
+                         state_dtype, master_weights, param_rounding, seed, state_format,
+                         min_8bit_size)

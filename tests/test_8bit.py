@@ -616,9 +616,106 @@ def test_8bit_state_memory_in_a_class():
     assert state / (2 * p.nbytes) <= 0.27
 
 
-def test_fastopt_torch_refuses_8bit_states_clearly():
+def _torch_8bit_model(torch, dtype):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 80), torch.nn.Linear(80, 3)).to(dtype)
+
+
+@pytest.mark.parametrize("fmt", ["dynamic", "fp8"])
+def test_fastopt_torch_8bit_states_are_the_functional_api_step(fmt):
+    """fastopt.torch with state_dtype='8bit': uint8 codes under the state's key (the
+    parameter's layout), float32 absmax under key + '_absmax'; each step is the functional
+    API's on State8bit views, bit for bit; tensors under min_8bit_size keep float32 states."""
     torch = pytest.importorskip("torch")
     import fastopt.torch as ft
 
-    with pytest.raises(ValueError, match="fastopt.torch does not keep 8-bit states yet"):
-        ft.Adam([torch.nn.Parameter(torch.zeros(3))], state_dtype="8bit")
+    m = _torch_8bit_model(torch, torch.float32)
+    params = list(m.parameters())
+    opt = ft.AdamW(params, lr=1e-2, state_dtype="8bit", state_format=fmt, min_8bit_size=1000)
+    mine = [p.detach().numpy().copy() for p in params]
+    states = [(fastopt.State8bit.zeros(a, signed=True, format=fmt),
+               fastopt.State8bit.zeros(a, signed=False, format=fmt)) if a.size >= 1000 else
+              (np.zeros_like(a), np.zeros_like(a)) for a in mine]
+    for t in range(1, 4):
+        torch.manual_seed(t)
+        for p, a, (mm, vv) in zip(params, mine, states):
+            p.grad = torch.randn_like(p)
+            fastopt.adamw_step(a, p.grad.numpy(), mm, vv, step=t, lr=1e-2)
+        opt.step()
+    for p, a, (mm, vv) in zip(params, mine, states):
+        np.testing.assert_array_equal(p.detach().numpy(), a)
+        st = opt.state[p]
+        if a.size >= 1000:
+            assert st["exp_avg"].dtype == torch.uint8 and st["exp_avg"].shape == p.shape
+            np.testing.assert_array_equal(st["exp_avg"].numpy(), mm.codes)
+            np.testing.assert_array_equal(st["exp_avg_sq_absmax"].numpy(), vv.absmax)
+        else:
+            assert st["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in st
+
+
+def test_fastopt_torch_8bit_checkpoints_resume_bit_exactly():
+    torch = pytest.importorskip("torch")
+    import copy
+    import io
+
+    import fastopt.torch as ft
+
+    def train(m, opt, seeds):
+        for s in seeds:
+            torch.manual_seed(s)
+            opt.zero_grad()
+            m(torch.randn(8, 64, dtype=torch.bfloat16)).float().square().mean().backward()
+            opt.step()
+
+    kw = dict(lr=1e-2, state_dtype="8bit", state_format="fp8", min_8bit_size=256)
+    straight, resumed = (_torch_8bit_model(torch, torch.bfloat16) for _ in range(2))
+    a = ft.Adam(straight.parameters(), **kw)
+    train(straight, a, range(6))
+    b = ft.Adam(resumed.parameters(), **kw)
+    train(resumed, b, range(3))
+    buf = io.BytesIO()
+    torch.save(b.state_dict(), buf)
+    buf.seek(0)
+    fresh = copy.deepcopy(resumed)
+    c = ft.Adam(fresh.parameters(), **kw)
+    c.load_state_dict(torch.load(buf))  # torch would cast every state to the param's dtype
+    for p, q in zip(resumed.parameters(), fresh.parameters()):
+        for key, v in b.state[p].items():
+            assert c.state[q][key].dtype == v.dtype and torch.equal(c.state[q][key], v), key
+    train(fresh, c, range(3, 6))
+    for p, q in zip(straight.parameters(), fresh.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_fastopt_torch_bad_8bit_states_change_nothing():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as ft
+
+    m = _torch_8bit_model(torch, torch.float32)
+    opt = ft.Adam(m.parameters(), lr=1e-2, state_dtype="8bit", min_8bit_size=0)
+    for p in m.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    w = next(m.parameters())
+    st = opt.state[w]
+    before = [p.detach().clone() for p in m.parameters()]
+    good = st["exp_avg_absmax"]
+    for bad, message in ((good[:-1].clone(), "exp_avg_absmax.*expected a contiguous CPU "
+                          "torch.float32 tensor of shape \\[20\\]"),
+                         (good.double(), "exp_avg_absmax.* torch.float64")):
+        st["exp_avg_absmax"] = bad
+        with pytest.raises(ValueError, match=message):
+            opt.step()
+        assert all(torch.equal(x, y) for x, y in zip(before, m.parameters()))
+    st["exp_avg_absmax"] = good
+    codes = st["exp_avg"]
+    st["exp_avg"] = codes.float()
+    with pytest.raises(ValueError, match="expected the torch.uint8 codes of an 8-bit state"):
+        opt.step()
+    st["exp_avg"] = codes.t().contiguous().t()  # the same values, another memory order
+    with pytest.raises(ValueError, match="blocks follow the memory order"):
+        opt.step()
+    assert all(torch.equal(x, y) for x, y in zip(before, m.parameters()))
+    st["exp_avg"] = codes
+    opt.step()
+    assert not torch.equal(before[0], w)

@@ -165,8 +165,9 @@ def test_a_16bit_gpu_step_is_the_float32_gpu_step_rounded(device, case, storage)
         _assert_same(narrow.arrays(), wide.arrays(), f"at step {t}")
     assert not np.array_equal(narrow.param.astype(np.float32), prob.param)
     if device.launches is not None:
-        names = {"bf16": "bf16", "f16-param-f32-state": "f16"}.get(storage, "float")
-        assert any(e.startswith(f"{algo.spec.rule}<{names}, ") for e, _, _ in device.launches)
+        types = {"bf16": "bf16, bf16, bf16", "f16-param-f32-state": "f16, f16, float",
+                 "f32-param-bf16-state": "float, bf16, bf16"}[storage]
+        assert any(e.startswith(f"{algo.spec.rule}<{types}, ") for e, _, _ in device.launches)
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "f16"])
@@ -276,6 +277,19 @@ def test_one_state_format_per_call_on_cupy(device):
         fastopt.adam_step(*dev, step=1, lr=0.1, backend=device.backend)
         p = device.to_host(dev[0]).astype(np.float32)
         np.testing.assert_array_equal(p, np.full(16, 0.5 - 0.1, np.float32).astype(BF16))
+
+
+@pytest.mark.parametrize("swap", ["ema_swap", "schedulefree_eval"])
+@pytest.mark.parametrize("dtypes", [(BF16, BF16), (np.float16, np.float16),
+                                    (np.float32, BF16)], ids=["bf16", "f16", "mixed"])
+def test_the_swaps_refuse_16bit_device_arrays(device, swap, dtypes):
+    host = [np.full(16, 1.0 + k, d) for k, d in enumerate(dtypes)]
+    dev = [device.to_device(a) for a in host]
+    kw = {"beta1": 0.9} if swap == "schedulefree_eval" else {}
+    with pytest.raises(TypeError, match="the swaps take no 16-bit arrays yet"):
+        getattr(fastopt, swap)(*dev, backend=device.backend, **kw)
+    for a, h in zip(dev, host):
+        np.testing.assert_array_equal(_bits(device.to_host(a)), _bits(h))
 
 
 def test_8bit_states_are_refused_by_the_cupy_backend(device):
@@ -398,3 +412,69 @@ def test_8bit_codes_overlapping_the_param_are_refused(simulated_numba_cuda):
     alias = fastopt.State8bit(raw.view(np.uint8)[:300], m.absmax, signed=True)
     with pytest.raises(ValueError, match="overlaps"):
         fastopt.adam_step(raw, g, alias, v, step=1, lr=0.1, backend="numba-cuda")
+
+
+# -- the C++ conversions themselves, on every 16-bit pattern and the float32 edge cases ------
+
+_HARNESS = """
+extern "C" void fastopt_conversions(const unsigned short* h, float* bf_in, float* f16_in,
+                                    long long n16, const float* x, unsigned short* bf_out,
+                                    unsigned short* f16_out, unsigned short* bf_sr,
+                                    unsigned short* f16_sr, unsigned* bits, long long n32,
+                                    unsigned key) {
+    for (long long i = 0; i < n16; ++i) {
+        bf_in[i] = get(bf16{h[i]});
+        f16_in[i] = get(f16{h[i]});
+    }
+    for (long long i = 0; i < n32; ++i) {
+        bf16 b; f16 f;
+        put(b, x[i]); bf_out[i] = b.bits;
+        put(f, x[i]); f16_out[i] = f.bits;
+        bits[i] = random_bits(key, i);
+        put_sr(b, x[i], bits[i]); bf_sr[i] = b.bits;
+        put_sr(f, x[i], bits[i]); f16_sr[i] = f.bits;
+    }
+}
+"""
+
+
+def test_cuda_conversions_match_the_cpu_formats(tmp_path):
+    """common.cuh's get/put/put_sr/random_bits, compiled for the host: every bfloat16 and
+    float16 pattern widened as ml_dtypes/NumPy do; float32 values around every 16-bit value
+    (ties, their neighbours), float32's edges and random patterns rounded to nearest even as
+    they do, and stochastically as the CPU kernels do (the same hash bits)."""
+    import ctypes
+    import subprocess
+
+    from fastopt.kernels import cupy as sources
+    from test_storage import ALL16, _store_cases
+
+    if shutil.which(cupy_emulator.CXX) is None:
+        pytest.skip(f"no host C++ compiler ({cupy_emulator.CXX})")
+    src, lib = tmp_path / "conv.cpp", tmp_path / "conv.so"
+    src.write_text(cupy_emulator.PRELUDE + sources.source("adam") + _HARNESS)
+    subprocess.run([cupy_emulator.CXX, "-std=c++17", "-O1", "-fPIC", "-shared",
+                    "-ffp-contract=off", "-o", str(lib), str(src)], check=True, timeout=300)
+    fn = ctypes.CDLL(str(lib)).fastopt_conversions
+    x = _store_cases()
+    n16, n32 = ALL16.size, x.size
+    bf_in, f16_in = np.empty(n16, np.float32), np.empty(n16, np.float32)
+    outs = [np.empty(n32, np.uint16) for _ in range(4)]
+    bits = np.empty(n32, np.uint32)
+    key = 0x1234ABCD
+    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in (ALL16, bf_in, f16_in)]
+    fn(*ptr, ctypes.c_longlong(n16), x.ctypes.data_as(ctypes.c_void_p),
+       *[a.ctypes.data_as(ctypes.c_void_p) for a in (*outs, bits)], ctypes.c_longlong(n32),
+       ctypes.c_uint(key))
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(bf_in.view(np.uint32),
+                                      ALL16.view(BF16).astype(np.float32).view(np.uint32))
+        np.testing.assert_array_equal(f16_in.view(np.uint32),
+                                      ALL16.view(np.float16).astype(np.float32).view(np.uint32))
+        np.testing.assert_array_equal(outs[0], x.astype(BF16).view(np.uint16))
+        np.testing.assert_array_equal(outs[1], x.astype(np.float16).view(np.uint16))
+    np.testing.assert_array_equal(bits, _storage.random_bits(key, np.arange(n32)))
+    for out, fmt, dtype in ((outs[2], "bf16", BF16), (outs[3], "f16", np.float16)):
+        want = np.empty(n32, dtype)
+        _storage.store_sr(want, x, fmt, key)
+        np.testing.assert_array_equal(out, want.view(np.uint16), err_msg=fmt)
