@@ -16,8 +16,27 @@ from algorithms import (ALGORITHMS, DTYPES, SIZES, Problem, assert_close, case_i
 BACKENDS = [b for b, reason in fastopt.available_backends().items()
             if reason is None and b not in ("numpy", *fastopt._backends.GPU_BACKENDS)]
 STEPS = 25
-# 2**16 + 3 already takes the parallel kernels; the largest size runs with --runslow.
-RUN_SIZES = [pytest.param(n, marks=pytest.mark.slow) if n > 2**16 + 3 else n for n in SIZES]
+PARALLEL = 2**16 + 3  # takes the parallel kernels; the largest size runs with --runslow
+
+
+def _sweep() -> list:
+    """(case, size, dtype). By default every case at every serial size in both dtypes, and
+    the parallel kernels (a compilation each: most of this file's time) for each
+    algorithm's last option set in both dtypes and with the weight EMA in float32; every
+    other parallel case and the largest size under -m slow."""
+    out = []
+    for case in cases() + ema_cases():
+        algo, options = case
+        ema = "ema_decay" in options  # (ema_cases: the last option sets)
+        last = options == algo.option_sets[-1]
+        for size in SIZES:
+            for dtype in DTYPES:
+                fast = size < PARALLEL or (size == PARALLEL and (
+                    last if not ema else dtype == np.float32))
+                out.append(pytest.param(case, size, dtype,
+                                        marks=() if fast else pytest.mark.slow,
+                                        id=f"{case_id(case)}-{size}-{np.dtype(dtype).name}"))
+    return out
 
 
 def run_both(problem: Problem, backend: str, steps: int) -> tuple[Problem, Problem]:
@@ -30,9 +49,7 @@ def run_both(problem: Problem, backend: str, steps: int) -> tuple[Problem, Probl
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", RUN_SIZES)
-@pytest.mark.parametrize("case", cases() + ema_cases(), ids=case_id)
+@pytest.mark.parametrize("case,size,dtype", _sweep())
 def test_matches_reference(case, size, dtype, backend):
     algo, options = case
     fast, ref = run_both(Problem(algo, options, size, dtype, seed=size), backend, STEPS)

@@ -17,8 +17,11 @@ from algorithms import ALGORITHMS, DTYPES, Problem
 SIZES = (1, 33, 2**15 + 5)  # the last takes the parallel kernels
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("size", SIZES)
+# The parallel float64 kernels with the EMA are compiled for this test alone: -m slow.
+@pytest.mark.parametrize("size,dtype", [
+    pytest.param(n, d, id=f"{n}-{np.dtype(d).name}",
+                 marks=pytest.mark.slow if n == SIZES[-1] and d == np.float64 else ())
+    for n in SIZES for d in DTYPES])
 @pytest.mark.parametrize("algo", ALGORITHMS, ids=lambda a: a.name)
 def test_fusing_the_ema_leaves_the_update_bit_for_bit(algo, size, dtype):
     """With ``ema=`` the parameter and states are exactly those of the step without it, and
