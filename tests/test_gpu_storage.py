@@ -478,3 +478,17 @@ def test_cuda_conversions_match_the_cpu_formats(tmp_path):
         want = np.empty(n32, dtype)
         _storage.store_sr(want, x, fmt, key)
         np.testing.assert_array_equal(out, want.view(np.uint16), err_msg=fmt)
+
+
+def test_with_master_weights_the_16bit_param_is_only_written(device):
+    """The master holds the value: what the bfloat16 param held (NaN here) is never read."""
+    n = device.size
+    master = np.linspace(-1, 1, n).astype(np.float32)
+    p = device.to_device(np.full(n, np.nan, BF16))
+    g = device.to_device(np.full(n, 0.5, BF16))
+    m, v = (device.to_device(np.zeros(n, np.float32)) for _ in range(2))
+    dm = device.to_device(master)
+    fastopt.adam_step(p, g, m, v, step=1, lr=0.1, master=dm, backend=device.backend)
+    got = device.to_host(dm)
+    np.testing.assert_array_equal(got, master - np.float32(0.1))
+    np.testing.assert_array_equal(_bits(device.to_host(p)), _bits(got.astype(BF16)))

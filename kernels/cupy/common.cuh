@@ -183,7 +183,7 @@ struct Param {
     __device__ __forceinline__ Param(const TP* param, const M* master, const TP* compensation,
                                      long long i, unsigned sr_key, long long sr_offset)
         : key(sr_key), index(sr_offset + i) {
-        v = load<N>(param, i);
+        if (PMODE != 1) v = load<N>(param, i);  // with a master copy: written, never read
         if (PMODE == 1) full = load<N>(master, i);
         if (PMODE == 2) comp = load<N>(compensation, i);
     }
