@@ -296,16 +296,7 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
     if ema_array is not None:
         fused = Ema.of(arrays[-1], decay, first, np.float32)
         arrays = arrays[:-1]
-    written: list[tuple[Any, float]] = []
-    if spec.scalar_states:
-        opts = dict(opts)
-        for sc, a in zip(spec.scalar_states, scalars):
-            if a is None:
-                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or np.float32)
-            else:
-                a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
-                opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
-                written.append((a, new))
+    opts, written = _float32_scalars(spec, opts, scalars, t)
     if arrays[0].size:
         it = iter(arrays[2:])
         full = tuple(next(it) if on else None for on in c.active)
@@ -318,6 +309,24 @@ def _step_stored(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], ste
         a[...] = new
     check.bump_torch_versions([x for k, x in enumerate(inputs) if k != 1]
                               + [a for a in scalars if a is not None])
+
+
+def _float32_scalars(spec: Spec, opts: dict[str, Any], scalars: tuple[Any, ...], t: int
+                     ) -> tuple[dict[str, Any], list[tuple[Any, float]]]:
+    """The options with the scalar states' values at step ``t`` (float32 math: 16-bit or
+    8-bit storage), and the given scalar state arrays with their new values, to write after
+    the update."""
+    written: list[tuple[Any, float]] = []
+    if spec.scalar_states:
+        opts = dict(opts)
+        for sc, a in zip(spec.scalar_states, scalars):
+            if a is None:
+                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or np.float32)
+            else:
+                a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
+                opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
+                written.append((a, new))
+    return opts, written
 
 
 def _step_stored_device(spec: Spec, c: _Config, t: int, arrays: tuple[Any, ...],
@@ -382,17 +391,7 @@ def _step_stored_device(spec: Spec, c: _Config, t: int, arrays: tuple[Any, ...],
     if ema_array is not None:
         fused = Ema.of(arrays[-1], decay, first, np.float32)
         arrays = arrays[:-1]
-    opts = c.opts
-    written: list[tuple[Any, float]] = []
-    if spec.scalar_states:
-        opts = dict(opts)
-        for sc, a in zip(spec.scalar_states, scalars):
-            if a is None:
-                opts[sc.name] = derived(spec, sc, t, opts, sc.dtype or np.float32)
-            else:
-                a = check.scalar_state(sc.name, a, sc.lo, sc.hi, sc.dtype)
-                opts[sc.name], new = sc.advance(float(a.reshape(-1)[0]), t, opts, a.dtype.type)
-                written.append((a, new))
+    opts, written = _float32_scalars(spec, c.opts, scalars, t)
     if arrays[0].size:
         it = iter(arrays[2:])
         full = tuple(next(it) if on else None for on in c.active)
@@ -408,7 +407,14 @@ def _step_stored_device(spec: Spec, c: _Config, t: int, arrays: tuple[Any, ...],
 def _device_formats(arrays: tuple[Any, ...], backend: str, mod: Any
                     ) -> tuple[str, ...] | None:
     """_formats for (checked) GPU arrays."""
-    formats = tuple(_storage.storage(check.device_dtype(a)) or "" for a in arrays)
+    return _backend_formats(tuple(_storage.storage(check.device_dtype(a)) or ""
+                                  for a in arrays), backend, mod)
+
+
+def _backend_formats(formats: tuple[str, ...], backend: str, mod: Any
+                     ) -> tuple[str, ...] | None:
+    """``formats``, or None when all are the math dtype; a backend without 16-bit kernels
+    refuses 16-bit ones."""
     if not any(formats):
         return None
     if not getattr(mod, "FORMATS", False):
@@ -490,13 +496,8 @@ def _formats(arrays: tuple[Any, ...], backend: str, mod: Any) -> tuple[str, ...]
                 break
         else:
             return None
-    formats = tuple(_storage.storage(a.dtype) or "" for a in arrays)
-    if not any(formats):
-        return None
-    if not getattr(mod, "FORMATS", False):
-        raise TypeError(f"Invalid backend: {backend!r} does not update bfloat16 or float16 "
-                        f"arrays (the numba and numpy backends do)")
-    return formats
+    return _backend_formats(tuple(_storage.storage(a.dtype) or "" for a in arrays), backend,
+                            mod)
 
 
 def ema_options(array: Any, decay: Any, ema_step: Any, step: Any) -> tuple[float, bool]:
