@@ -492,3 +492,47 @@ def test_with_master_weights_the_16bit_param_is_only_written(device):
     got = device.to_host(dm)
     np.testing.assert_array_equal(got, master - np.float32(0.1))
     np.testing.assert_array_equal(_bits(device.to_host(p)), _bits(got.astype(BF16)))
+
+
+def _q8_algorithms() -> list[Any]:
+    """Every algorithm with a state that can be 8-bit: by default Schedule-Free AdamW (a
+    state of parameter values kept float32 beside an 8-bit one, scalar states); the rest
+    under -m slow (the simulator runs 256 Python threads per CUDA block)."""
+    return [pytest.param(a, id=a.name, marks=() if a.name == "schedulefree_adamw"
+                         else pytest.mark.slow)
+            for a in ALGORITHMS if any(s.kind != "weights" for s in a.spec.states)]
+
+
+@pytest.mark.parametrize("algo", _q8_algorithms())
+def test_8bit_gpu_steps_of_every_algorithm_equal_the_cpu_kernels(simulated_numba_cuda, algo):
+    cuda = simulated_numba_cuda
+    from test_8bit import _quantized
+
+    prob = Problem(algo, algo.option_sets[-1], 300, np.float32, seed=4)
+    cpu = _quantized(prob, "fp8")
+    gpu_state = {k: None if v is None else v.map(cuda.to_device)
+                 if isinstance(v, fastopt.State8bit) else cuda.to_device(v)
+                 for k, v in cpu.state.items()}
+    gpu_param = cuda.to_device(cpu.param)
+    for t in range(1, 4):
+        g = prob.grad()
+        with np.errstate(all="ignore"):
+            cpu.step(g, t, "numba")
+        algo.step_fn(gpu_param, cuda.to_device(g), *gpu_state.values(), step=t,
+                     backend="numba-cuda", **prob.scalars, **prob.options)
+    # Under the simulator a rule's math.sqrt of a float32 returns a Python float (float64):
+    # a few results one float32 rounding apart (on a GPU, as on the CPU, sqrtf). So: values
+    # within float32 rounding, and a code off by at most one step in rare elements.
+    np.testing.assert_allclose(gpu_param.copy_to_host(), cpu.param, rtol=1e-6, atol=1e-9)
+    for name, s in cpu.state.items():
+        d = gpu_state[name]
+        if isinstance(s, fastopt.State8bit):
+            codes = d.codes.copy_to_host()
+            off = codes != s.codes
+            assert off.mean() <= 0.02, (name, off.sum())
+            np.testing.assert_array_less(np.abs(codes.astype(int) - s.codes)[off], 2)
+            np.testing.assert_allclose(d.absmax.copy_to_host(), s.absmax, rtol=1e-6,
+                                       err_msg=name)
+        elif s is not None:
+            np.testing.assert_allclose(d.copy_to_host(), s, rtol=1e-6, atol=1e-9,
+                                       err_msg=name)
