@@ -406,9 +406,9 @@ def _step_stored_device(spec: Spec, c: _Config, t: int, arrays: tuple[Any, ...],
 
 def _device_formats(arrays: tuple[Any, ...], backend: str, mod: Any
                     ) -> tuple[str, ...] | None:
-    """_formats for (checked) GPU arrays."""
-    return _backend_formats(tuple(_storage.storage(check.device_dtype(a)) or ""
-                                  for a in arrays), backend, mod)
+    """_formats for GPU arrays as check.arrays returns them (check.DeviceArrays)."""
+    assert type(arrays) is check.DeviceArrays
+    return _backend_formats(arrays.formats, backend, mod)
 
 
 def _backend_formats(formats: tuple[str, ...], backend: str, mod: Any

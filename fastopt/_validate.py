@@ -194,12 +194,20 @@ def _where(device: int) -> str:
     return f"cuda:{device}"
 
 
-def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
+class DeviceArrays(tuple):  # type: ignore[type-arg]
+    """device_arrays' result: the arrays as given, with ``formats``, the storage format of
+    each (_storage.storage: "" for float32 and float64), read once from their interfaces."""
+
+    formats: tuple[str, ...]
+
+
+def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> DeviceArrays:
     """``arrays()`` for GPU arrays: the same rules, read from the CUDA array interface.
 
-    All must be device arrays (host arrays are rejected, naming them) of one float dtype, one
-    shape, C-contiguous, on one device, the param and states writeable, and no two may share
-    device memory (checked on pointer ranges). Returns the arrays unchanged.
+    All must be device arrays (host arrays are rejected, naming them) of float32, float64,
+    bfloat16 or float16 (mixed as on the host: float64 alone), one shape, C-contiguous, on one
+    device, the param and states writeable, and no two may share device memory (checked on
+    pointer ranges). Returns the arrays unchanged, with their storage formats.
     """
     param = values[0]
     cais = []
@@ -217,7 +225,7 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
                         f"float16)")
     shape = tuple(cais[0]["shape"])
     devices = []
-    sizes = []
+    dtypes = []
     for i, (a, cai) in enumerate(zip(values, cais)):
         d = dtype
         if i:
@@ -232,7 +240,7 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
             if tuple(cai["shape"]) != shape:
                 raise ValueError(f"Invalid {names[i]}: shape {tuple(cai['shape'])} (expected "
                                  f"{shape}, the shape of {names[0]}; no broadcasting)")
-        sizes.append(d.itemsize)
+        dtypes.append(d)
         if not _device.c_contiguous(shape, cai.get("strides"), d.itemsize):
             raise ValueError(f"Invalid {names[i]}: non-contiguous array with strides "
                              f"{tuple(cai['strides'])} (expected a C-contiguous array)")
@@ -249,9 +257,11 @@ def device_arrays(names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any,
             raise ValueError(f"Invalid {names[i]}: on {_where(dev)} (expected "
                              f"{_where(known[0][1])}, the device of {names[first]})")
     count = math.prod(shape)
-    _no_device_overlap(names, values, [(cai["data"][0], size * count)
-                                       for cai, size in zip(cais, sizes)])
-    return values
+    _no_device_overlap(names, values, [(cai["data"][0], d.itemsize * count)
+                                       for cai, d in zip(cais, dtypes)])
+    out = DeviceArrays(values)
+    out.formats = tuple(_storage.storage(d) or "" for d in dtypes)
+    return out
 
 
 def _no_device_overlap(names: tuple[str, ...], values: tuple[Any, ...],

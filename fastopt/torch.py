@@ -381,7 +381,6 @@ class _Batch:
         stores = None if self.storage is None else [
             self.storage.store(p, s, i, c) for p, s, i, c in zip(
                 self.params, self.states, self.indices, self.counts)]
-        spec = SPECS[opt.algorithm]
         update(opt.algorithm, self.opts, [_as_numpy(p) for p in self.params],
                [_as_numpy(g) for g in self.grads],
                [{**{n: _functional_state(s, torch_keys[n], n, spec, self.storage)

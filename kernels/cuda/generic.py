@@ -22,6 +22,8 @@ Launch it with q8.BLOCK threads per block.
 
 import functools
 
+import numpy as np
+
 from .. import formats as formats_mod
 from .. import q8 as q8_mod
 from .. import rules
@@ -64,7 +66,6 @@ def kernel(rule, active, flags, n_scalars, ema=False, formats=None, param_mode="
         lines = [head, "    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):", *body]
     source = "\n".join(lines) + "\n"
     from numba import cuda
-    import numpy as np
 
     namespace = {"_rule": compiled_rule(rule), "_ema": compiled_rule("ema"), "cuda": cuda,
                  "_random_bits": compiled_format("random_bits"), "_i64": np.int64,
