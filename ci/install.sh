@@ -7,12 +7,13 @@
 # that release, which also runs on the CPU; point pip at PyTorch's CPU wheel index
 # (PIP_EXTRA_INDEX_URL) for the smaller CPU-only build. Set FASTOPT_TORCH=none to skip torch
 # (its tests are then skipped), or FASTOPT_TORCH to another requirement to test against it.
+# The mpi extra (mpi4py and MPICH wheels) runs fastopt.distributed's multi-process tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 torch_spec="${FASTOPT_TORCH:-torch==2.13.0}"
 python -m pip install --upgrade pip >/dev/null
 if [ "$torch_spec" = "none" ]; then
-    python -m pip install -e ".[test]"
+    python -m pip install -e ".[test,mpi]"
 else
-    python -m pip install -e ".[test]" "$torch_spec"
+    python -m pip install -e ".[test,mpi]" "$torch_spec"
 fi

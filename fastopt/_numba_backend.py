@@ -302,10 +302,19 @@ def grad_stats(grads: list[np.ndarray]) -> tuple[float, int]:
     Gradients of one dtype; the sum runs chunk by chunk in a fixed order, so the result does not
     depend on the thread count.
     """
+    sumsq, nonfinite = grad_partials(grads)
+    return math.fsum(sumsq.tolist()), nonfinite
+
+
+def grad_partials(grads: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Each chunk's float64 sum of squares (``multi.chunk_table`` of the gradients' sizes, in
+    order) and the non-finite count. The partials depend only on each chunk's elements, and
+    ``math.fsum`` of them is exactly rounded (order-free): a sharded optimizer whose shards
+    start on chunk boundaries sums its ranks' partials to the one-process norm bit for bit."""
     sizes = tuple(g.size for g in grads)
     total = sum(sizes)
     if total == 0:
-        return 0.0, 0
+        return np.zeros(0, np.float64), 0
     par = total >= PARALLEL_MIN_SIZE
     kernel = multi.grad_stats_kernel(grads[0].dtype.type, par)
     tensor, lo, hi = _chunks(sizes)
@@ -313,4 +322,4 @@ def grad_stats(grads: list[np.ndarray]) -> tuple[float, int]:
     nonfinite = np.empty(tensor.size, np.int64)
     _run(kernel, par, np.array([base_address(g) for g in grads], np.int64), tensor, lo, hi, sumsq,
          nonfinite)
-    return math.fsum(sumsq.tolist()), int(nonfinite.sum())
+    return sumsq, int(nonfinite.sum())

@@ -141,6 +141,55 @@ def _overflowing(grads: list[np.ndarray], inv_scale: float) -> int:
     return n
 
 
+def step_arguments(loss_scale: float | None, max_grad_norm: float | None,
+                   skip_nonfinite: bool | None) -> tuple[float, float | None, bool]:
+    """``step``'s keyword arguments checked: the inverse loss scale, the clipping norm and
+    whether non-finite gradients skip the step (by default: when a loss scale is given)."""
+    inv_scale = 1.0
+    if loss_scale is not None:
+        inv_scale = 1.0 / check.real("loss_scale", loss_scale, 0.0, lo_open=True)
+    if max_grad_norm is not None:
+        max_grad_norm = check.real("max_grad_norm", max_grad_norm, 0.0, lo_open=True)
+    skip = (loss_scale is not None if skip_nonfinite is None
+            else check.flag("skip_nonfinite", skip_nonfinite))
+    return inv_scale, max_grad_norm, skip
+
+
+def decide_step(sumsq: float, bad: int, inv_scale: float, max_grad_norm: float | None,
+                skip: bool, dtypes: list[np.dtype[Any]],
+                overflowing: Any) -> StepResult:
+    """Whether a step is skipped and its clip coefficient, from the gradients' sum of
+    squares and non-finite count (``grad_stats``); ``overflowing()`` counts the elements that
+    overflow once unscaled, asked only when that can happen. The one decision every step
+    makes, in one process or sharded over many (fastopt.distributed)."""
+    norm = math.sqrt(sumsq) * inv_scale
+    if skip and not bad and inv_scale > 1.0 and dtypes and not norm <= min(
+            _storage.max_finite(d) for d in dtypes):
+        # Finite gradients whose unscaling overflows (a loss scale below 1): skipped, as
+        # torch's GradScaler skips them.
+        bad = overflowing()
+    if skip and bad:
+        return StepResult(skipped=True, grad_norm=norm, nonfinite=bad)
+    coef = 1.0
+    if max_grad_norm is not None:
+        coef = min(max_grad_norm / (norm + CLIP_EPS), 1.0)
+        if math.isnan(norm):
+            coef = math.nan
+    return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
+
+
+class _Prepared:
+    """A checked step, ready to apply (see ``Optimizer._prepare``)."""
+
+    __slots__ = ("plan", "params", "grads", "addresses", "stepped", "options", "steps")
+
+    def __init__(self, plan: "_Plan", params: list[np.ndarray], grads: list[Any],
+                 addresses: np.ndarray, stepped: list[int], options: list[dict[str, Any]],
+                 steps: list[int]) -> None:
+        self.plan, self.params, self.grads, self.addresses = plan, params, grads, addresses
+        self.stepped, self.options, self.steps = stepped, options, steps
+
+
 def _ema_decay(group: dict[str, Any]) -> float | None:
     """A group's weight EMA decay (``ema_decay``, torch's range [0, 1]), or None: no EMA."""
     decay = group.get("ema_decay")
@@ -656,6 +705,23 @@ class Optimizer:
         (all or nothing), then written: a rejected step changes nothing, and an interrupt
         (Ctrl-C) arriving while the step writes is raised once it is complete.
         """
+        prepared = self._prepare(grads)
+        inv_scale, max_grad_norm, skip = step_arguments(loss_scale, max_grad_norm,
+                                                        skip_nonfinite)
+        result = StepResult()
+        if skip or max_grad_norm is not None:
+            live = [prepared.grads[i] for i in prepared.stepped]
+            sumsq, bad = grad_stats(live, self.backend)
+            result = decide_step(sumsq, bad, inv_scale, max_grad_norm, skip,
+                                 [g.dtype for g in live], lambda: _overflowing(live, inv_scale))
+            if result.skipped:
+                return result
+        self._apply(prepared, inv_scale * result.clip_coef)
+        return result
+
+    def _prepare(self, grads: Any) -> "_Prepared":
+        """Everything a step checks before it computes anything: the plan (params and state
+        now), the gradients, the groups' options and the step counts. Changes nothing."""
         if self.ema_swapped:
             raise RuntimeError(f"{type(self).__name__}.step() with the EMA weights swapped in: "
                                f"call .swap_ema() again (or leave the ema_weights() block) "
@@ -665,33 +731,17 @@ class Optimizer:
         if plan is None or not plan.current(self, params):
             self._plan = None
             plan = self._plan = _Plan(self, params)
-        grads, addresses, stepped = self._check_grads(plan, grads)
+        checked, addresses, stepped = self._check_grads(plan, grads)
         options = [self._options(g) for g in self.param_groups]
-        inv_scale = 1.0
-        if loss_scale is not None:
-            inv_scale = 1.0 / check.real("loss_scale", loss_scale, 0.0, lo_open=True)
-        if max_grad_norm is not None:
-            max_grad_norm = check.real("max_grad_norm", max_grad_norm, 0.0, lo_open=True)
-        skip = (loss_scale is not None if skip_nonfinite is None
-                else check.flag("skip_nonfinite", skip_nonfinite))
         steps = self._step_counts(plan, stepped)
-        norm, coef, bad = None, 1.0, 0
-        if skip or max_grad_norm is not None:
-            live = [grads[i] for i in stepped]
-            sumsq, bad = grad_stats(live, self.backend)
-            norm = math.sqrt(sumsq) * inv_scale
-            if skip and not bad and inv_scale > 1.0 and not norm <= min(
-                    _storage.max_finite(g.dtype) for g in live):
-                # Finite gradients whose unscaling overflows (a loss scale below 1): skipped,
-                # as torch's GradScaler skips them.
-                bad = _overflowing(live, inv_scale)
-            if skip and bad:
-                return StepResult(skipped=True, grad_norm=norm, nonfinite=bad)
-            if max_grad_norm is not None:
-                coef = min(max_grad_norm / (norm + CLIP_EPS), 1.0)
-                if math.isnan(norm):
-                    coef = math.nan
-        scale = inv_scale * coef
+        return _Prepared(plan, params, checked, addresses, stepped, options, steps)
+
+    def _apply(self, prepared: "_Prepared", scale: float) -> None:
+        """Allocate the missing state (all or nothing), then update every stepped tensor with
+        its gradient times ``scale``."""
+        plan, params, grads = prepared.plan, prepared.params, prepared.grads
+        addresses, stepped, options, steps = (prepared.addresses, prepared.stepped,
+                                              prepared.options, prepared.steps)
         fresh: set[int] = set()
         fresh_ema: set[int] = set()
         scalar_names = SPECS[self.algorithm].scalar_names
@@ -717,7 +767,6 @@ class Optimizer:
                 a[...] = value
             for i, t in zip(stepped, steps):
                 dicts[i]["step"] = t + 1
-        return StepResult(skipped=False, grad_norm=norm, clip_coef=coef, nonfinite=bad)
 
     def _step_counts(self, plan: _Plan, stepped: list[int]) -> list[int]:
         """The step counts of the stepped parameters (0 without state), checked."""
@@ -1119,50 +1168,7 @@ class Optimizer:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``state_dict()`` to an .npz file (no pickles), atomically."""
-        sd = self.state_dict()
-        arrays: dict[str, np.ndarray] = {}
-        steps = {}
-        bfloat16 = []  # NumPy files have no bfloat16: stored as uint16 bit patterns
-        eight_bit: dict[str, Any] = {}
-        for i, s in sd["state"].items():
-            steps[str(i)] = s["step"]
-            for k, v in s.items():
-                if type(v) is _quant.State8bit:  # codes and absmax, described in meta
-                    arrays[f"state/{i}/{k}"] = v.codes
-                    arrays[f"state/{i}/{k}.absmax"] = v.absmax
-                    eight_bit[f"state/{i}/{k}"] = {"format": v.format, "signed": v.signed,
-                                                   "block": _quant.BLOCK}
-                elif k != "step":
-                    if _storage.storage(v.dtype) == "bf16":
-                        v = _storage.bits(v)
-                        bfloat16.append(f"state/{i}/{k}")
-                    arrays[f"state/{i}/{k}"] = v
-        meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups",
-                                   "ema_swapped")}
-        meta["steps"] = steps
-        if bfloat16:
-            meta["bfloat16"] = bfloat16
-        if eight_bit:
-            meta["8bit"] = eight_bit
-        arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_scalar).encode(),
-                                       np.uint8)
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        # The mode np.savez would give a new file (0o666 less the umask), or the existing
-        # file's: the temporary file mkstemp makes is private (0o600).
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_checkpoint(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a file written by ``save``. A missing, truncated, corrupt or mismatched file
@@ -1175,6 +1181,53 @@ class Optimizer:
             lines.append(f"Parameter Group {k}")
             lines += [f"    {key}: {v}" for key, v in sorted(g.items()) if key != "params"]
         return "\n".join(lines) + "\n)"
+
+
+def write_checkpoint(sd: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a ``state_dict()`` to an .npz file (no pickles), atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    steps = {}
+    bfloat16 = []  # NumPy files have no bfloat16: stored as uint16 bit patterns
+    eight_bit: dict[str, Any] = {}
+    for i, s in sd["state"].items():
+        steps[str(i)] = s["step"]
+        for k, v in s.items():
+            if type(v) is _quant.State8bit:  # codes and absmax, described in meta
+                arrays[f"state/{i}/{k}"] = v.codes
+                arrays[f"state/{i}/{k}.absmax"] = v.absmax
+                eight_bit[f"state/{i}/{k}"] = {"format": v.format, "signed": v.signed,
+                                               "block": _quant.BLOCK}
+            elif k != "step":
+                if _storage.storage(v.dtype) == "bf16":
+                    v = _storage.bits(v)
+                    bfloat16.append(f"state/{i}/{k}")
+                arrays[f"state/{i}/{k}"] = v
+    meta = {k: sd[k] for k in ("format", "format_version", "optimizer", "param_groups",
+                               "ema_swapped")}
+    meta["steps"] = steps
+    if bfloat16:
+        meta["bfloat16"] = bfloat16
+    if eight_bit:
+        meta["8bit"] = eight_bit
+    arrays["meta"] = np.frombuffer(json.dumps(meta, default=_json_scalar).encode(),
+                                   np.uint8)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    # The mode np.savez would give a new file (0o666 less the umask), or the existing
+    # file's: the temporary file mkstemp makes is private (0o600).
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _json_scalar(value: Any) -> Any:
@@ -1191,20 +1244,26 @@ def _umask() -> int:
     return mask
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The state_dict stored in a file written by ``Optimizer.save``."""
+def read_checkpoint(path: str | os.PathLike[str],
+                    only: Iterable[int] | None = None) -> dict[str, Any]:
+    """The state_dict stored in a file written by ``Optimizer.save``; with ``only``, the
+    state of those parameter indices alone (the other arrays are not read)."""
     path = os.fspath(path)
+    keep = None if only is None else set(only)
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(bytes(f["meta"]).decode())
             state: dict[int, dict[str, Any]] = {
-                int(i): {"step": step} for i, step in meta.pop("steps").items()}
+                int(i): {"step": step} for i, step in meta.pop("steps").items()
+                if keep is None or int(i) in keep}
             bfloat16 = set(meta.pop("bfloat16", []))
             eight_bit = meta.pop("8bit", {})
             for key in f.files:
                 if key.startswith("state/") and not (key.endswith(".absmax")
                                                      and key[:-7] in eight_bit):
                     _, i, name = key.split("/", 2)
+                    if keep is not None and int(i) not in keep:
+                        continue
                     a = f[key]
                     if key in eight_bit:
                         info = eight_bit[key]
