@@ -57,6 +57,7 @@ import hashlib
 import math
 import operator
 import os
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -162,6 +163,9 @@ class ZeroOptimizer:
     ``param_groups`` is the class's, for every rank's whole parameters: set ``lr`` there (or
     use fastopt.schedules) on every rank alike. ``local`` is this rank's own optimizer over its
     pieces (1-D views of the parameters), ``segments`` which pieces: ``(index, first, stop)``.
+    ``timings`` holds the last step's seconds in each part: ``check`` (the checks and the
+    ranks' agreement), ``reduce_scatter`` (stage 2), ``norm`` (the global gradient
+    statistics, when clipping or skipping), ``update`` (the local kernels) and ``broadcast``.
     """
 
     def __init__(self, params: Iterable[Any], optimizer_class: type[Optimizer], *,
@@ -223,6 +227,7 @@ class ZeroOptimizer:
         self._types_key: list[np.ndarray] | None = None
         self._send: dict[str, np.ndarray] = {}
         self._recv: dict[str, np.ndarray] = {}
+        self.timings: dict[str, float] = {}
 
     # -- the pieces -------------------------------------------------------------------------
 
@@ -326,6 +331,9 @@ class ZeroOptimizer:
         the result are the class's (see ``Optimizer.step``); the norm, clip coefficient and
         skip decision are global and the same on every rank.
         """
+        clock = time.perf_counter
+        started = clock()
+        timings = self.timings = {}
         error: Exception | None = None
         digest: tuple[str, ...] = ()
         full: list[Any] = []
@@ -349,18 +357,23 @@ class ZeroOptimizer:
         self._agree(error, digest, ("step arguments", "hyperparameters",
                                     "gradients (which are None)"), "step()")
         assert prepared is not None
-        if self.stage == 2:
+        timings["check"] = (now := clock()) - started
+        if self.stage == 2 and self.world_size > 1:  # (one rank reads its gradients in place)
             self._reduce_scatter(full)
+            timings["reduce_scatter"] = -now + (now := clock())
         result = StepResult()
         if skip or clip is not None:
             live = [prepared.grads[j] for j in prepared.stepped if self._index[j] >= 0]
             sumsq, bad, dtypes = self._global_stats(live)
             result = decide_step(sumsq, bad, inv_scale, clip, skip, dtypes,
                                  lambda: self._global_overflow(live, inv_scale))
+            timings["norm"] = -now + (now := clock())
             if result.skipped:
                 return result
         self.local._apply(prepared, inv_scale * result.clip_coef)
+        timings["update"] = -now + (now := clock())
         self._broadcast_params()
+        timings["broadcast"] = clock() - now
         return result
 
     def _local_grads(self, grads: list[Any]) -> list[Any]:
@@ -374,7 +387,7 @@ class ZeroOptimizer:
             i, a, b = self.segments[s]
             if grads[i] is None:
                 out.append(None)
-            elif self.stage == 1:
+            elif self.stage == 1 or self.world_size == 1:
                 out.append(self._view(grads[i], a, b))
             else:
                 o = self._offsets[s]

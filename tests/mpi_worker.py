@@ -338,7 +338,8 @@ def main() -> None:
     threads = comm.gather(numba.get_num_threads(), root=0)
     counts = comm.gather(checks["count"], root=0)
     if RANK == 0:
-        report = {"failures": [f for fs in everyone for f in fs], "threads": threads, "checks": counts,
+        report = {"failures": [f for fs in everyone for f in fs], "threads": threads,
+                  "checks": counts,
                   "seconds": round(time.perf_counter() - started, 2), "parts": timings}
         with open(os.path.join(FOLDER, f"report-{N}.json"), "w") as f:
             json.dump(report, f, indent=1)
