@@ -34,12 +34,14 @@ import contextlib
 import itertools
 import math
 import operator
+import sys
+from collections import defaultdict
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from . import _generic, _quant, _storage
+from . import _generic, _quant, _storage, _threads
 from ._algorithms import active_states
 from ._specs import PARAM, SPECS, Ema, no_warmup
 from ._engine import check_options, numba_disabled, update
@@ -740,6 +742,10 @@ class _Optimizer(torch.optim.Optimizer):
                         min_8bit_size=min_8bit_size)
         _group_options(self.algorithm, defaults)
         super().__init__(params, defaults)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # One of several ranks (torchrun, ZeRO, FSDP2): its share of the machine's cores
+            # for Numba, from LOCAL_WORLD_SIZE & co., unless the user chose a thread count.
+            _threads.configure()
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim pickles (and deep-copies) defaults, state and param_groups only.
@@ -835,11 +841,94 @@ class _Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = self._plan_step()
-        if work is None:
-            return loss
-        self._commit(work)
+        with self._local_shards():
+            work = self._plan_step()
+            if work is None:
+                return loss
+            self._commit(work)
         return loss
+
+    @contextlib.contextmanager
+    def _local_shards(self) -> Iterator[None]:
+        """For the call: each DTensor parameter (FSDP2's ``fully_shard``) replaced in
+        ``param_groups`` and ``state`` by its local shard (a plain tensor sharing its memory),
+        with its gradient's and its states' local shards; afterwards the DTensors are back,
+        and a state the call created becomes a DTensor laid out as its parameter (as
+        ``torch.zeros_like`` of the parameter would be), so torch.distributed.checkpoint can
+        reshard it. Plain tensors pass through: without torch.distributed.tensor imported,
+        this costs one dict lookup."""
+        dtensor = _dtensor_class()
+        if dtensor is None or not any(isinstance(p, dtensor) for g in self.param_groups
+                                      for p in g["params"]):
+            yield
+            return
+        real_state, lists = self.state, [g["params"] for g in self.param_groups]
+        proxy = self.__dict__.setdefault("_proxy_state", defaultdict(dict))
+        locals_: dict[int, tuple[Any, dict[str, Any]]] = self.__dict__.setdefault(
+            "_proxy_dicts", {})
+        keep = set(SPECS[self.algorithm].scalar_names) | {"step"}
+        proxy.clear()
+        shards: list[tuple[Any, torch.Tensor, dict[str, Any], dict[str, Any], Any]] = []
+        try:
+            for gi, group in enumerate(self.param_groups):
+                shard_list = []
+                for k, p in enumerate(group["params"]):
+                    if not isinstance(p, dtensor):
+                        shard_list.append(p)
+                        proxy[p] = real_state[p]
+                        continue
+                    where = f"param_groups[{gi}]['params'][{k}]"
+                    if _TorchStorage(group).q8 is not None:
+                        raise NotImplementedError(
+                            f"fastopt.torch: {where} is a DTensor and its group asks for 8-bit "
+                            f"states (their per-block scales follow the local shard: not "
+                            f"supported on DTensors yet; use float32 or bfloat16 states)")
+                    local = p._local_tensor
+                    g = p.grad
+                    if g is not None and (not isinstance(g, dtensor)
+                                          or g.placements != p.placements
+                                          or g.device_mesh != p.device_mesh):
+                        raise ValueError(f"fastopt.torch: the gradient of {where} is not a "
+                                         f"DTensor sharded as its parameter "
+                                         f"({p.placements} on {p.device_mesh})")
+                    s = real_state[p]
+                    entry = locals_.get(id(local))
+                    ls = entry[1] if entry is not None and entry[0] is local else {}
+                    locals_[id(local)] = (local, ls)
+                    ls.clear()
+                    for key, v in s.items():
+                        if isinstance(v, dtensor):
+                            if v.placements != p.placements or v.device_mesh != p.device_mesh:
+                                raise ValueError(
+                                    f"fastopt.torch: state {key!r} of {where} is a DTensor "
+                                    f"with placements {v.placements} on {v.device_mesh} "
+                                    f"(expected its parameter's {p.placements} on "
+                                    f"{p.device_mesh})")
+                            v = v._local_tensor
+                        ls[key] = v
+                    shards.append((p, local, s, ls, local.grad))
+                    local.grad = None if g is None else g._local_tensor
+                    proxy[local] = ls
+                    shard_list.append(local)
+                group["params"] = shard_list
+            self.state = proxy
+            yield
+        finally:
+            self.state = real_state
+            for group, params in zip(self.param_groups, lists):
+                group["params"] = params
+            for p, local, s, ls, old_grad in shards:
+                local.grad = old_grad
+                for key in [key for key in s if key not in ls]:
+                    del s[key]
+                for key, v in ls.items():
+                    old = s.get(key)
+                    if isinstance(old, dtensor) and old._local_tensor is v:
+                        continue
+                    if key not in keep and isinstance(v, torch.Tensor):
+                        v = dtensor.from_local(v, p.device_mesh, p.placements, run_check=False,
+                                               shape=p.shape, stride=p.stride())
+                    s[key] = v
 
     def _plan_step(self) -> "_Work | None":
         spec = SPECS[self.algorithm]
@@ -1123,6 +1212,10 @@ class _Optimizer(torch.optim.Optimizer):
         EMA weights, and again to go back to training. Exact both ways; parameters without an
         EMA are left as they are; all or nothing; ``step()`` refuses to run while the EMA
         weights are in (``param_groups[k]['ema_swapped']``, saved with checkpoints)."""
+        with self._local_shards():
+            self._swap_ema()
+
+    def _swap_ema(self) -> None:
         work = []
         for gi, group in enumerate(self.param_groups):
             for k, p in enumerate(group["params"]):
@@ -1209,6 +1302,13 @@ class _Optimizer(torch.optim.Optimizer):
 
 
 _ABSENT = object()
+
+
+def _dtensor_class() -> Any:
+    """torch's DTensor class when torch.distributed.tensor is imported (FSDP2 imports it),
+    else None: no DTensor can exist then."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else getattr(module, "DTensor", None)
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -1570,6 +1670,10 @@ class _ScheduleFree(_Optimizer):
 
     @torch.no_grad()
     def _switch(self, to_eval: bool) -> None:
+        with self._local_shards():
+            self._switch_local(to_eval)
+
+    def _switch_local(self, to_eval: bool) -> None:
         work = []
         for gi, group in enumerate(self.param_groups):
             if bool(group.get("train_mode", True)) != to_eval:
