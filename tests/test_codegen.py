@@ -75,6 +75,8 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
             continue  # the torch drop-in example needs the `compare` extra
         if "import cupy" in block and fastopt.available_backends()["cupy"] is not None:
             continue  # the GPU example needs a GPU and the `cuda` extra (tests/test_gpu.py)
+        if "fastopt.distributed" in block:
+            continue  # runs on 2 MPI ranks in tests/test_distributed_mpi.py
         namespace: dict = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
         found.update(namespace)

@@ -68,6 +68,35 @@ def test_a_rank_that_raises_ends_the_job(tmp_path: pytest.TempPathFactory) -> No
     assert "rank 1 fails on purpose" in done.stderr
 
 
+def test_readme_example_runs_on_two_ranks(tmp_path: pytest.TempPathFactory) -> None:
+    """The README's MPI example, as written, on 2 ranks: its checkpoint loads in one process
+    with the step count and the whole model's state."""
+    import re
+
+    import numpy as np
+
+    import fastopt
+
+    readme = os.path.join(os.path.dirname(WORKER), os.pardir, "README.md")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", open(readme).read(), flags=re.S)
+              if "fastopt.distributed" in b]
+    assert len(blocks) == 1
+    script = tmp_path / "readme_mpi.py"
+    script.write_text(blocks[0])
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    done = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", str(script)],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    w1, b1 = np.zeros((64, 128), np.float32), np.zeros(128, np.float32)
+    opt = fastopt.AdamW([w1, b1], lr=1e-3)
+    opt.load(str(tmp_path / "ckpt.npz"))
+    assert opt.state_dict()["state"][0]["step"] == 3
+    state = opt.state_dict()["state"]
+    assert state[0]["exp_avg"].size == 64 * 128 and state[1]["exp_avg"].size == 128
+    assert np.all(state[0]["exp_avg"] != 0) and np.all(state[1]["exp_avg"] != 0)
+
+
 def test_partition_cuts_on_the_chunk_grid() -> None:
     from fastopt.distributed import CHUNK, _segments, partition
 
