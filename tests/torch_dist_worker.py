@@ -158,6 +158,9 @@ def main() -> None:
     if RANK == 0:
         with open(os.path.join(FOLDER, f"{CASE}-{WORLD}.json"), "w") as f:
             json.dump([x for fs in everyone for x in fs], f, indent=1)
+    # Every rank is done with every collective before any tears gloo down (a rank closing
+    # its connections while another's gloo thread still uses them aborted one in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
