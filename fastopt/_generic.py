@@ -9,7 +9,6 @@ options)``. Nothing is written before every check has passed.
 from __future__ import annotations
 
 import math
-from operator import is_ as _is
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from ._quant import State8bit
 from ._specs import EMA_SWAP, SCHEDULEFREE_SWAP, Ema, Hyper, Scalar, Spec
 
 _INF = math.inf
+_host_loaded = _backends._host_loaded  # the backend modules of NumPy arrays, by name
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 def hyper(h: Hyper, v: Any) -> Any:
@@ -49,7 +49,7 @@ def options(spec: Spec, values: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _step(spec: Spec, value: Any, flags: tuple[bool, ...]) -> int:
-    if type(value) is int and value >= 1:
+    if type(value) is int and 1 <= value <= check.MAX_STEP:
         return value
     if spec.step == "required":
         return check.step(spec.fn_name, value, True)
@@ -65,7 +65,7 @@ class _Config:
     value objects (literals and defaults are; a schedule's new lr is a new float: checked
     again), so identity, not equality, is the test: ``1.0 == True``."""
 
-    __slots__ = ("values", "opts", "flags", "active", "names", "on", "off")
+    __slots__ = ("values", "same", "opts", "flags", "active", "names", "on", "off", "plain")
 
     def __init__(self, spec: Spec, values: tuple[Any, ...]) -> None:
         self.opts = options(spec, values)  # raises on a bad value: nothing is cached
@@ -79,6 +79,8 @@ class _Config:
                         for k, on in enumerate(self.active) if on)
         self.off = tuple(k for k, on in enumerate(self.active) if not on)
         self.values = values
+        self.same = _identical(len(values))
+        self.plain: _Plain | None = None  # made by the first _plain_step
 
 
 # The last configuration of each spec (a plain dict write: safe across threads, each call
@@ -88,9 +90,27 @@ _configs: dict[str, _Config] = {}
 _IMMUTABLE = frozenset({float, bool, int, type(None)})
 
 
+def _identical(n: int) -> Any:
+    """A function ``same(a, b)``: whether the length-``n`` tuples ``a`` and ``b`` hold the
+    very same objects (twice as fast as ``all(map(operator.is_, a, b))``; made once per n)."""
+    f = _identical_by_length.get(n)
+    if f is None:
+        xs, ys = [f"x{i}" for i in range(n)], [f"y{i}" for i in range(n)]
+        source = (f"def same(a, b):\n    {''.join(x + ', ' for x in xs)}= a\n"
+                  f"    {''.join(y + ', ' for y in ys)}= b\n"
+                  f"    return {' and '.join(f'{x} is {y}' for x, y in zip(xs, ys)) or 'True'}\n")
+        namespace: dict[str, Any] = {}
+        exec(compile(source, f"<fastopt identical {n}>", "exec"), namespace)  # noqa: S102
+        f = _identical_by_length[n] = namespace["same"]
+    return f
+
+
+_identical_by_length: dict[int, Any] = {}
+
+
 def _config(spec: Spec, values: tuple[Any, ...]) -> _Config:
     c = _configs.get(spec.name)
-    if c is None or len(c.values) != len(values) or not all(map(_is, c.values, values)):
+    if c is None or len(c.values) != len(values) or not c.same(c.values, values):
         c = _Config(spec, values)
         if all(type(v) in _IMMUTABLE for v in values):
             _configs[spec.name] = c
@@ -119,6 +139,73 @@ def _given(spec: Spec, c: _Config, param: Any, grad: Any, states: tuple[Any, ...
 _NEAREST = (None, None, "nearest", 0)
 
 
+def _plain_step(spec: Spec, param: np.ndarray, grad: Any, states: tuple[Any, ...], step: Any,
+                backend: str, values: tuple[Any, ...]) -> bool:
+    """The most common call, done with the fewest checks: hyperparameters already checked
+    (the very same value objects as the spec's last call), an int step in range, NumPy arrays
+    of one dtype (the param's float32 or float64), 1-D, contiguous and non-empty, exactly the
+    states the options use, on a backend whose kernels check overlap. Returns False having
+    done nothing when the call is anything else (the general path then checks it and raises
+    where it must); True when the update is done."""
+    c = _configs.get(spec.name)
+    if (c is None or len(c.values) != len(values) or not c.same(c.values, values)
+            or type(step) is not int or not 1 <= step <= check.MAX_STEP):
+        return False
+    mod = _host_loaded.get(backend)
+    plain = c.plain
+    if plain is None or plain.mod is not mod:
+        if mod is None or not getattr(mod, "PLAIN_STEP", False) or spec.scalar_states:
+            return False
+        plain = c.plain = _Plain(spec, c, mod)
+    d = param.dtype
+    if (d is not _F32 and d is not _F64) or param.ndim != 1 or not param.size:
+        return False
+    f = param.flags
+    if not f.c_contiguous or not f.writeable:
+        return False
+    shape = param.shape
+    if type(grad) is not np.ndarray or grad.dtype is not d or grad.shape != shape or \
+            not grad.flags.c_contiguous:
+        return False
+    full = [param, grad, *states]
+    for k in plain.off:
+        if full[k] is not None:
+            return False
+        full[k] = param
+    for k in plain.on:
+        a = full[k]
+        if type(a) is not np.ndarray or a.dtype is not d or a.shape != shape:
+            return False
+        f = a.flags
+        if not f.c_contiguous or not f.writeable:
+            return False
+    args = (step, *plain.hypers) if spec.takes_step else plain.hypers
+    par = param.size >= mod.PARALLEL_MIN_SIZE
+    k = plain.kernels[par]
+    if k is None:
+        k = plain.kernels[par] = mod.kernel(spec, c.flags, par)
+    o = mod.run_parallel(k, *full, *args) if par else k(*full, *args)
+    if o >= 0:  # two arrays overlap: found by the kernel, before it wrote anything
+        raise check.overlap_error(c.names, *divmod(o, 64))
+    return True
+
+
+class _Plain:
+    """What _plain_step needs of a configuration on a backend module that offers it
+    (``PLAIN_STEP``: the numba backend): its kernels (serial, parallel: looked up when first
+    used), their float arguments, and the positions in ``[param, grad, *states]`` of the
+    inactive and the active states."""
+
+    __slots__ = ("mod", "kernels", "hypers", "off", "on")
+
+    def __init__(self, spec: Spec, c: _Config, mod: Any) -> None:
+        self.mod = mod
+        self.kernels: list[Any] = [None, None]
+        self.hypers = mod.hyper_args(spec, c.opts)
+        self.off = tuple(2 + k for k in c.off)
+        self.on = tuple(2 + k for k, _ in c.on)
+
+
 def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, backend: str,
          values: tuple[Any, ...], scalars: tuple[Any, ...] = (),
          ema: tuple[Any, Any, Any] = (None, 0.999, None),
@@ -129,6 +216,12 @@ def step(spec: Spec, param: Any, grad: Any, states: tuple[Any, ...], step: Any, 
     16-bit parameter's ``(master, compensation, rounding, seed)`` (see store_options). Torch
     tensors written (all arrays but the gradient) get their autograd version bumped
     afterwards."""
+    if (type(param) is np.ndarray and ema[0] is None and ema[2] is None
+            and (store is _NEAREST or (store[0] is None and store[1] is None
+                                       and type(store[2]) is str and store[2] == "nearest"
+                                       and type(store[3]) is int))
+            and _plain_step(spec, param, grad, states, step, backend, values)):
+        return None
     if store is not _NEAREST and (store[0] is not None or store[1] is not None or type(
             store[2]) is not str or store[2] != "nearest" or type(store[3]) is not int):
         if store[0] is not None or store[1] is not None or store[2] != "nearest":

@@ -98,6 +98,11 @@ def _run(kernel: Callable[..., Any], parallel: bool, *args: Any) -> Any:
     return kernel(*args)
 
 
+def run_parallel(kernel: Callable[..., Any], *args: Any) -> Any:
+    """Call a parallel kernel (see _parallel_guard)."""
+    return _run(kernel, True, *args)
+
+
 def _flat(a: np.ndarray) -> np.ndarray:
     """The array's memory block as a 1-D view (arrays of one call share one dense layout)."""
     if a.ndim == 1 and a.strides[0] == a.itemsize:
@@ -112,6 +117,11 @@ def _hyper_args(spec: Spec, options: dict[str, Any]) -> tuple[float, ...]:
     one compiled signature per dtype)."""
     return tuple([float(options[a]) for a in spec.scalar_args])
 
+
+hyper_args = _hyper_args
+
+# _generic's plain path calls kernel() and the kernels itself (see _generic._plain_step).
+PLAIN_STEP = True
 
 # The options dict of the last update() and its hyperparameter arguments: _generic passes
 # the same dict, never mutated, while a spec is called with the same values (_generic._Config).

@@ -373,10 +373,15 @@ def flag(name: str, value: Any) -> bool:
     raise TypeError(f"Invalid {name}: {value!r} (expected True or False)")
 
 
+# The kernels take the step as an int64.
+MAX_STEP = 2**63 - 1
+
+
 def step(fn: str, value: Any, required: bool) -> int:
-    """Check ``step``: an int >= 1; ``None`` is allowed where the math does not use it."""
+    """Check ``step``: an int from 1 to 2**63 - 1; ``None`` is allowed where the math does not
+    use it."""
     if type(value) is int:
-        if value >= 1:
+        if 1 <= value <= MAX_STEP:
             result: int = value
             return result
     elif value is None:
@@ -384,9 +389,9 @@ def step(fn: str, value: Any, required: bool) -> int:
             return 1
         raise ValueError(f"Invalid step: None (expected an int >= 1; {fn} uses it)")
     elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if value >= 1:
+        if 1 <= value <= MAX_STEP:
             return int(value)
-    raise ValueError(f"Invalid step: {value!r} (expected an int >= 1)")
+    raise ValueError(f"Invalid step: {value!r} (expected an int from 1 to 2**63 - 1)")
 
 
 def state_given(name: str, value: Any, needed: bool, why: str) -> None:

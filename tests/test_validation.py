@@ -192,7 +192,7 @@ def test_algorithm_specific_bad_options(algo):
 
 
 @algos
-@pytest.mark.parametrize("step", [0, -3, 1.5, True, "2"])
+@pytest.mark.parametrize("step", [0, -3, 1.5, True, "2", 2**63, np.uint64(2**63)])
 def test_bad_step(algo, step):
     args, kw = setup(algo)
     kw["step"] = step
@@ -286,3 +286,72 @@ def test_hyperparameters_checked_once_are_still_checked_when_they_change():
     fastopt.adam_step(p, g, m, v, vmax, step=3, lr=0.25, amsgrad=True)
     fastopt.adam_step(q, g, mq, vq, vmq, step=3, lr=float("0.25"), amsgrad=True, backend="numpy")
     np.testing.assert_array_equal(p, q)
+
+
+def _bad_variants(args: list[Any]) -> list[tuple[str, list[Any]]]:
+    """Calls the plain path must hand to the general one, each with what it changes."""
+    out: list[tuple[str, list[Any]]] = []
+
+    def variant(name: str, k: int, a: Any) -> None:
+        v = list(args)
+        v[k] = a
+        out.append((name, v))
+
+    s = next(k for k, a in enumerate(args) if k >= 2 and a is not None)
+    variant("float64 grad", 1, args[1].astype(np.float64))
+    variant("short state", s, args[s][:-1].copy())
+    variant("strided param", 0, np.repeat(args[0], 2)[::2])
+    variant("state is the param", s, args[0])
+    variant("list grad", 1, list(args[1]))
+    read_only = args[s].copy()
+    read_only.setflags(write=False)
+    variant("read-only state", s, read_only)
+    extra = next((k for k, a in enumerate(args) if k >= 2 and a is None), None)
+    if extra is not None:
+        variant("unused state given", extra, np.zeros_like(args[0]))
+    variant("missing state", s, None)
+    return out
+
+
+@algos
+def test_the_plain_path_gives_the_general_paths_bits_and_errors(algo, monkeypatch):
+    """The most common call (1-D contiguous NumPy arrays of one dtype, the hyperparameter
+    objects of the spec's last call: _generic._plain_step) updates exactly as the general path
+    (here: the same arrays in 2-D) and sends every call it does not handle, unchanged, to the
+    general path's errors."""
+    from fastopt import _generic
+
+    taken: list[bool] = []
+    plain_step = _generic._plain_step
+
+    def spy(*a: Any) -> bool:
+        taken.append(plain_step(*a))
+        return taken[-1]
+
+    monkeypatch.setattr(_generic, "_plain_step", spy)
+    args, kw = setup(algo)
+    flat = [None if a is None else a.copy() for a in args]
+    square = [None if a is None else a.copy().reshape(8, -1) for a in args]
+    for step in (3, 4, 5):
+        algo.step_fn(*flat, **{**kw, "step": step})
+        algo.step_fn(*square, **{**kw, "step": step})
+    if not algo.spec.scalar_states:
+        assert taken[-2:] == [True, False]  # the 1-D call took the plain path
+    for a, b in zip(flat, square):
+        if a is not None:
+            assert a.tobytes() == b.tobytes()
+    # Errors: each bad call, once the plain path is warm, raises what a cold call raises.
+    for name, bad in _bad_variants(flat):
+        messages = []
+        for cold in (True, False):
+            if cold:
+                _generic._configs.clear()
+            else:
+                algo.step_fn(*flat, **kw)
+                algo.step_fn(*flat, **kw)
+            before = snapshot(bad)
+            with pytest.raises((TypeError, ValueError)) as info:
+                algo.step_fn(*bad, **kw)
+            assert snapshot(bad) == before, name
+            messages.append((info.type, str(info.value)))
+        assert messages[0] == messages[1], name
