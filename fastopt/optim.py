@@ -22,6 +22,7 @@ written and never copied.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import ctypes
 import functools
@@ -360,11 +361,10 @@ _STRIDES = operator.attrgetter("strides")
 
 
 def _geometry(planned: list[np.ndarray]) -> list[list[Any]]:
-    """The planned arrays' dtypes, shapes and strides (three lists), compared at each step:
-    NumPy lets all three change in place. Three flat lists compare about twice as fast as one
-    list of (dtype, shape, strides) tuples."""
-    return [list(map(_DTYPE, planned)), list(map(_SHAPE, planned)),
-            list(map(_STRIDES, planned))]
+    """The planned arrays' dtypes and strides (two lists), compared at each step: NumPy lets
+    both change in place (and the shape, which changes the strides: see _Plan.current). Flat
+    lists compare about twice as fast as one list of tuples."""
+    return [list(map(_DTYPE, planned)), list(map(_STRIDES, planned))]
 
 
 class _Plan:
@@ -515,11 +515,12 @@ class _Plan:
         for n, arrays in self.arrays.items():
             if not all(map(operator.is_, map(get, dicts, repeat(n)), arrays)):
                 return False
-        # The same arrays: compare their geometry.
+        # The same arrays: compare their geometry. Their memory and byte counts cannot
+        # change, and for the dense arrays planned (nonzero strides) the strides and the
+        # dtype determine the shape: an in-place shape change changes the strides.
         planned = self.planned
-        dtypes, shapes, strides = self.geometry
-        return (list(map(_SHAPE, planned)) == shapes and list(map(_STRIDES, planned)) == strides
-                and list(map(_DTYPE, planned)) == dtypes)
+        dtypes, strides = self.geometry
+        return list(map(_STRIDES, planned)) == strides and list(map(_DTYPE, planned)) == dtypes
 
 
 def _storage_keys(opt: "Optimizer") -> list[tuple[Any, ...]]:
@@ -765,13 +766,20 @@ class Optimizer:
                 run(scale=scale)
             for a, value in writes:
                 a[...] = value
-            for i, t in zip(stepped, steps):
-                dicts[i]["step"] = t + 1
+            if len(stepped) == len(dicts):  # every parameter stepped: one C-level pass
+                collections.deque(map(dict.__setitem__, dicts, itertools.repeat("step"),
+                                      map(operator.add, steps, itertools.repeat(1))), 0)
+            else:
+                for i, t in zip(stepped, steps):
+                    dicts[i]["step"] = t + 1
 
     def _step_counts(self, plan: _Plan, stepped: list[int]) -> list[int]:
         """The step counts of the stepped parameters (0 without state), checked."""
         dicts = plan.dicts
-        steps = [dicts[i].get("step", 0) for i in stepped]
+        if len(stepped) == len(dicts):  # every parameter has a gradient: one C-level pass
+            steps = list(map(dict.get, dicts, itertools.repeat("step"), itertools.repeat(0)))
+        else:
+            steps = [dicts[i].get("step", 0) for i in stepped]
         if steps and (set(map(type, steps)) != {int} or min(steps) < 0
                       or max(steps) > MAX_STEP):
             for k, i in enumerate(stepped):
