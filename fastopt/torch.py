@@ -858,8 +858,9 @@ class _Optimizer(torch.optim.Optimizer):
         reshard it. Plain tensors pass through: without torch.distributed.tensor imported,
         this costs one dict lookup."""
         dtensor = _dtensor_class()
-        if dtensor is None or not any(isinstance(p, dtensor) for g in self.param_groups
-                                      for p in g["params"]):
+        if dtensor is None or not any(any(map(isinstance, g["params"],
+                                              itertools.repeat(dtensor)))
+                                      for g in self.param_groups):
             yield
             return
         real_state, lists = self.state, [g["params"] for g in self.param_groups]

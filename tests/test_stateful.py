@@ -441,7 +441,7 @@ def test_memmap_parameters_and_gradients_everywhere(tmp_path, multi_tensor):
     np.testing.assert_array_equal(np.asarray(m), a)
 
 
-@pytest.mark.parametrize("change", ["shape", "dtype", "strides"])
+@pytest.mark.parametrize("change", ["shape", "dtype", "strides", "param shape"])
 def test_state_arrays_changed_in_place_are_checked_again(change):
     """The per-step check covers the state arrays too, not only the parameters."""
     p = np.zeros(8)
@@ -449,6 +449,13 @@ def test_state_arrays_changed_in_place_are_checked_again(change):
     opt.step([np.ones(8)])
     m = opt.state[0]["exp_avg"]
     before = p.copy()
+    if change == "param shape":  # its states no longer match
+        p.shape = (2, 4)
+        before = p.copy()
+        with pytest.raises(ValueError, match=r"state\[0\]\['exp_avg'\]: array of float64 \(8,\)"):
+            opt.step([np.ones(8)])
+        assert np.array_equal(p, before) and opt.state[0]["step"] == 1
+        return
     if change == "shape":
         m.shape = (2, 4)
     elif change == "dtype":
