@@ -30,15 +30,27 @@ import numpy as np
 from fastopt.kernels import cupy as sources
 
 CXX = os.environ.get("CXX", "g++")
+# C++20 for std::barrier (blockwise kernels); -O1, no -ffast-math, no FMA instructions unless
+# the machine's default has them.
+CXXFLAGS = ("-std=c++20", "-pthread", "-O1", "-fPIC", "-shared", "-ffp-contract=off")
 
 PRELUDE = """
 #include <math.h>
 #include <cmath>
+#include <barrier>
+#include <thread>
+#include <vector>
 struct fastopt_dim3 { unsigned x, y, z; };
-static fastopt_dim3 blockIdx, blockDim, gridDim, threadIdx;
+static thread_local fastopt_dim3 blockIdx, threadIdx;
+static fastopt_dim3 blockDim, gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
+// A blockwise (q8) kernel runs each block's threads as host threads, one block at a time:
+// __shared__ variables are then one static object, __syncthreads a barrier of the block.
+#define __shared__ static
+static std::barrier<>* fastopt_barrier = nullptr;
+static inline void __syncthreads() { fastopt_barrier->arrive_and_wait(); }
 #include <cstring>
 static inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
@@ -104,12 +116,23 @@ class _Library:
                     ctype = "long long" if kind == "int64" else "unsigned"
                     call.append(f"({ctype})ints[{counts['int']}]")
                     counts["int"] += 1
-            wrappers.append(
-                f'extern "C" void fastopt_run_{k}(void** a, const double* s, '
-                f"const long long* ints, unsigned blocks, unsigned threads) {{\n"
-                f"  gridDim.x = blocks; blockDim.x = threads;\n"
-                f"  for (unsigned b = 0; b < blocks; ++b) for (unsigned t = 0; t < threads; ++t)"
-                f" {{\n    blockIdx.x = b; threadIdx.x = t;\n    {e}({', '.join(call)});\n  }}\n}}")
+            head = (f'extern "C" void fastopt_run_{k}(void** a, const double* s, '
+                    f"const long long* ints, unsigned blocks, unsigned threads) {{\n"
+                    f"  gridDim.x = blocks; blockDim.x = threads;\n")
+            run = f"{e}({', '.join(call)});"
+            if "q8" in _parse(e)[1]:  # blockwise: a block's threads at once, with a barrier
+                wrappers.append(
+                    head + "  for (unsigned b = 0; b < blocks; ++b) {\n"
+                    "    std::barrier<> bar(threads); fastopt_barrier = &bar;\n"
+                    "    std::vector<std::thread> ts;\n"
+                    "    for (unsigned t = 0; t < threads; ++t) ts.emplace_back([&, b, t] {\n"
+                    f"      blockIdx.x = b; threadIdx.x = t; {run}\n    }});\n"
+                    "    for (auto& x : ts) x.join();\n  }\n}")
+            else:
+                wrappers.append(
+                    head + "  for (unsigned b = 0; b < blocks; ++b) for (unsigned t = 0; "
+                    f"t < threads; ++t) {{\n    blockIdx.x = b; threadIdx.x = t;\n    {run}\n"
+                    "  }\n}")
         unit = PRELUDE + code + "\n" + "\n".join(wrappers) + "\n"
         key = hashlib.sha256(unit.encode()).hexdigest()[:16]
         lib = os.path.join(build_dir, f"{name}-{key}.so")
@@ -117,9 +140,7 @@ class _Library:
             src = os.path.join(build_dir, f"{name}-{key}.cpp")
             with open(src, "w") as f:
                 f.write(unit)
-            # -O1, no -ffast-math, no FMA instructions unless the machine's default has them.
-            done = subprocess.run([CXX, "-std=c++17", "-O1", "-fPIC", "-shared",
-                                   "-ffp-contract=off", "-o", lib + ".tmp", src],
+            done = subprocess.run([CXX, *CXXFLAGS, "-o", lib + ".tmp", src],
                                   capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, done.stderr[-4000:]
             os.replace(lib + ".tmp", lib)

@@ -99,3 +99,27 @@ def test_every_source_names_its_rule():
         text = sources.source(name)
         assert f"kernels/rules.py `{name}`" in text or f"kernels/rules.py\n// `{name}`" in text
         assert hasattr(rules, name)
+
+
+# Four algorithms of other state shapes by default (three states; three with momentum and
+# centering; a parameter-valued state kept in float32; one state), the rest slow (CI time).
+@pytest.mark.parametrize("name", [
+    n if n in ("adam", "rmsprop", "schedulefree_adamw", "lion") else
+    pytest.param(n, marks=pytest.mark.slow) for n in sorted(sources.EMA)])
+def test_8bit_states_compile(name, tmp_path):
+    """The blockwise 8-bit instantiations (sources.q8_expressions) compile, do float math
+    only, synchronise their blocks, and keep everything in registers (ptxas: no spills)."""
+    exprs = sources.q8_expressions(name)
+    ptx, _ = compile_ptx(name, "q8", ARCHS[-1], tmp_path, exprs)
+    entries = re.findall(r"^\.visible \.entry (\S+)\(", ptx, re.MULTILINE)
+    assert len(entries) == len(exprs), (len(entries), len(exprs))
+    bad = [line.strip() for line in ptx.splitlines() if F64.search(line)]
+    assert not bad, f"float64 arithmetic in a float32 kernel: {bad[:5]}"
+    assert "bar.sync" in ptx, "no block barrier in a blockwise kernel"
+    done = subprocess.run([NVCC, "-cubin", f"-arch={ARCHS[-1]}", "-Xptxas", "-v", "-o",
+                           str(tmp_path / "q8.cubin"), str(tmp_path / f"{name}_q8.cu")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", done.stderr)
+    assert len(spills) == len(exprs), done.stderr[-2000:]
+    assert all(s == ("0", "0") for s in spills), done.stderr[-2000:]

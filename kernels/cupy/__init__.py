@@ -6,7 +6,8 @@ run nvcc on them) on machines without a GPU. One ``.cu`` file per algorithm, eac
 flags..., EMA>``: the storage types of the parameter, the gradient, the states and the weight
 EMA (float, double, or the 16-bit bf16 / f16 bit patterns), M the math type, VEC the elements
 per vector load, PMODE and SR how a 16-bit parameter is stored (common.cuh ``Param``), then the
-option flags. The swaps and the roofline kernel take one storage type ``T`` (and M). The math of
+option flags. With 8-bit states TS is ``q8``: each state pointer is a descriptor (common.cuh
+``Q8State``) and the kernel runs blockwise. The swaps and the roofline kernel take one storage type ``T`` (and M). The math of
 every kernel is the rule of the same name in kernels/rules.py, written again in C++ (the one
 deliberate second copy; the GPU tests hold it to the reference).
 """
@@ -128,6 +129,26 @@ STORAGE_CASES = (
     (("bf16", "float", "bf16", "bf16"), 0, True),
     (("f16", "f16", "f16", "float"), 0, True),
 )
+
+
+# Representative 8-bit configurations (TS = q8: the states through their descriptors, one
+# element per thread, blockwise; common.cuh): float32 arrays; a bf16 param with master weights;
+# a bf16 param and f16 gradient with Kahan compensation and stochastic rounding.
+Q8_CASES = (
+    (("float", "float", "q8", "float"), 0, False),
+    (("bf16", "bf16", "q8", "bf16"), 1, False),
+    (("bf16", "f16", "q8", "float"), 2, True),
+)
+
+
+def q8_expressions(name):
+    """Instantiations with 8-bit states for one algorithm: Q8_CASES with every flag off and
+    every flag on, with the weight EMA (vector width 1: a q8 kernel reads one element per
+    thread)."""
+    names = __getattr__("FLAGS")[name]
+    return [name_expression(name, "float32", 1, dict.fromkeys(names, on), True, storage,
+                            pmode, sr)
+            for storage, pmode, sr in Q8_CASES for on in (False, True)]
 
 
 def storage_expressions(name):

@@ -242,3 +242,205 @@ __device__ __forceinline__ void ema_update(TE* __restrict__ ema, long long i,
         store<N>(ema, i, E);
     }
 }
+
+// -- 8-bit blockwise states (kernels/q8.py; the numba-cuda kernels' _blockwise) ---------------
+//
+// A call with an 8-bit state instantiates its kernel with TS = q8. Each state pointer then
+// points at a Q8State descriptor in device memory (written by the backend): its data (uint8
+// codes, or the values of a state kept in float32 / bf16 / f16), its absmax (one float per
+// block of Q8_BLOCK elements), the dynamic maps' tables, its format, and its slot among the
+// call's 8-bit states. `each` runs such a kernel blockwise: one CUDA block of Q8_BLOCK threads
+// per block of the states, a thread per element, grid-striding over the blocks. A thread's
+// load() decodes its code with the block's old absmax; the rule runs on the fresh unquantized
+// values; store() leaves the new value in shared memory; then, per 8-bit state, the block's new
+// absmax is the maximum of the values' float32 bit patterns (magnitudes: exact, order-free, a
+// NaN above everything) and each thread encodes its value. Bit for bit the CPU kernels' codes
+// and absmax.
+
+constexpr int Q8_BLOCK = 256;  // q8.BLOCK; the kernels are launched with this many threads
+constexpr int Q8_SLOTS = 3;    // 8-bit states per call at most
+constexpr unsigned Q8_KEY_LO = 0x3380u, Q8_KEY_HI = 0x3F80u;  // q8.KEY_LO, q8.KEY_HI
+constexpr unsigned Q8_KEYS = Q8_KEY_HI - Q8_KEY_LO + 1u;      // q8._KEYS
+constexpr unsigned Q8_MIDS = 129u;                            // q8._MIDS
+
+// Q8State::format (fastopt/_cupy_backend.py Q8_FORMATS).
+enum : int {
+    Q8_FLOAT = 0, Q8_BF16 = 1, Q8_F16 = 2,  // a state kept as it is
+    Q8_DYNAMIC_SIGNED = 3, Q8_DYNAMIC_UNSIGNED = 4, Q8_FP8_SIGNED = 5, Q8_FP8_UNSIGNED = 6
+};
+
+struct Q8State {
+    void* data;           // codes (uint8), or the values of a state kept as it is
+    float* absmax;        // one per block of Q8_BLOCK elements
+    const float* decode;  // dynamic maps: the value of each code
+    const int* lut;       // dynamic maps: the quantizer's table (signed: both sides)
+    const float* mid;     // dynamic maps: the midpoints (signed: both sides)
+    int format;
+    int slot;
+};
+
+// A value of a state in a q8 kernel: the float the rule sees (get/put as for the other types).
+struct q8 {
+    float x;
+};
+__device__ __forceinline__ float get(q8 v) { return v.x; }
+__device__ __forceinline__ void put(q8& out, float x) { out.x = x; }
+
+__device__ __forceinline__ float f32(unsigned bits) { return __uint_as_float(bits); }
+
+// The largest table value of a format: a block's absmax maps to it (q8.K_DYNAMIC, K_FP8).
+__device__ __forceinline__ float q8_k(int format) {
+    return f32(format <= Q8_DYNAMIC_UNSIGNED ? 0x3F800000u : 0x3FF00000u);  // 1.0, 1.875
+}
+
+__device__ __forceinline__ float q8_decode(const Q8State& d, unsigned c) {
+    if (d.format <= Q8_DYNAMIC_UNSIGNED) return d.decode[c];
+    const bool sign = d.format == Q8_FP8_SIGNED;
+    const unsigned mag = sign ? (c & 0x7Fu) : c;
+    // E4M3 (bias 15) or UE5M3 (bias 31); subnormals mag * 2**-17 or mag * 2**-33.
+    const float normal = f32((mag << 20) + ((sign ? 112u : 96u) << 23));
+    const float tiny = static_cast<float>(mag) * f32(sign ? 0x37000000u : 0x2F000000u);
+    const float v = mag < 8u ? tiny : normal;
+    return sign && (c & 0x80u) ? -v : v;
+}
+
+// The code of the scaled value x; v is the state's unscaled new value (a positive value of a
+// non-negative state never becomes code 0). q8.py's *_store, line for line.
+__device__ __forceinline__ unsigned char q8_encode(const Q8State& d, float x, float v) {
+    const unsigned b = __float_as_uint(x);
+    const unsigned a = b & 0x7FFFFFFFu;
+    if (d.format == Q8_DYNAMIC_SIGNED) {
+        unsigned k = a >> 16;
+        k = k >= Q8_KEY_LO ? k : Q8_KEY_LO;
+        k = (k <= Q8_KEY_HI ? k : Q8_KEY_HI) - Q8_KEY_LO;
+        const unsigned neg = b >> 31;
+        unsigned j = static_cast<unsigned>(d.lut[k + neg * Q8_KEYS]);
+        j += f32(a) > d.mid[j + neg * Q8_MIDS] ? 1u : 0u;
+        return static_cast<unsigned char>(127u + j - 2u * j * neg);
+    }
+    if (d.format == Q8_DYNAMIC_UNSIGNED) {
+        unsigned k = b >> 16;
+        k = k >= Q8_KEY_LO ? k : Q8_KEY_LO;
+        k = (k <= Q8_KEY_HI ? k : Q8_KEY_HI) - Q8_KEY_LO;
+        unsigned j = static_cast<unsigned>(d.lut[k]);
+        j += x > d.mid[j] ? 1u : 0u;
+        j = b < 0x80000000u || x != x ? j : 0u;
+        return static_cast<unsigned char>(j || !(v > f32(0u)) ? j : 1u);
+    }
+    if (d.format == Q8_FP8_SIGNED) {
+        const unsigned normal = (a - (112u << 23) + 0x7FFFFu + ((a >> 20) & 1u)) >> 20;
+        // Below 2**-14: adding 64 (ulp 2**-17) rounds the magnitude to the subnormal grid.
+        const unsigned tiny = __float_as_uint(f32(a) + f32(0x42800000u)) - 0x42800000u;
+        unsigned mag = a < (113u << 23) ? tiny : normal;
+        mag = mag < 0x7Fu ? mag : 0x7Fu;
+        return static_cast<unsigned char>((b >> 31) && mag ? (mag | 0x80u) : mag);
+    }
+    const unsigned normal = (a - (96u << 23) + 0x7FFFFu + ((a >> 20) & 1u)) >> 20;
+    // Below 2**-30: adding 2**-10 (ulp 2**-33) rounds to the subnormal grid.
+    const unsigned tiny = __float_as_uint(f32(a) + f32(0x3A800000u)) - 0x3A800000u;
+    unsigned mag = a < (97u << 23) ? tiny : normal;
+    mag = mag < 0xFFu ? mag : 0xFFu;
+    mag = (b >> 31) && a <= 0x7F800000u ? 0u : mag;
+    return static_cast<unsigned char>(mag || !(v > f32(0u)) ? mag : 1u);
+}
+
+// What the threads of a block share: each 8-bit state's new values, the reduction, the
+// descriptors of the states stored (null: that slot is unused).
+struct Q8Shared {
+    float value[Q8_SLOTS][Q8_BLOCK];
+    unsigned bits[Q8_BLOCK];
+    const Q8State* state[Q8_SLOTS];
+};
+
+__device__ __forceinline__ Q8Shared& q8_shared() {
+    __shared__ Q8Shared shared;
+    return shared;
+}
+
+template <int N>
+__device__ __forceinline__ Pack<q8, N> load(const q8* s, long long i) {
+    static_assert(N == 1, "a q8 kernel reads one element per thread");
+    const Q8State& d = *reinterpret_cast<const Q8State*>(s);
+    Pack<q8, N> out;
+    if (d.format == Q8_FLOAT) {
+        out.v[0].x = static_cast<const float*>(d.data)[i];
+    } else if (d.format == Q8_BF16) {
+        out.v[0].x = get(static_cast<const bf16*>(d.data)[i]);
+    } else if (d.format == Q8_F16) {
+        out.v[0].x = get(static_cast<const f16*>(d.data)[i]);
+    } else {
+        const float scale = d.absmax[i / Q8_BLOCK] / q8_k(d.format);
+        out.v[0].x = q8_decode(d, static_cast<const unsigned char*>(d.data)[i]) * scale;
+    }
+    return out;
+}
+
+template <int N>
+__device__ __forceinline__ void store(q8* s, long long i, const Pack<q8, N>& x) {
+    static_assert(N == 1, "a q8 kernel writes one element per thread");
+    const Q8State& d = *reinterpret_cast<const Q8State*>(s);
+    if (d.format == Q8_FLOAT) {
+        static_cast<float*>(d.data)[i] = x.v[0].x;
+    } else if (d.format == Q8_BF16) {
+        put(static_cast<bf16*>(d.data)[i], x.v[0].x);
+    } else if (d.format == Q8_F16) {
+        put(static_cast<f16*>(d.data)[i], x.v[0].x);
+    } else {  // encoded by `blockwise` once the block's absmax is known
+        Q8Shared& sh = q8_shared();
+        sh.value[d.slot][threadIdx.x] = x.v[0].x;
+        sh.state[d.slot] = &d;
+    }
+}
+
+// The blockwise loop of a q8 kernel (see above): body(i, Width<1>()) for each element, then
+// the 8-bit states' absmax and codes. Every thread of the block reaches every barrier.
+template <typename Body>
+__device__ __forceinline__ void blockwise(long long n, Body body) {
+    Q8Shared& sh = q8_shared();
+    const unsigned t = threadIdx.x;
+    const long long blocks = (n + Q8_BLOCK - 1) / Q8_BLOCK;
+    for (long long b = blockIdx.x; b < blocks; b += gridDim.x) {
+        const long long i = b * Q8_BLOCK + t;
+        if (t < Q8_SLOTS) sh.state[t] = nullptr;
+#pragma unroll
+        for (int s = 0; s < Q8_SLOTS; ++s) sh.value[s][t] = f32(0u);
+        __syncthreads();
+        if (i < n) body(i, Width<1>());
+        __syncthreads();
+        for (int s = 0; s < Q8_SLOTS; ++s) {
+            const Q8State* d = sh.state[s];  // the same for every thread
+            if (d == nullptr) continue;
+            const float v = sh.value[s][t];
+            sh.bits[t] = __float_as_uint(v) & 0x7FFFFFFFu;
+            __syncthreads();
+            for (unsigned h = Q8_BLOCK / 2; h > 0u; h /= 2u) {
+                if (t < h && sh.bits[t + h] > sh.bits[t]) sh.bits[t] = sh.bits[t + h];
+                __syncthreads();
+            }
+            const float absmax = f32(sh.bits[0]);
+            const float k = absmax > f32(0u) ? q8_k(d->format) / absmax : f32(0u);
+            if (i < n) static_cast<unsigned char*>(d->data)[i] = q8_encode(*d, v * k, v);
+            if (t == 0) d->absmax[b] = absmax;
+            __syncthreads();  // bits[0] read by all before the next state's reduction
+        }
+    }
+}
+
+template <typename A, typename B>
+struct same_type {
+    static constexpr bool value = false;
+};
+template <typename A>
+struct same_type<A, A> {
+    static constexpr bool value = true;
+};
+
+// The loop of an algorithm's kernel: blockwise when its states are q8, else grid_stride.
+template <int VEC, typename TS, typename Body>
+__device__ __forceinline__ void each(long long n, Body body) {
+    if constexpr (same_type<TS, q8>::value) {
+        blockwise(n, body);
+    } else {
+        grid_stride<VEC>(n, body);
+    }
+}

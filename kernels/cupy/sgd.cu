@@ -26,7 +26,7 @@ __global__ void sgd(TP* __restrict__ param, const TG* __restrict__ grad,
                     TE* __restrict__ ema, M ema_weight, M ema_rest, M ema_first,
                     M* __restrict__ master, TP* __restrict__ comp, unsigned int sr_key,
                     long long sr_offset) {
-    grid_stride<VEC>(n, [&](long long i, auto width) {
+    each<VEC, TS>(n, [&](long long i, auto width) {
         constexpr int N = decltype(width)::value;
         Param<N, PMODE, SR, TP, M> P(param, master, comp, i, sr_key, sr_offset);
         Pack<TG, N> G = load<N>(grad, i);
