@@ -53,6 +53,17 @@ def _timer(fn, sync, calls):
     return run
 
 
+def _medians(timers, rounds):
+    """Each timer's median over ``rounds`` rounds, interleaved, after one warm-up call."""
+    for t in timers.values():  # compile and warm up
+        t()
+    samples = {k: [] for k in timers}
+    for _ in range(rounds):
+        for k, t in timers.items():
+            samples[k].append(t())
+    return {k: statistics.median(s) for k, s in samples.items()}
+
+
 def measure(size, rounds, calls, with_torch, dtype="float32"):
     import cupy
 
@@ -88,13 +99,7 @@ def measure(size, rounds, calls, with_torch, dtype="float32"):
         tp.grad = torch.from_numpy(host * 1e-3).to("cuda", tdtype)
         opt = torch.optim.Adam([tp], lr=1e-6, fused=True)
         timers["torch-fused"] = _timer(opt.step, torch.cuda.synchronize, calls)
-    for t in timers.values():  # compile and warm up
-        t()
-    samples = {k: [] for k in timers}
-    for _ in range(rounds):
-        for k, t in timers.items():
-            samples[k].append(t())
-    return {k: statistics.median(s) for k, s in samples.items()}
+    return _medians(timers, rounds)
 
 
 def measure_8bit(size, rounds, calls, dtype, fmt):
@@ -129,13 +134,7 @@ def measure_8bit(size, rounds, calls, dtype, fmt):
 
     timers = {f"{kind}/{b}": _timer(adam(b, kind), sync, calls)
               for b in BACKENDS for kind in arrays}
-    for t in timers.values():  # compile and warm up
-        t()
-    samples = {k: [] for k in timers}
-    for _ in range(rounds):
-        for k, t in timers.items():
-            samples[k].append(t())
-    return {k: statistics.median(s) for k, s in samples.items()}
+    return _medians(timers, rounds)
 
 
 def main_8bit(args, device):

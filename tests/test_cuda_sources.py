@@ -65,16 +65,22 @@ def test_sources_compile(name, dtype, arch, tmp_path):
         assert re.search(r"ld\.global(\.nc)?\.v2\.f64", ptx), "no 16-byte vector loads"
 
 
-@pytest.mark.parametrize("name", sorted(sources.EMA))
-def test_16bit_storage_compiles(name, tmp_path):
-    """The 16-bit instantiations (every storage type in every role, each parameter store,
-    stochastic rounding) compile, do float math only, and load 16-bit packs whole."""
-    exprs = sources.storage_expressions(name)
-    ptx, _ = compile_ptx(name, "storage", ARCHS[-1], tmp_path, exprs)
+def _float32_ptx(name: str, tag: str, exprs: list[str], tmp_path) -> str:
+    """The PTX of float-math instantiations ``exprs`` for sm_90: one entry each, no float64
+    instruction."""
+    ptx, _ = compile_ptx(name, tag, ARCHS[-1], tmp_path, exprs)
     entries = re.findall(r"^\.visible \.entry (\S+)\(", ptx, re.MULTILINE)
     assert len(entries) == len(exprs), (len(entries), len(exprs))
     bad = [line.strip() for line in ptx.splitlines() if F64.search(line)]
     assert not bad, f"float64 arithmetic in a float32 kernel: {bad[:5]}"
+    return ptx
+
+
+@pytest.mark.parametrize("name", sorted(sources.EMA))
+def test_16bit_storage_compiles(name, tmp_path):
+    """The 16-bit instantiations (every storage type in every role, each parameter store,
+    stochastic rounding) compile, do float math only, and load 16-bit packs whole."""
+    ptx = _float32_ptx(name, "storage", sources.storage_expressions(name), tmp_path)
     # Four bf16/f16 values in one 8-byte load (a Pack<bf16, 4>).
     assert re.search(r"ld\.global(\.nc)?\.(v4\.u16|v2\.u32|u64|b64|v4\.b16|v2\.b32)", ptx), \
         "no 8-byte loads of 16-bit packs"
@@ -110,11 +116,7 @@ def test_8bit_states_compile(name, tmp_path):
     """The blockwise 8-bit instantiations (sources.q8_expressions) compile, do float math
     only, synchronise their blocks, and keep everything in registers (ptxas: no spills)."""
     exprs = sources.q8_expressions(name)
-    ptx, _ = compile_ptx(name, "q8", ARCHS[-1], tmp_path, exprs)
-    entries = re.findall(r"^\.visible \.entry (\S+)\(", ptx, re.MULTILINE)
-    assert len(entries) == len(exprs), (len(entries), len(exprs))
-    bad = [line.strip() for line in ptx.splitlines() if F64.search(line)]
-    assert not bad, f"float64 arithmetic in a float32 kernel: {bad[:5]}"
+    ptx = _float32_ptx(name, "q8", exprs, tmp_path)
     assert "bar.sync" in ptx, "no block barrier in a blockwise kernel"
     done = subprocess.run([NVCC, "-cubin", f"-arch={ARCHS[-1]}", "-Xptxas", "-v", "-o",
                            str(tmp_path / "q8.cubin"), str(tmp_path / f"{name}_q8.cu")],

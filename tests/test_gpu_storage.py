@@ -502,23 +502,31 @@ def _q8_algorithms() -> list[Any]:
             for a in ALGORITHMS if any(s.kind != "weights" for s in a.spec.states)]
 
 
-@pytest.mark.parametrize("algo", _q8_algorithms())
-def test_8bit_gpu_steps_of_every_algorithm_equal_the_cpu_kernels(simulated_numba_cuda, algo):
-    cuda = simulated_numba_cuda
+def _q8_steps(algo, fmt: str, n: int, to_device, backend: str):
+    """Three steps of ``algo``'s last option set with 8-bit states (format ``fmt``) on the
+    CPU kernels and, from the same start, on ``backend``: (the CPU problem, the device param,
+    the device states)."""
     from test_8bit import _quantized
 
-    prob = Problem(algo, algo.option_sets[-1], 300, np.float32, seed=4)
-    cpu = _quantized(prob, "fp8")
-    gpu_state = {k: None if v is None else v.map(cuda.to_device)
-                 if isinstance(v, fastopt.State8bit) else cuda.to_device(v)
+    prob = Problem(algo, algo.option_sets[-1], n, np.float32, seed=4)
+    cpu = _quantized(prob, fmt)
+    gpu_state = {k: None if v is None else v.map(to_device)
+                 if isinstance(v, fastopt.State8bit) else to_device(v)
                  for k, v in cpu.state.items()}
-    gpu_param = cuda.to_device(cpu.param)
+    gpu_param = to_device(cpu.param)
     for t in range(1, 4):
         g = prob.grad()
         with np.errstate(all="ignore"):
             cpu.step(g, t, "numba")
-        algo.step_fn(gpu_param, cuda.to_device(g), *gpu_state.values(), step=t,
-                     backend="numba-cuda", **prob.scalars, **prob.options)
+        algo.step_fn(gpu_param, to_device(g), *gpu_state.values(), step=t, backend=backend,
+                     **prob.scalars, **prob.options)
+    return cpu, gpu_param, gpu_state
+
+
+@pytest.mark.parametrize("algo", _q8_algorithms())
+def test_8bit_gpu_steps_of_every_algorithm_equal_the_cpu_kernels(simulated_numba_cuda, algo):
+    cuda = simulated_numba_cuda
+    cpu, gpu_param, gpu_state = _q8_steps(algo, "fp8", 300, cuda.to_device, "numba-cuda")
     # Under the simulator a rule's math.sqrt of a float32 returns a Python float (float64):
     # a few results one float32 rounding apart (on a GPU, as on the CPU, sqrtf). So: values
     # within float32 rounding, and a code off by at most one step in rare elements.
@@ -596,21 +604,8 @@ def _q8_cupy_algorithms():
 @pytest.mark.parametrize("fmt", ["fp8", "dynamic"])
 @pytest.mark.parametrize("algo", _q8_cupy_algorithms())
 def test_8bit_cupy_steps_of_every_algorithm_equal_the_cpu_kernels(cupy_device, algo, fmt):
-    from test_8bit import _quantized
-
     dev = cupy_device
-    prob = Problem(algo, algo.option_sets[-1], 700, np.float32, seed=4)
-    cpu = _quantized(prob, fmt)
-    gpu_state = {k: None if v is None else v.map(dev.to_device)
-                 if isinstance(v, fastopt.State8bit) else dev.to_device(v)
-                 for k, v in cpu.state.items()}
-    gpu_param = dev.to_device(cpu.param)
-    for t in range(1, 4):
-        g = prob.grad()
-        with np.errstate(all="ignore"):
-            cpu.step(g, t, "numba")
-        algo.step_fn(gpu_param, dev.to_device(g), *gpu_state.values(), step=t,
-                     backend="cupy", **prob.scalars, **prob.options)
+    cpu, gpu_param, gpu_state = _q8_steps(algo, fmt, 700, dev.to_device, "cupy")
     got, want, names = [dev.to_host(gpu_param)], [cpu.param], ["param"]
     for name, s in cpu.state.items():
         d = gpu_state[name]
